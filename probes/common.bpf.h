@@ -1,0 +1,153 @@
+/* Maps and helpers shared by every zctrace probe (one bcc module per session; the loader puts
+ * this text in front of the programs' text, since bcc rewrites map calls only there).
+ *
+ * Struct offsets are ZC_OFF_<struct>_<member> macros supplied by the loader from the running
+ * kernel's BTF (zctrace/offsets.py); nothing here trusts the compile-time kernel headers.
+ */
+#include <uapi/linux/ptrace.h>
+#include "zctrace.h"
+
+#define ZC_MSG_ZEROCOPY 0x4000000
+#define ZC_MSG_ERRQUEUE 0x2000
+#define ZC_EINVAL 22
+#define ZC_ENOBUFS 105
+#define ZC_EOPNOTSUPP 95
+#define ZC_IPPROTO_TCP 6
+#define ZC_IPPROTO_UDP 17
+
+#define ZC_READ(dst, base, off) \
+	bpf_probe_read_kernel(&(dst), sizeof(dst), (const char *)(base) + (off))
+
+BPF_HASH(zc_stats, struct zc_key, struct zc_stats, 10240);
+BPF_ARRAY(zc_kevents, struct zc_kev, ZC_NR_KEVENTS);
+/* Processes being traced, when the session filters (-p / -- CMD); children are added on fork. */
+BPF_HASH(zc_targets, u32, u8, 4096);
+
+/* MSG_ZEROCOPY notification ids seen per socket: ranges are clipped to what we saw sent. */
+struct zc_sock {
+	u32 tgid;
+	u8 proto;
+	u8 pad[3];
+	u32 first_id;
+	u32 next_id;
+};
+BPF_HASH(zc_socks, u64, struct zc_sock, 65536);
+
+static __always_inline int zc_tracked(u32 tgid)
+{
+#ifdef ZC_FILTER
+	return zc_targets.lookup(&tgid) != 0;
+#else
+	return 1;
+#endif
+}
+
+static __always_inline u8 zc_proto_of(u16 ipproto)
+{
+	if (ipproto == ZC_IPPROTO_TCP)
+		return ZC_PROTO_TCP;
+	if (ipproto == ZC_IPPROTO_UDP)
+		return ZC_PROTO_UDP;
+	return ZC_PROTO_OTHER;
+}
+
+/* Counters of (tgid, api, proto); created in process context with that process's comm. */
+static __always_inline struct zc_stats *zc_stats_get(u32 tgid, u8 api, u8 proto, int create)
+{
+	struct zc_key key = {.tgid = tgid, .api = api, .proto = proto};
+	struct zc_stats *s = zc_stats.lookup(&key);
+
+	if (s || !create)
+		return s;
+	struct zc_stats zero = {};
+	bpf_get_current_comm(&zero.comm, sizeof(zero.comm));
+	zc_stats.insert(&key, &zero);
+	return zc_stats.lookup(&key);
+}
+
+static __always_inline void zc_add(struct zc_stats *s, int counter, u64 n)
+{
+	if (s && counter >= 0 && counter < ZC_NR_COUNTERS)
+		__sync_fetch_and_add(&s->c[counter], n);
+}
+
+static __always_inline void zc_kevent(int ev, u64 bytes)
+{
+	struct zc_kev *k = zc_kevents.lookup(&ev);
+
+	if (k) {
+		__sync_fetch_and_add(&k->count, 1);
+		__sync_fetch_and_add(&k->bytes, bytes);
+	}
+}
+
+/* struct sock * behind a file descriptor of the current task (0 if there is none). */
+static __always_inline void *zc_fd_to_sock(int fd)
+{
+	void *task = (void *)bpf_get_current_task();
+	void *files = 0, *fdt = 0, *fds = 0, *file = 0, *socket = 0, *sk = 0;
+	unsigned int max_fds = 0;
+
+	if (fd < 0)
+		return 0;
+	ZC_READ(files, task, ZC_OFF_task_struct_files);
+	if (!files)
+		return 0;
+	ZC_READ(fdt, files, ZC_OFF_files_struct_fdt);
+	if (!fdt)
+		return 0;
+	ZC_READ(max_fds, fdt, ZC_OFF_fdtable_max_fds);
+	if ((unsigned int)fd >= max_fds)
+		return 0;
+	ZC_READ(fds, fdt, ZC_OFF_fdtable_fd);
+	if (!fds)
+		return 0;
+	ZC_READ(file, fds, (u64)fd * sizeof(void *));
+	if (!file)
+		return 0;
+	ZC_READ(socket, file, ZC_OFF_file_private_data);
+	if (!socket)
+		return 0;
+	ZC_READ(sk, socket, ZC_OFF_socket_sk);
+	return sk;
+}
+
+/* Attribute a completed notification range lo..hi (inclusive ids) of socket sk. */
+static __always_inline void zc_msgzc_range(u64 sk, u32 lo, u32 hi, int copied)
+{
+	struct zc_sock *st = zc_socks.lookup(&sk);
+
+	if (!st || st->next_id == st->first_id)
+		return; /* a socket we never saw send */
+	if (lo < st->first_id)
+		lo = st->first_id;
+	if (hi >= st->next_id)
+		hi = st->next_id - 1;
+	struct zc_stats *s = zc_stats_get(st->tgid, ZC_API_MSG_ZEROCOPY, st->proto, 0);
+	if (!s)
+		return;
+	zc_add(s, ZC_NOTIFICATIONS, 1);
+	if (hi < lo)
+		return;
+	zc_add(s, copied ? ZC_COPIED : ZC_ZEROCOPIED, (u64)(hi - lo) + 1);
+}
+
+/* Entry points for kernel functions: fentry on the fentry tier, kprobe otherwise. The loader
+ * attaches kfunc__<fn> or kprobe__<fn>. */
+#ifdef ZC_TIER_FENTRY
+#define ZC_KFUNC1(fn, a1) KFUNC_PROBE(fn, void *a1)
+#define ZC_KFUNC2(fn, a1, a2) KFUNC_PROBE(fn, void *a1, void *a2)
+#define ZC_KFUNC3(fn, a1, a2, a3) KFUNC_PROBE(fn, void *a1, void *a2, void *a3)
+#else
+#define ZC_KFUNC1(fn, a1) static __always_inline int zc_body_##fn(void *ctx, void *a1); \
+	int kprobe__##fn(struct pt_regs *ctx) { return zc_body_##fn(ctx, (void *)PT_REGS_PARM1(ctx)); } \
+	static __always_inline int zc_body_##fn(void *ctx, void *a1)
+#define ZC_KFUNC2(fn, a1, a2) static __always_inline int zc_body_##fn(void *ctx, void *a1, void *a2); \
+	int kprobe__##fn(struct pt_regs *ctx) { return zc_body_##fn(ctx, (void *)PT_REGS_PARM1(ctx), \
+		(void *)PT_REGS_PARM2(ctx)); } \
+	static __always_inline int zc_body_##fn(void *ctx, void *a1, void *a2)
+#define ZC_KFUNC3(fn, a1, a2, a3) static __always_inline int zc_body_##fn(void *ctx, void *a1, void *a2, void *a3); \
+	int kprobe__##fn(struct pt_regs *ctx) { return zc_body_##fn(ctx, (void *)PT_REGS_PARM1(ctx), \
+		(void *)PT_REGS_PARM2(ctx), (void *)PT_REGS_PARM3(ctx)); } \
+	static __always_inline int zc_body_##fn(void *ctx, void *a1, void *a2, void *a3)
+#endif

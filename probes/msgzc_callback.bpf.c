@@ -1,0 +1,25 @@
+/* MSG_ZEROCOPY verdicts from the kernel's own completion (fentry/kprobe tiers).
+ *
+ * __msg_zerocopy_callback(uarg) runs when the last skb holding a notification range lets go
+ * of it: uarg->id, uarg->len and uarg->zerocopy are the range and the verdict, whether or not
+ * the application ever reads its error queue. Each range is seen separately, also those the
+ * error queue would merge (skb_zerocopy_notify_extend does not compare ee_code).
+ */
+
+ZC_KFUNC1(__msg_zerocopy_callback, uarg)
+{
+	void *skb = (char *)uarg - ZC_OFF_sk_buff_cb; /* skb_from_uarg(): uarg lives in skb->cb */
+	u64 sk = 0;
+	u32 id = 0, zcword = 0;
+	u16 len = 0;
+
+	ZC_READ(sk, skb, ZC_OFF_sk_buff_sk);
+	ZC_READ(id, uarg, ZC_OFF_ubuf_info_msgzc_id);
+	ZC_READ(len, uarg, ZC_OFF_ubuf_info_msgzc_len);
+	ZC_READ(zcword, uarg, ZC_OFF_ubuf_info_msgzc_zerocopy);
+	if (!sk || !len)
+		return 0; /* aborted range: the kernel posts nothing */
+	int zerocopy = (zcword >> ZC_SHIFT_ubuf_info_msgzc_zerocopy) & 1;
+	zc_msgzc_range(sk, id, id + len - 1, !zerocopy);
+	return 0;
+}

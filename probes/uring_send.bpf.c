@@ -1,0 +1,93 @@
+/* io_uring zerocopy send requests and their notification CQEs (every tier).
+ *
+ * A SEND_ZC / SENDMSG_ZC request is counted at its send CQE when the kernel says a
+ * notification follows (IORING_CQE_F_MORE); its verdict comes with the notification CQE
+ * (IORING_CQE_F_NOTIF). On the tracepoint tier that verdict exists only when the application
+ * asked for IORING_SEND_ZC_REPORT_USAGE (bit 31 of res = copied); without it the notification
+ * is counted `unreported`. The fentry/kprobe tiers take verdicts from uring_notif instead.
+ */
+
+#define ZC_IORING_OP_SEND_ZC 47
+#define ZC_IORING_OP_SENDMSG_ZC 48
+#define ZC_IORING_CQE_F_MORE (1U << 1)
+#define ZC_IORING_CQE_F_NOTIF (1U << 3)
+#define ZC_IORING_NOTIF_USAGE_ZC_COPIED (1U << 31)
+
+/* Ring owner, for completions that run outside the submitting task, and the protocol of its
+ * latest zerocopy send (notification requests carry no socket). */
+struct zc_ring {
+	u32 tgid;
+	u8 proto;
+	u8 pad[3];
+};
+BPF_HASH(zc_rings, u64, struct zc_ring, 4096);
+
+static __always_inline u8 zc_uring_proto(void *req)
+{
+	void *file = 0, *socket = 0, *sk = 0;
+	u16 ipproto = 0;
+
+	ZC_READ(file, req, ZC_OFF_io_kiocb_file);
+	if (!file)
+		return ZC_PROTO_OTHER;
+	ZC_READ(socket, file, ZC_OFF_file_private_data);
+	if (!socket)
+		return ZC_PROTO_OTHER;
+	ZC_READ(sk, socket, ZC_OFF_socket_sk);
+	if (!sk)
+		return ZC_PROTO_OTHER;
+	ZC_READ(ipproto, sk, ZC_OFF_sock_sk_protocol);
+	return zc_proto_of(ipproto);
+}
+
+TRACEPOINT_PROBE(io_uring, io_uring_submit_req)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	u64 ctx = (u64)args->ctx;
+
+	if ((args->opcode != ZC_IORING_OP_SEND_ZC && args->opcode != ZC_IORING_OP_SENDMSG_ZC) ||
+	    !zc_tracked(tgid))
+		return 0;
+	struct zc_ring ring = {.tgid = tgid};
+	zc_rings.lookup_or_try_init(&ctx, &ring); /* req->file is not assigned yet: proto comes later */
+	return 0;
+}
+
+TRACEPOINT_PROBE(io_uring, io_uring_complete)
+{
+	u64 ctx = (u64)args->ctx;
+	struct zc_ring *ring = zc_rings.lookup(&ctx);
+	void *req = args->req;
+	u8 opcode = 0;
+
+	if (!ring)
+		return 0;
+	if (args->cflags & ZC_IORING_CQE_F_NOTIF) {
+		struct zc_stats *s = zc_stats_get(ring->tgid, ZC_API_IO_URING, ring->proto, 0);
+		zc_add(s, ZC_NOTIFICATIONS, 1);
+#ifdef ZC_TIER_TRACEPOINT
+		u8 report = 0;
+		ZC_READ(report, req, ZC_OFF_io_kiocb_cmd + ZC_OFF_io_notif_data_zc_report);
+		if (!report)
+			zc_add(s, ZC_UNREPORTED, 1);
+		else
+			zc_add(s, ((u32)args->res & ZC_IORING_NOTIF_USAGE_ZC_COPIED) ? ZC_COPIED : ZC_ZEROCOPIED, 1);
+#endif
+		return 0;
+	}
+	ZC_READ(opcode, req, ZC_OFF_io_kiocb_opcode);
+	if (opcode != ZC_IORING_OP_SEND_ZC && opcode != ZC_IORING_OP_SENDMSG_ZC)
+		return 0;
+	ring->proto = zc_uring_proto(req);
+	struct zc_stats *s = zc_stats_get(ring->tgid, ZC_API_IO_URING, ring->proto, 1);
+	if (args->cflags & ZC_IORING_CQE_F_MORE) {
+		zc_add(s, ZC_REQUESTS, 1);
+		if (args->res > 0)
+			zc_add(s, ZC_BYTES, args->res);
+	} else if (args->res == -ZC_EOPNOTSUPP) {
+		zc_add(s, ZC_NA_EOPNOTSUPP, 1);
+	} else if (args->res == -ZC_ENOBUFS) {
+		zc_add(s, ZC_NA_ENOBUFS, 1);
+	}
+	return 0;
+}

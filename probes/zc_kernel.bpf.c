@@ -1,0 +1,48 @@
+/* Where the kernel attaches pages zero-copy and where it copies them late (fentry/kprobe).
+ *
+ * skb_copy_ubufs keeps the kernel stack of each late copy: its caller is the reason
+ * (local delivery, a packet tap, a TX timestamp, ...), resolved on the Python side.
+ */
+
+struct zc_copy_site {
+	u64 count;
+	u64 bytes;
+};
+BPF_STACK_TRACE(zc_copy_stacks, 1024);
+BPF_HASH(zc_copy_sites, int, struct zc_copy_site, 1024);
+
+ZC_KFUNC2(skb_zerocopy_iter_stream, sk, skb)
+{
+	u32 len = 0;
+
+	ZC_READ(len, skb, ZC_OFF_sk_buff_len);
+	zc_kevent(ZC_KEV_ITER_STREAM, len);
+	return 0;
+}
+
+ZC_KFUNC3(zerocopy_fill_skb_from_iter, skb, from, length)
+{
+	zc_kevent(ZC_KEV_FILL_FROM_ITER, (u64)length);
+	return 0;
+}
+
+ZC_KFUNC2(msg_zerocopy_realloc, sk, size)
+{
+	zc_kevent(ZC_KEV_UARG_REALLOC, (u64)size);
+	return 0;
+}
+
+ZC_KFUNC1(skb_copy_ubufs, skb)
+{
+	u32 len = 0;
+	int stackid = zc_copy_stacks.get_stackid(ctx, 0);
+	struct zc_copy_site zero = {}, *site = zc_copy_sites.lookup_or_try_init(&stackid, &zero);
+
+	ZC_READ(len, skb, ZC_OFF_sk_buff_len);
+	zc_kevent(ZC_KEV_COPY_UBUFS, len);
+	if (site) {
+		__sync_fetch_and_add(&site->count, 1);
+		__sync_fetch_and_add(&site->bytes, len);
+	}
+	return 0;
+}

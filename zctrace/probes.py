@@ -1,0 +1,227 @@
+"""Compile the probe programs of one tier with bcc, attach them, and hold the session.
+
+The programs, their tiers and attach points are declared in probes/manifest.toml. All the
+programs of a session are compiled into one bcc module so they share their maps; each attach
+point is attached on its own, so one that fails leaves the others running (and says why).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from .btf import Btf
+from .errors import ZctraceError
+from .header import PROBE_DIR
+from .offsets import kernel_defines
+
+TIERS = ("fentry", "kprobe", "tracepoint")
+_MACRO = re.compile(r"\b(ZC_(?:OFF|SHIFT)_\w+|ZC_SOCK_ZEROCOPY)\b")
+
+
+@dataclass(frozen=True)
+class Program:
+    """One probe program as the manifest declares it."""
+
+    name: str
+    file: str
+    tiers: tuple[str, ...]
+    summary: str
+    tracepoints: tuple[str, ...] = ()
+    kfuncs: tuple[str, ...] = ()
+    filtered_only: bool = False
+
+    def source(self) -> str:
+        return (PROBE_DIR / self.file).read_text()
+
+    def needs(self) -> set[str]:
+        """Kernel-derived macros this program's text uses."""
+        return set(_MACRO.findall(self.source()))
+
+
+@dataclass
+class AttachStatus:
+    program: str
+    target: str
+    attached: bool
+    error: str = ""
+
+
+def load_manifest() -> list[Program]:
+    data = tomllib.loads((PROBE_DIR / "manifest.toml").read_text())
+    return [Program(name=p["name"], file=p["file"], tiers=tuple(p["tiers"]), summary=p["summary"],
+                    tracepoints=tuple(p.get("tracepoint", ())), kfuncs=tuple(p.get("kfunc", ())),
+                    filtered_only=p.get("filtered_only", False))
+            for p in data["program"]]
+
+
+def import_bcc():
+    """bcc's BPF class with its name-based auto-attach turned off (we attach one by one)."""
+    try:
+        from bcc import BPF
+    except ImportError as e:
+        raise ZctraceError("bcc is not importable: run scripts/setup.sh (Debian's python3-bpfcc)") from e
+
+    class Module(BPF):
+        def _trace_autoload(self) -> None:
+            pass
+
+    return Module
+
+
+@contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """libbcc prints verifier and attach noise straight to fd 2; keep it off the terminal."""
+    saved = os.dup(2)
+    with open(os.devnull, "wb") as null:
+        os.dup2(null.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def ensure_tracefs() -> None:
+    """bcc attaches tracepoints through tracefs; mount it where a minimal system did not."""
+    for path, fstype in (("/sys/kernel/debug", "debugfs"), ("/sys/kernel/tracing", "tracefs")):
+        if not os.path.ismount(path):
+            os.system(f"mount -t {fstype} none {path} 2>/dev/null")
+    if not os.path.exists("/sys/kernel/debug/tracing/events") and not os.path.exists(
+            "/sys/kernel/tracing/events"):
+        raise ZctraceError("tracefs is not mounted and could not be mounted (need root)")
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise ZctraceError("zctrace needs root (CAP_BPF and CAP_PERFMON) to load BPF programs")
+
+
+@dataclass
+class Session:
+    """Probes of one tier, compiled and attached; `bpf` holds the maps."""
+
+    tier: str
+    programs: list[Program]
+    statuses: list[AttachStatus] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # program -> why it is not loaded
+    filtered: bool = False
+    bpf: object = None
+
+    @classmethod
+    def open(cls, tier: str, btf: Btf, pids: list[int] | None = None,
+             only: set[str] | None = None) -> Session:
+        """Compile and attach the tier's programs; `pids` limits tracing to them and children."""
+        if tier not in TIERS:
+            raise ZctraceError(f"unknown tier {tier!r}: choose one of {', '.join(TIERS)}")
+        require_root()
+        ensure_tracefs()
+        module = import_bcc()
+        defines, missing = kernel_defines(btf)
+        defines[f"ZC_TIER_{tier.upper()}"] = 1
+        if pids is not None:
+            defines["ZC_FILTER"] = 1
+        session = cls(tier=tier, programs=[], filtered=pids is not None)
+        for prog in load_manifest():
+            if tier not in prog.tiers or (prog.filtered_only and pids is None):
+                continue
+            if only is not None and prog.name not in only:
+                continue
+            lacking = sorted(prog.needs() & missing.keys())
+            if lacking:
+                session.skipped[prog.name] = missing[lacking[0]]
+                continue
+            absent = [f for f in prog.kfuncs if not btf.has_function(f)]
+            if absent and tier != "tracepoint":
+                session.skipped[prog.name] = f"kernel has no function {absent[0]}"
+                continue
+            session.programs.append(prog)
+        cflags = [f"-I{PROBE_DIR}", "-Wno-macro-redefined"] + [f"-D{k}={v}" for k, v in defines.items()]
+        session.bpf = session._compile(module, cflags)
+        session._attach()
+        if pids:
+            for pid in pids:
+                session.add_pid(pid)
+        return session
+
+    def _compile(self, module, cflags: list[str]):
+        def text(progs: list[Program]) -> str:
+            # bcc rewrites map calls only in the main text, so the common part is inlined.
+            return (PROBE_DIR / "common.bpf.h").read_text() + "\n".join(p.source() for p in progs)
+
+        try:
+            with quiet_stderr():
+                return module(text=text(self.programs), cflags=cflags)
+        except Exception:
+            pass
+        # Find which programs do not build here, drop them, keep the rest.
+        good = []
+        for prog in self.programs:
+            try:
+                with quiet_stderr():
+                    module(text=text([prog]), cflags=cflags).cleanup()
+                good.append(prog)
+            except Exception as e:
+                self.skipped[prog.name] = f"does not compile: {str(e).splitlines()[0][:200]}"
+        self.programs = good
+        try:
+            with quiet_stderr():
+                return module(text=text(good), cflags=cflags)
+        except Exception as e:
+            raise ZctraceError(f"probes do not compile together on this kernel: {e}") from e
+
+    def _attach(self) -> None:
+        b = self.bpf
+        for prog in self.programs:
+            for tp in prog.tracepoints:
+                cat, event = tp.split(":")
+                self._try(prog, tp, lambda: b.attach_tracepoint(
+                    tp=tp, fn_name=f"tracepoint__{cat}__{event}"))
+            for func in prog.kfuncs:
+                if self.tier == "fentry":
+                    self._try(prog, func, lambda: b.attach_kfunc(fn_name=f"kfunc__{func}"))
+                elif self.tier == "kprobe":
+                    self._try(prog, func, lambda: b.attach_kprobe(event=func, fn_name=f"kprobe__{func}"))
+        if not any(s.attached for s in self.statuses):
+            first = next((s for s in self.statuses if s.error), None)
+            self.close()
+            raise ZctraceError(f"no probe attached on the {self.tier} tier"
+                               + (f": {first.target}: {first.error}" if first else ""))
+
+    def _try(self, prog: Program, target: str, attach) -> None:
+        try:
+            with quiet_stderr():
+                attach()
+            self.statuses.append(AttachStatus(prog.name, target, True))
+        except Exception as e:
+            self.statuses.append(AttachStatus(prog.name, target, False, str(e).splitlines()[0][:200]))
+
+    def add_pid(self, pid: int) -> None:
+        targets = self.bpf["zc_targets"]
+        targets[targets.Key(pid)] = targets.Leaf(1)
+
+    def clear(self) -> None:
+        """Forget everything counted so far (between benchmark cells)."""
+        for name in ("zc_stats", "zc_socks", "zc_copy_sites"):
+            try:
+                self.bpf[name].clear()
+            except KeyError:
+                pass
+        kev = self.bpf["zc_kevents"]
+        for i in range(len(kev)):
+            kev[kev.Key(i)] = kev.Leaf()
+
+    def close(self) -> None:
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
