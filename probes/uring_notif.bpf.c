@@ -4,6 +4,7 @@
  * ubuf_info; io_notif_tw_complete(notif) posts the notification CQE(s) (a chain of linked
  * notifications since 6.10). We mirror the kernel's REPORT_USAGE rule — copied if any skb
  * was copied or none carried the pages — for every request, with or without REPORT_USAGE.
+ * Uses zc_rings and zc_uring_take_failed of uring_send.bpf.c (loaded on every tier).
  */
 
 #define ZC_ND_USED 1
@@ -31,13 +32,14 @@ ZC_KFUNC1(io_notif_tw_complete, notif)
 	u64 nd = (u64)notif + ZC_OFF_io_kiocb_cmd;
 
 	for (int i = 0; i < ZC_MAX_CHAIN && nd; i++) {
-		u64 req = nd - ZC_OFF_io_kiocb_cmd, ctx = 0;
+		u64 req = nd - ZC_OFF_io_kiocb_cmd, ctx = 0, user_data = 0;
 		u8 *flagsp = zc_notif_flags.lookup(&nd), flags = flagsp ? *flagsp : 0;
 
 		zc_notif_flags.delete(&nd);
 		ZC_READ(ctx, (void *)req, ZC_OFF_io_kiocb_ctx);
+		ZC_READ(user_data, (void *)req, ZC_OFF_io_kiocb_cqe_user_data);
 		struct zc_ring *ring = zc_rings.lookup(&ctx);
-		if (ring) {
+		if (ring && !zc_uring_take_failed(ctx, user_data)) {
 			struct zc_stats *s = zc_stats_get(ring->tgid, ZC_API_IO_URING, ring->proto, 0);
 			int copied = (flags & ZC_ND_COPIED) || !(flags & ZC_ND_USED);
 			zc_add(s, copied ? ZC_COPIED : ZC_ZEROCOPIED, 1);

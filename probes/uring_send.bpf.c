@@ -5,6 +5,8 @@
  * (IORING_CQE_F_NOTIF). On the tracepoint tier that verdict exists only when the application
  * asked for IORING_SEND_ZC_REPORT_USAGE (bit 31 of res = copied); without it the notification
  * is counted `unreported`. The fentry/kprobe tiers take verdicts from uring_notif instead.
+ * A send that fails still posts a notification (F_MORE on its error CQE): it is remembered in
+ * zc_uring_failed so that its notification is not taken for a verdict.
  */
 
 #define ZC_IORING_OP_SEND_ZC 47
@@ -21,6 +23,23 @@ struct zc_ring {
 	u8 pad[3];
 };
 BPF_HASH(zc_rings, u64, struct zc_ring, 4096);
+
+struct zc_ureq {
+	u64 ctx;
+	u64 user_data;
+};
+BPF_HASH(zc_uring_failed, struct zc_ureq, u8, 4096);
+
+/* True (and forgotten) if the notification (ctx, user_data) belongs to a failed send. */
+static __always_inline int zc_uring_take_failed(u64 ctx, u64 user_data)
+{
+	struct zc_ureq key = {.ctx = ctx, .user_data = user_data};
+
+	if (!zc_uring_failed.lookup(&key))
+		return 0;
+	zc_uring_failed.delete(&key);
+	return 1;
+}
 
 static __always_inline u8 zc_uring_proto(void *req)
 {
@@ -67,6 +86,8 @@ TRACEPOINT_PROBE(io_uring, io_uring_complete)
 		zc_add(s, ZC_NOTIFICATIONS, 1);
 #ifdef ZC_TIER_TRACEPOINT
 		u8 report = 0;
+		if (zc_uring_take_failed(ctx, args->user_data))
+			return 0;
 		ZC_READ(report, req, ZC_OFF_io_kiocb_cmd + ZC_OFF_io_notif_data_zc_report);
 		if (!report)
 			zc_add(s, ZC_UNREPORTED, 1);
@@ -80,14 +101,19 @@ TRACEPOINT_PROBE(io_uring, io_uring_complete)
 		return 0;
 	ring->proto = zc_uring_proto(req);
 	struct zc_stats *s = zc_stats_get(ring->tgid, ZC_API_IO_URING, ring->proto, 1);
-	if (args->cflags & ZC_IORING_CQE_F_MORE) {
+	if (args->res >= 0) {
 		zc_add(s, ZC_REQUESTS, 1);
-		if (args->res > 0)
-			zc_add(s, ZC_BYTES, args->res);
-	} else if (args->res == -ZC_EOPNOTSUPP) {
+		zc_add(s, ZC_BYTES, args->res);
+		return 0;
+	}
+	if (args->res == -ZC_EOPNOTSUPP)
 		zc_add(s, ZC_NA_EOPNOTSUPP, 1);
-	} else if (args->res == -ZC_ENOBUFS) {
+	else if (args->res == -ZC_ENOBUFS)
 		zc_add(s, ZC_NA_ENOBUFS, 1);
+	if (args->cflags & ZC_IORING_CQE_F_MORE) {
+		struct zc_ureq key = {.ctx = ctx, .user_data = args->user_data};
+		u8 one = 1;
+		zc_uring_failed.update(&key, &one);
 	}
 	return 0;
 }

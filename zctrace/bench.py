@@ -1,0 +1,218 @@
+"""`zctrace bench`: the built-in zerocopy send workload, each cell checked by the tracer.
+
+Every cell runs the workload in this process with the probes attached (unless --no-trace) and
+reports the kernel's own verdict (from the notifications the workload reads) next to the
+tracer's verdict for the same requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+from dataclasses import dataclass
+
+from . import model, report, snapshot
+from .errors import ZctraceError
+from .probes import TIERS
+
+DEFAULT_MODES = ("copy", "msg_zerocopy", "uring_zc")
+DEFAULT_SIZES = (1000, 4000)
+DEFAULT_TARGETS = ("loopback", "sink")
+DEFAULT_DURATION = 0.5
+
+
+@dataclass
+class Cell:
+    """One benchmark result: the workload's numbers, the kernel's verdicts, the tracer's."""
+
+    mode: str
+    proto: str
+    size: int
+    target: str
+    requests: int
+    seconds: float
+    cpu_seconds: float
+    kernel: dict[str, int]
+    traced: dict[str, int] | None
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def bytes_per_s(self) -> float:
+        return self.requests_per_s * self.size
+
+    @property
+    def matches(self) -> bool | None:
+        """Tracer agrees with the kernel on every request it has a verdict for (None: untraced)."""
+        if self.traced is None:
+            return None
+        zc_mode = self.mode in ("msg_zerocopy", "uring_zc", "uring_zc_fixed") and self.kernel["so_zerocopy"]
+        if not zc_mode:
+            return self.traced["requests"] == 0
+        if self.traced["requests"] != self.requests:
+            return False
+        if self.kernel["unknown"]:  # the kernel gave no verdict (io_uring without REPORT_USAGE)
+            return self.traced["zerocopied"] + self.traced["copied"] + self.traced["unknown"] == self.requests
+        return (self.traced["zerocopied"], self.traced["copied"]) == (self.kernel["zerocopied"],
+                                                                       self.kernel["copied"])
+
+    def to_json(self) -> dict:
+        return {"mode": self.mode, "proto": self.proto, "size": self.size, "target": self.target,
+                "requests": self.requests, "seconds": round(self.seconds, 6),
+                "cpu_seconds": round(self.cpu_seconds, 6),
+                "requests_per_s": round(self.requests_per_s, 1), "bytes_per_s": round(self.bytes_per_s, 1),
+                "kernel": {k: self.kernel[k] for k in ("zerocopied", "copied", "unknown")},
+                "traced": self.traced, "match": self.matches}
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sizes must be whole numbers of bytes: {text!r}") from None
+    if not sizes or any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"sizes must be positive: {text!r}")
+    return sizes
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+        return value
+    return parse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .workload.senders import MODES
+    from .workload.targets import TARGETS
+    p.add_argument("--mode", action="append", choices=MODES,
+                   help=f"send mode (repeatable; default {' '.join(DEFAULT_MODES)})")
+    p.add_argument("--proto", action="append", choices=("udp", "tcp"), help="protocol (repeatable; default udp)")
+    p.add_argument("--size", type=_sizes, action="append",
+                   help="IO size in bytes, comma-separated list (default 1000,4000)")
+    p.add_argument("--target", action="append", choices=TARGETS,
+                   help="where to send (repeatable; default loopback and sink)")
+    p.add_argument("--duration", type=_positive(float), default=None,
+                   help=f"seconds per cell (default {DEFAULT_DURATION})")
+    p.add_argument("--count", type=_positive(int), help="requests per cell instead of a duration")
+    p.add_argument("--notify-batch", type=_positive(int), default=32,
+                   help="read MSG_ZEROCOPY notifications every N sends (default 32)")
+    p.add_argument("--inflight", type=_positive(int), default=8, help="io_uring requests in flight (default 8)")
+    p.add_argument("--report-usage", action=argparse.BooleanOptionalAction, default=True,
+                   help="io_uring IORING_SEND_ZC_REPORT_USAGE (default on)")
+    p.add_argument("--no-trace", action="store_true", help="run the workload without the tracer")
+    p.add_argument("--tier", choices=TIERS, help="force a probe tier")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' = stdout)")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 if the tracer's verdicts differ from the kernel's in any cell")
+
+
+def _specs(args: argparse.Namespace) -> list:
+    from .workload.senders import WorkloadSpec, validate
+    if args.duration and args.count:
+        raise ZctraceError("give either --duration or --count, not both")
+    modes = args.mode or list(DEFAULT_MODES)
+    protos = args.proto or ["udp"]
+    sizes = [s for group in args.size for s in group] if args.size else list(DEFAULT_SIZES)
+    targets = args.target or list(DEFAULT_TARGETS)
+    specs = []
+    for target, proto, mode, size in itertools.product(targets, protos, modes, sizes):
+        if target == "sink" and proto == "tcp":
+            continue  # no handshake through a sink; named combinations are validated below
+        spec = WorkloadSpec(
+            mode=mode, proto=proto, size=size, target=target,
+            duration=None if args.count else (args.duration or DEFAULT_DURATION), count=args.count,
+            notify_batch=args.notify_batch, inflight=args.inflight,
+            report_usage=args.report_usage if mode.startswith("uring_zc") else True)
+        try:
+            validate(spec)
+        except ValueError as e:
+            raise ZctraceError(str(e)) from None
+        specs.append(spec)
+    if not specs:
+        raise ZctraceError("no runnable combination (tcp cannot use the sink target)")
+    return specs
+
+
+def _traced(session, spec) -> dict[str, int]:
+    api = "msg_zerocopy" if spec.mode in ("copy", "msg_zerocopy") else "io_uring"
+    counts = model.Counts()
+    for row in snapshot.take(session.bpf).rows:
+        if row.pid == os.getpid() and row.api == api and row.proto == spec.proto:
+            counts.add(model.Counts.from_counters(row.counters))
+    return {"requests": counts.zc_requests, "zerocopied": counts.zerocopied, "copied": counts.copied,
+            "unknown": counts.unknown, "not_attempted": counts.not_attempted}
+
+
+def run(specs: list, session=None, progress=None) -> list[Cell]:
+    """Run every spec, opening each target once; `session` (probes) checks each cell."""
+    from .workload.senders import run_workload
+    from .workload.targets import open_target
+    cells = []
+    for (target, proto), group in itertools.groupby(specs, key=lambda s: (s.target, s.proto)):
+        with open_target(target, proto) as endpoint:
+            for spec in group:
+                if session is not None:
+                    session.clear()
+                r = run_workload(spec, endpoint)
+                traced = _traced(session, spec) if session is not None else None
+                kernel = {"zerocopied": r.kernel_zerocopied, "copied": r.kernel_copied,
+                          "unknown": r.kernel_unknown, "so_zerocopy": spec.so_zerocopy}
+                cell = Cell(spec.mode, spec.proto, spec.size, spec.target, r.requests, r.seconds,
+                            r.cpu_seconds, kernel, traced)
+                cells.append(cell)
+                if progress:
+                    progress(cell)
+    return cells
+
+
+def render(cells: list[Cell], tier: str | None) -> str:
+    head = ("TARGET", "PROTO", "MODE", "SIZE", "REQUESTS", "REQ/S", "MB/S", "KERNEL ZC/COPIED/UNKNOWN",
+            "TRACED ZC/COPIED/UNKNOWN", "MATCH")
+    rows = []
+    for c in cells:
+        k = c.kernel
+        kernel = f"{k['zerocopied']}/{k['copied']}/{k['unknown']}" if c.mode not in ("copy", "uring") else "-"
+        t = c.traced
+        traced = "-" if t is None else f"{t['zerocopied']}/{t['copied']}/{t['unknown']}"
+        match = {None: "-", True: "yes", False: "NO"}[c.matches]
+        rows.append((c.target, c.proto, c.mode, c.size, c.requests, f"{c.requests_per_s:,.0f}",
+                     f"{c.bytes_per_s / 1e6:,.1f}", kernel, traced, match))
+    title = f"zctrace bench (tracer tier: {tier})" if tier else "zctrace bench (untraced)"
+    return title + "\n" + report.table(head, rows)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from .cli import _open_session
+    specs = _specs(args)
+    done = 0
+
+    def progress(c: Cell) -> None:
+        nonlocal done
+        done += 1
+        print(f"zctrace: bench {done}/{len(specs)}: {c.target} {c.proto} {c.mode} {c.size} B, "
+              f"{c.requests_per_s:,.0f} req/s", file=sys.stderr)
+
+    session = None if args.no_trace else _open_session(args.tier, [os.getpid()])
+    tier = session.tier if session is not None else None
+    try:
+        cells = run(specs, session, progress)
+    finally:
+        if session is not None:
+            session.close()
+    print(render(cells, tier))
+    if args.json:
+        report.write_json({"tier": tier, "results": [c.to_json() for c in cells]}, args.json)
+    if args.check and any(c.matches is False for c in cells):
+        print("zctrace: tracer verdicts differ from the kernel's (see MATCH)", file=sys.stderr)
+        return 1
+    return 0
