@@ -96,9 +96,17 @@ def ensure_tracefs() -> None:
         raise ZctraceError("tracefs is not mounted and could not be mounted (need root)")
 
 
+_CAP_SYS_ADMIN, _CAP_PERFMON, _CAP_BPF = 21, 38, 39
+
+
 def require_root() -> None:
-    if os.geteuid() != 0:
-        raise ZctraceError("zctrace needs root (CAP_BPF and CAP_PERFMON) to load BPF programs")
+    """Loading tracing programs needs CAP_BPF with CAP_PERFMON, or CAP_SYS_ADMIN."""
+    with open("/proc/self/status") as f:
+        caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    has = lambda cap: bool(caps >> cap & 1)
+    if not (has(_CAP_SYS_ADMIN) or (has(_CAP_BPF) and has(_CAP_PERFMON))):
+        raise ZctraceError("zctrace needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN) "
+                           "to load BPF programs")
 
 
 @dataclass
@@ -201,17 +209,17 @@ class Session:
             self.statuses.append(AttachStatus(prog.name, target, False, str(e).splitlines()[0][:200]))
 
     def add_pid(self, pid: int) -> None:
-        targets = self.bpf["zc_targets"]
+        targets = self.bpf[b"zc_targets"]
         targets[targets.Key(pid)] = targets.Leaf(1)
 
     def clear(self) -> None:
         """Forget everything counted so far (between benchmark cells)."""
         for name in ("zc_stats", "zc_socks", "zc_copy_sites"):
             try:
-                self.bpf[name].clear()
+                self.bpf[name.encode()].clear()
             except KeyError:
                 pass
-        kev = self.bpf["zc_kevents"]
+        kev = self.bpf[b"zc_kevents"]
         for i in range(len(kev)):
             kev[kev.Key(i)] = kev.Leaf()
 

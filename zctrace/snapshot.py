@@ -42,14 +42,14 @@ def take(bpf) -> Snapshot:
                      api=APIS[k.api] if k.api < len(APIS) else str(k.api),
                      proto=PROTOS[k.proto] if k.proto < len(PROTOS) else str(k.proto),
                      counters={name: int(v.c[i]) for i, name in enumerate(COUNTERS)})
-            for k, v in bpf["zc_stats"].items()]
-    kev = bpf["zc_kevents"]
+            for k, v in bpf[b"zc_stats"].items()]
+    kev = bpf[b"zc_kevents"]
     kevents = {name: (int(kev[kev.Key(i)].count), int(kev[kev.Key(i)].bytes))
                for i, name in enumerate(KEVENTS)}
     sites = []
     if _has(bpf, "zc_copy_sites"):
-        stacks = bpf["zc_copy_stacks"]
-        for k, v in bpf["zc_copy_sites"].items():
+        stacks = bpf[b"zc_copy_stacks"]
+        for k, v in bpf[b"zc_copy_sites"].items():
             frames: tuple[str, ...] = ()
             if k.value >= 0:
                 frames = tuple(bpf.ksym(addr, show_offset=False).decode(errors="replace")
@@ -61,7 +61,7 @@ def take(bpf) -> Snapshot:
 
 def _has(bpf, name: str) -> bool:
     try:
-        bpf[name]
+        bpf[name.encode()]
     except KeyError:
         return False
     return True

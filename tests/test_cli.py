@@ -1,0 +1,149 @@
+"""The `zctrace` command as users run it: separate processes, real probes, real workloads."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ZCTRACE = [sys.executable, "-m", "zctrace.cli"]
+WORKLOAD = [sys.executable, "-m", "zctrace.workload"]
+
+
+def run(args, **kw):
+    return subprocess.run(ZCTRACE + args, capture_output=True, text=True, timeout=120, **kw)
+
+
+def our_programs() -> int:
+    """BPF programs loaded by zctrace right now (bcc names them after the attach point)."""
+    if shutil.which("bpftool") is None:
+        pytest.skip("bpftool not installed")
+    out = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True).stdout
+    return sum(1 for line in out.splitlines() if " name tracepoint__" in line or " name kprobe__" in line
+               or " name kfunc__" in line)
+
+
+@pytest.mark.parametrize("mode,target,verdict", [
+    ("msg_zerocopy", "sink", "zerocopied"),
+    ("msg_zerocopy", "loopback", "copied"),
+    ("uring_zc", "sink", "zerocopied"),
+])
+def test_trace_command_matches_its_own_error_queue_counts(tmp_path, mode, target, verdict):
+    out, rep = tmp_path / "workload.json", tmp_path / "report.json"
+    r = run(["trace", "--json", str(rep), "--", *WORKLOAD, "--mode", mode, "--target", target,
+             "--count", "300", "--size", "1000", "--json", str(out)])
+    assert r.returncode == 0, r.stderr
+    own = json.loads(out.read_text())
+    report = json.loads(rep.read_text())
+    assert report["tier"] in ("fentry", "kprobe", "tracepoint")
+    (proc,) = report["processes"]
+    assert proc["pid"] == own["pid"]
+    assert proc["counts"]["zc_requests"] == own["requests"] == 300
+    assert proc["counts"][verdict] == own[f"kernel_{verdict}"] == 300
+    assert report["totals"]["zerocopied"] == own["kernel_zerocopied"]
+    assert report["totals"]["copied"] == own["kernel_copied"]
+    assert verdict in r.stdout and "TOTAL" in r.stdout
+
+
+def test_trace_follows_children_of_the_command(tmp_path):
+    rep = tmp_path / "report.json"
+    script = ("import subprocess, sys; subprocess.run([sys.executable, '-m', 'zctrace.workload', "
+              "'--mode', 'msg_zerocopy', '--target', 'loopback', '--count', '50', '--json', '/dev/null'], check=True)")
+    r = run(["trace", "--json", str(rep), "--", sys.executable, "-c", script])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(rep.read_text())["totals"]["copied"] == 50
+
+
+def test_trace_pid_and_comm_filter(tmp_path):
+    rep = tmp_path / "report.json"
+    worker = subprocess.Popen(WORKLOAD + ["--mode", "msg_zerocopy", "--target", "loopback",
+                                          "--duration", "120", "--json", "/dev/null"])
+    try:
+        time.sleep(1.0)
+        r = run(["trace", "-p", str(worker.pid), "--duration", "2", "--json", str(rep)])
+        assert r.returncode == 0, r.stderr
+        report = json.loads(rep.read_text())
+        assert [p["pid"] for p in report["processes"]] == [worker.pid]
+        assert report["totals"]["zc_requests"] > 0
+        r = run(["trace", "-p", str(worker.pid), "--comm", "no-such-comm", "--duration", "1", "--json", "-"])
+        assert json.loads(r.stdout[r.stdout.index("{"):])["processes"] == []
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
+def test_trace_exit_status_is_the_commands():
+    r = run(["trace", "--", sys.executable, "-c", "raise SystemExit(3)"])
+    assert r.returncode == 3
+
+
+@pytest.mark.parametrize("args,message", [
+    (["trace", "-p", "0"], "not a PID"),
+    (["trace", "-p", "abc"], "not a PID"),
+    (["trace", "-p", "999999999"], "no process with PID"),
+    (["trace", "--tier", "ebpf"], "invalid choice"),
+    (["trace", "--duration", "-1"], "duration must be positive"),
+    (["trace", "--", "/no/such/command"], "command not found"),
+    (["trace", "-p", "1", "--", "true"], "not both"),
+    (["bench", "--mode", "teleport"], "invalid choice"),
+    (["bench", "--size", "0"], "positive"),
+    (["bench", "--size", "70000"], "too big for one UDP datagram"),
+    (["bench", "--duration", "1", "--count", "5"], "not both"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    r = run(args)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_without_privileges_is_one_line():
+    drop = ["setpriv", "--bounding-set", "-all", "--inh-caps", "-all", "--"] if os.geteuid() == 0 else []
+    r = subprocess.run(drop + ZCTRACE + ["trace", "--duration", "1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().endswith("to load BPF programs") and r.stderr.count("\n") == 1
+
+
+def test_ctrl_c_stops_tracing_reports_and_unloads():
+    before = our_programs()
+    p = subprocess.Popen(ZCTRACE + ["trace"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    line = ""
+    while "tracing" not in line and time.monotonic() < deadline:
+        line = p.stderr.readline()
+    assert our_programs() > before
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert "TOTAL" in out
+    assert our_programs() == before
+
+
+def test_doctor_json(tmp_path):
+    r = run(["doctor", "--json", str(tmp_path / "d.json")])
+    assert r.returncode == 0, r.stderr
+    d = json.loads((tmp_path / "d.json").read_text())
+    assert d["btf"] is True
+    assert d["active_tier"] in ("fentry", "kprobe", "tracepoint")
+    assert d["io_uring"] == {"send_zc": True, "sendmsg_zc": True}
+    assert d["probes"] and all(p["attached"] for p in d["probes"])
+    assert "active tier" in r.stdout
+
+
+def test_bench_json_contract_and_check():
+    r = run(["bench", "--mode", "msg_zerocopy", "--mode", "copy", "--size", "1000", "--count", "100",
+             "--json", "-", "--check"])
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout[r.stdout.index("{"):])
+    assert len(doc["results"]) == 4  # 2 modes x loopback, sink
+    for res in doc["results"]:
+        assert {"mode", "proto", "size", "target", "requests", "requests_per_s", "bytes_per_s",
+                "kernel", "traced"} <= res.keys()
+        assert res["requests"] == 100 and res["requests_per_s"] > 0
+        assert res["match"] is True
+    sink = next(x for x in doc["results"] if x["target"] == "sink" and x["mode"] == "msg_zerocopy")
+    assert sink["kernel"]["zerocopied"] == sink["traced"]["zerocopied"] == 100

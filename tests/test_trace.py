@@ -1,0 +1,115 @@
+"""The tracer's verdicts against the kernel's own, on real sockets, real io_uring, real probes.
+
+Each test runs per probe tier: the tracepoint tier on the host; fentry, kprobe and the
+tracepoint tier again inside the full-kernel VM (python3 -m zctrace.vmtest).
+"""
+
+import os
+import socket
+import time
+
+import pytest
+
+from zctrace import bench
+from zctrace.btf import Btf
+from zctrace.probes import Session
+from zctrace.workload.senders import WorkloadSpec
+from zctrace.workload.targets import open_target
+
+TIERS = [
+    pytest.param("tracepoint", id="tracepoint"),
+    pytest.param("tracepoint", marks=pytest.mark.vm, id="tracepoint-vm"),
+    pytest.param("kprobe", marks=pytest.mark.vm, id="kprobe"),
+    pytest.param("fentry", marks=pytest.mark.vm, id="fentry"),
+]
+N = 200
+
+
+@pytest.fixture(scope="module", params=TIERS)
+def tracer(request):
+    with Session.open(request.param, Btf.load(), pids=[os.getpid()]) as session:
+        yield session
+
+
+def cell(tracer, **kw) -> bench.Cell:
+    (result,) = bench.run([WorkloadSpec(count=N, **kw)], tracer)
+    return result
+
+
+def test_every_probe_of_the_tier_attaches(tracer):
+    assert tracer.skipped == {}
+    assert [s for s in tracer.statuses if not s.attached] == []
+
+
+@pytest.mark.parametrize("size", [1000, 4000, 60000])
+def test_msg_zerocopy_to_sink_is_zerocopied(tracer, size):
+    c = cell(tracer, mode="msg_zerocopy", target="sink", size=size)
+    assert c.requests == N
+    assert c.kernel["zerocopied"] == N
+    assert c.traced == {"requests": N, "zerocopied": N, "copied": 0, "unknown": 0, "not_attempted": 0}
+
+
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
+def test_msg_zerocopy_over_loopback_is_copied(tracer, proto):
+    c = cell(tracer, mode="msg_zerocopy", target="loopback", proto=proto, size=4000)
+    assert c.kernel["copied"] == N
+    assert c.traced["requests"] == N
+    assert (c.traced["zerocopied"], c.traced["copied"]) == (0, N)
+
+
+def test_msg_zerocopy_to_a_receiver_namespace_is_copied(tracer):
+    c = cell(tracer, mode="msg_zerocopy", target="netns", size=1000)
+    assert c.kernel["copied"] == N
+    assert (c.traced["requests"], c.traced["copied"]) == (N, N)
+
+
+@pytest.mark.parametrize("mode", ["uring_zc", "uring_zc_fixed"])
+@pytest.mark.parametrize("target,verdict", [("sink", "zerocopied"), ("loopback", "copied")])
+def test_io_uring_send_zc_with_report_usage(tracer, mode, target, verdict):
+    c = cell(tracer, mode=mode, target=target, size=4000, report_usage=True)
+    assert c.kernel[verdict] == N
+    assert c.traced["requests"] == N
+    assert c.traced[verdict] == N
+    assert c.traced["unknown"] == 0
+
+
+@pytest.mark.parametrize("target,verdict", [("sink", "zerocopied"), ("loopback", "copied")])
+def test_io_uring_send_zc_without_report_usage(tracer, target, verdict):
+    c = cell(tracer, mode="uring_zc", target=target, size=4000, report_usage=False)
+    assert c.kernel["unknown"] == N  # the application cannot know
+    assert c.traced["requests"] == N
+    if tracer.tier == "tracepoint":
+        assert c.traced["unknown"] == N  # nor can this tier: no guess
+    else:
+        assert c.traced[verdict] == N  # the notification path knows
+
+
+def test_msg_zerocopy_without_so_zerocopy_is_not_attempted(tracer):
+    c = cell(tracer, mode="msg_zerocopy", target="sink", size=1000, so_zerocopy=False)
+    assert c.kernel["zerocopied"] + c.kernel["copied"] == 0
+    assert c.traced == {"requests": 0, "zerocopied": 0, "copied": 0, "unknown": 0, "not_attempted": N}
+
+
+@pytest.mark.parametrize("mode", ["copy", "uring"])
+def test_plain_sends_are_not_counted(tracer, mode):
+    c = cell(tracer, mode=mode, target="sink", size=1000)
+    assert c.requests == N
+    assert c.traced == {"requests": 0, "zerocopied": 0, "copied": 0, "unknown": 0, "not_attempted": 0}
+
+
+def test_notifications_never_read(tracer):
+    """An application that never drains its error queue: only the notification path knows."""
+    tracer.clear()
+    with open_target("sink", "udp") as ep, socket.socket(ep.family, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, 60, 1)  # SO_ZEROCOPY
+        s.connect(ep.addr)
+        payload = b"z" * 1000
+        for _ in range(N):
+            s.send(payload, 0x4000000)  # MSG_ZEROCOPY
+        time.sleep(0.2)
+        traced = bench._traced(tracer, WorkloadSpec(mode="msg_zerocopy", target="sink", count=N))
+    assert traced["requests"] == N
+    if tracer.tier == "tracepoint":
+        assert traced["unknown"] == N
+    else:
+        assert traced["zerocopied"] == N
