@@ -1,0 +1,326 @@
+"""Send loops of the built-in workload, one per mode, and the kernel's own zerocopy verdict.
+
+Modes: ``copy`` (send), ``msg_zerocopy`` (SO_ZEROCOPY + MSG_ZEROCOPY, notifications read from
+the error queue every ``notify_batch`` sends, like the kernel selftest msg_zerocopy -l),
+``uring`` (IORING_OP_SEND), ``uring_zc`` (IORING_OP_SEND_ZC) and ``uring_zc_fixed`` (SEND_ZC
+from a registered buffer), the io_uring modes keeping ``inflight`` requests in flight.
+
+Verdict counts are per send request and come only from the kernel: error-queue ranges
+lo..hi (hi-lo+1 requests, COPIED if ee_code bit 0) or SEND_ZC notification CQEs (res bit 31
+with REPORT_USAGE). For the zerocopy modes zerocopied + copied + unknown == requests, where
+unknown means no verdict arrived (no notification within the final wait, MSG_ZEROCOPY without
+SO_ZEROCOPY, SEND_ZC without report_usage). ``copy`` and ``uring`` request no zerocopy and
+report 0/0/0.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from functools import partial
+
+from .targets import Endpoint, check_target
+from .uring import IORING_CQE_F_NOTIF, IORING_NOTIF_USAGE_ZC_COPIED, Cqe, Ring
+
+MODES = ("copy", "msg_zerocopy", "uring", "uring_zc", "uring_zc_fixed")
+ZC_MODES = ("msg_zerocopy", "uring_zc", "uring_zc_fixed")
+URING_MODES = ("uring", "uring_zc", "uring_zc_fixed")
+
+SO_ZEROCOPY = 60
+MSG_ZEROCOPY = 0x4000000
+SO_EE_ORIGIN_ZEROCOPY = 5
+SO_EE_CODE_ZEROCOPY_COPIED = 1
+_IP_RECVERR = 11
+_IPV6_RECVERR = 25
+_RECVERR_CMSGS = ((socket.IPPROTO_IP, _IP_RECVERR), (socket.IPPROTO_IPV6, _IPV6_RECVERR))
+# struct sock_extended_err: ee_errno, ee_origin, ee_type, ee_code, ee_pad, ee_info, ee_data
+_SOCK_EE = struct.Struct("=IBBBBII")
+_CMSG_SPACE = socket.CMSG_SPACE(_SOCK_EE.size + 28)  # + the offender sockaddr_in6
+
+MAX_UDP_SIZE = 65507
+MAX_TCP_SIZE = 1 << 24
+MAX_INFLIGHT = 4096
+FINAL_WAIT = 2.0  # seconds to wait for outstanding notifications at the end
+_CLOCK_EVERY = 64  # sends between clock checks in the non-zerocopy socket loop
+_DEFAULT_DURATION = 1.0
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """One workload run. Set exactly one of ``duration`` (seconds) and ``count`` (requests);
+    giving ``count`` replaces the default duration."""
+
+    mode: str
+    proto: str = "udp"
+    size: int = 4000
+    target: str = "sink"
+    duration: float | None = _DEFAULT_DURATION
+    count: int | None = None
+    notify_batch: int = 32
+    report_usage: bool = True
+    inflight: int = 8
+    so_zerocopy: bool = True
+
+    def __post_init__(self) -> None:
+        if self.count is not None and self.duration == _DEFAULT_DURATION:
+            object.__setattr__(self, "duration", None)
+
+
+@dataclass
+class WorkloadResult:
+    """What one run did; ``kernel_*`` are the kernel's own per-request zerocopy verdicts and
+    ``cpu_seconds`` is the sending thread's user+system CPU time."""
+
+    spec: WorkloadSpec
+    requests: int
+    bytes: int
+    seconds: float
+    cpu_seconds: float
+    kernel_zerocopied: int
+    kernel_copied: int
+    kernel_unknown: int
+    pid: int = field(default_factory=os.getpid)
+
+
+def validate(spec: WorkloadSpec) -> None:
+    """Raise ValueError with one clear sentence if ``spec`` cannot run."""
+    if spec.mode not in MODES:
+        raise ValueError(f"unknown mode {spec.mode!r}; choose one of {', '.join(MODES)}")
+    check_target(spec.target, spec.proto)
+    if not _positive_int(spec.size):
+        raise ValueError(f"size must be a positive number of bytes, not {spec.size!r}")
+    if spec.proto == "udp" and spec.size > MAX_UDP_SIZE:
+        raise ValueError(f"size {spec.size} is too big for one UDP datagram (max {MAX_UDP_SIZE})")
+    if spec.size > MAX_TCP_SIZE:
+        raise ValueError(f"size {spec.size} is too big (max {MAX_TCP_SIZE} bytes per send)")
+    if (spec.duration is None) == (spec.count is None):
+        raise ValueError("give exactly one of duration and count")
+    if spec.duration is not None and not (isinstance(spec.duration, (int, float))
+                                          and spec.duration > 0):
+        raise ValueError(f"duration must be a positive number of seconds, not {spec.duration!r}")
+    if spec.count is not None and not _positive_int(spec.count):
+        raise ValueError(f"count must be a positive integer, not {spec.count!r}")
+    if not _positive_int(spec.notify_batch):
+        raise ValueError(f"notify_batch must be a positive integer, not {spec.notify_batch!r}")
+    if not (_positive_int(spec.inflight) and spec.inflight <= MAX_INFLIGHT):
+        raise ValueError(f"inflight must be between 1 and {MAX_INFLIGHT}, not {spec.inflight!r}")
+    if not spec.so_zerocopy and spec.mode != "msg_zerocopy":
+        raise ValueError("so_zerocopy=False only applies to mode msg_zerocopy")
+    if not spec.report_usage and spec.mode not in ("uring_zc", "uring_zc_fixed"):
+        raise ValueError("report_usage=False only applies to modes uring_zc and uring_zc_fixed")
+
+
+def _positive_int(x: object) -> bool:
+    return type(x) is int and x > 0
+
+
+def run_workload(spec: WorkloadSpec, endpoint: Endpoint) -> WorkloadResult:
+    """Run ``spec`` against an open target and return what the kernel said about it."""
+    validate(spec)
+    if endpoint.name != spec.target:
+        raise ValueError(f"spec wants target {spec.target!r} but the endpoint is {endpoint.name!r}")
+    buf = _payload(spec.size)  # unmapped when the last reference goes (rings keep views)
+    with _connect(spec, endpoint) as sock:
+        if spec.mode in URING_MODES:
+            return _run_uring(spec, sock, buf)
+        return _run_socket(spec, sock, buf)
+
+
+def _payload(size: int) -> mmap.mmap:
+    """A page-aligned buffer with every page touched (so none is the shared zero page)."""
+    buf = mmap.mmap(-1, size)
+    pattern = bytes(range(256)) * 16
+    for off in range(0, size, len(pattern)):
+        buf[off:off + len(pattern)] = pattern[:size - off]
+    return buf
+
+
+def _connect(spec: WorkloadSpec, endpoint: Endpoint) -> socket.socket:
+    """A socket connected to the endpoint and bound to its device, so it never routes elsewhere."""
+    kind = socket.SOCK_STREAM if spec.proto == "tcp" else socket.SOCK_DGRAM
+    sock = socket.socket(endpoint.family, kind)
+    try:
+        if endpoint.ifname:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, endpoint.ifname.encode())
+        if spec.mode == "msg_zerocopy" and spec.so_zerocopy:
+            sock.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)
+        if spec.proto == "tcp":  # one segment per request, no Nagle wait on unacked zc data
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.connect(endpoint.addr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+# --- socket modes ----------------------------------------------------------------------------
+
+class _ErrQueue:
+    """Zerocopy completion ranges read from a socket's error queue, counted per request."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.zerocopied = 0
+        self.copied = 0
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLERR)
+
+    @property
+    def notified(self) -> int:
+        return self.zerocopied + self.copied
+
+    def drain(self) -> None:
+        """Read every queued notification without blocking."""
+        recvmsg = self.sock.recvmsg
+        flags = socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT
+        while True:
+            try:
+                _, ancdata, _, _ = recvmsg(0, _CMSG_SPACE, flags)
+            except BlockingIOError:
+                return
+            for level, kind, data in ancdata:
+                if (level, kind) not in _RECVERR_CMSGS or len(data) < _SOCK_EE.size:
+                    continue
+                _, origin, _, code, _, lo, hi = _SOCK_EE.unpack_from(data)
+                if origin != SO_EE_ORIGIN_ZEROCOPY:
+                    continue
+                n = ((hi - lo) & 0xFFFFFFFF) + 1
+                if code & SO_EE_CODE_ZEROCOPY_COPIED:
+                    self.copied += n
+                else:
+                    self.zerocopied += n
+
+    def wait(self, expected: int, timeout: float) -> bool:
+        """Drain until ``expected`` requests are notified or ``timeout`` passes; True if all."""
+        deadline = time.monotonic() + timeout
+        self.drain()
+        while self.notified < expected:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._poll.poll(max(1, int(left * 1000)))
+            self.drain()
+        return True
+
+
+def _run_socket(spec: WorkloadSpec, sock: socket.socket, buf: mmap.mmap) -> WorkloadResult:
+    zc = spec.mode == "msg_zerocopy"
+    flags = MSG_ZEROCOPY if zc else 0
+    errq = _ErrQueue(sock) if zc else None
+    batch = spec.notify_batch if zc else _CLOCK_EVERY
+    send = sock.send
+    left = spec.count
+    requests = nbytes = 0
+    cpu0 = time.thread_time()
+    t0 = time.monotonic()
+    deadline = t0 + spec.duration if spec.duration is not None else 0.0
+    while True:
+        n = batch if left is None else min(batch, left)
+        try:
+            for i in range(n):  # i: sends done if one fails
+                nbytes += send(buf, flags)
+        except OSError as e:
+            # ENOBUFS: too many zerocopy sends outstanding (optmem / locked pages); wait for some.
+            if errq is None or e.errno != errno.ENOBUFS or not errq.wait(errq.notified + 1, 1.0):
+                raise
+            n = i
+        requests += n
+        if errq is not None:
+            errq.drain()
+        if left is not None:
+            left -= n
+            if not left:
+                break
+        elif time.monotonic() >= deadline:
+            break
+    if errq is not None:
+        # Without SO_ZEROCOPY the kernel posts nothing: one last look, no waiting.
+        errq.wait(requests, FINAL_WAIT if spec.so_zerocopy else 0.0)
+    seconds = time.monotonic() - t0
+    cpu = time.thread_time() - cpu0
+    zcd, cpd = (errq.zerocopied, errq.copied) if errq else (0, 0)
+    unknown = requests - zcd - cpd if zc else 0
+    return WorkloadResult(spec, requests, nbytes, seconds, cpu, zcd, cpd, unknown)
+
+
+# --- io_uring modes --------------------------------------------------------------------------
+
+def _run_uring(spec: WorkloadSpec, sock: socket.socket, buf: mmap.mmap) -> WorkloadResult:
+    zc = spec.mode != "uring"
+    tally = _UringTally(zc and spec.report_usage)
+    fd = sock.fileno()
+    msg_flags = socket.MSG_WAITALL if spec.proto == "tcp" else 0  # no short stream sends
+    inflight = spec.inflight
+    left = spec.count
+    next_ud = 0
+    with Ring(entries=inflight) as ring:
+        if spec.mode == "uring_zc_fixed":
+            ring.register_buffers([buf])
+            prep = partial(ring.prep_send_zc, report_usage=tally.usage, fixed_index=0,
+                           msg_flags=msg_flags)
+        elif zc:
+            prep = partial(ring.prep_send_zc, report_usage=tally.usage, msg_flags=msg_flags)
+        else:
+            prep = partial(ring.prep_send, msg_flags=msg_flags)
+        wait, add = ring.wait, tally.add
+        cpu0 = time.thread_time()
+        t0 = time.monotonic()
+        deadline = t0 + spec.duration if spec.duration is not None else 0.0
+        while left if left is not None else time.monotonic() < deadline:
+            n = inflight - ring.inflight
+            if left is not None:
+                n = min(n, left)
+                left -= n
+            for ud in range(next_ud, next_ud + n):
+                prep(fd, buf, ud)
+            next_ud += n
+            add(wait(1))
+        t_end = time.monotonic() + FINAL_WAIT  # then missing notifications stay unknown
+        while ring.inflight and time.monotonic() < t_end:
+            add(_wait_until(ring, t_end))
+        seconds = time.monotonic() - t0
+        cpu = time.thread_time() - cpu0
+    unknown = tally.requests - tally.zerocopied - tally.copied if zc else 0
+    return WorkloadResult(spec, tally.requests, tally.bytes, seconds, cpu, tally.zerocopied,
+                          tally.copied, unknown)
+
+
+class _UringTally:
+    """Counts send CQEs (requests, bytes) and, with REPORT_USAGE, notification verdicts."""
+
+    def __init__(self, usage: bool) -> None:
+        self.usage = usage
+        self.requests = self.bytes = self.zerocopied = self.copied = 0
+
+    def add(self, cqes: list[Cqe]) -> None:
+        for c in cqes:
+            if c.flags & IORING_CQE_F_NOTIF:
+                if self.usage:
+                    if c.res & IORING_NOTIF_USAGE_ZC_COPIED:
+                        self.copied += 1
+                    else:
+                        self.zerocopied += 1
+            elif c.res < 0:
+                raise OSError(-c.res, f"io_uring send failed: {os.strerror(-c.res)}")
+            else:
+                self.requests += 1
+                self.bytes += c.res
+
+
+def _wait_until(ring: Ring, t_end: float) -> list[Cqe]:
+    """Submit, then CQEs that arrive before ``t_end`` (Ring.wait has no timeout: poll its fd)."""
+    ring.submit()
+    cqes = ring.reap()
+    left = t_end - time.monotonic()
+    if cqes or left <= 0:
+        return cqes
+    poller = select.poll()
+    poller.register(ring.fd, select.POLLIN)
+    poller.poll(max(1, int(left * 1000)))
+    return ring.reap()

@@ -1,0 +1,340 @@
+"""Network targets for the zerocopy workload: where the sends go, and how they end.
+
+- ``loopback``: 127.0.0.1 with a receiver thread; zerocopy always ends COPIED (local delivery).
+- ``sink``: a veth pair into a private netns whose host side drops every packet at enqueue
+  (root ``pfifo limit 0``, MTU 65535); UDP sends up to the MTU really go out zero-copy.
+- ``netns``: a veth pair into a private netns with a receiver process inside; COPIED on delivery.
+
+Every target is a context manager that removes what it created (namespace, veth pair, qdisc,
+receiver) on any exit, including exceptions and KeyboardInterrupt. Names carry the pid and a
+per-process sequence number; veth subnets are /30s of 198.18.0.0/15 picked under a file lock,
+so parallel runs do not collide. Traffic only ever goes to 127.0.0.1 or into our namespaces.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import itertools
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+TARGETS = ("loopback", "sink", "netns")
+PROTOS = ("udp", "tcp")
+
+VETH_MTU = 65535
+BENCH_NET = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544 benchmark range
+RECEIVER_PORT = 9000
+_LOCK_PATH = "/run/lock/zctrace-workload.lock"
+_NUD_PERMANENT = 0x80
+_READY_TIMEOUT = 10.0
+_seq = itertools.count()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a workload sends: target name, destination address, family, egress interface."""
+
+    name: str
+    addr: tuple[str, int]
+    family: int
+    ifname: str | None
+
+
+@dataclass(frozen=True)
+class _Veth:
+    netns: str
+    host: str
+    peer: str
+    host_addr: str
+    peer_addr: str
+
+
+def check_target(name: str, proto: str) -> None:
+    """Raise ValueError (one sentence) if ``name``/``proto`` is not a usable combination."""
+    if name not in TARGETS:
+        raise ValueError(f"unknown target {name!r}; choose one of {', '.join(TARGETS)}")
+    if proto not in PROTOS:
+        raise ValueError(f"unknown protocol {proto!r}; choose udp or tcp")
+    if name == "sink" and proto == "tcp":
+        raise ValueError("tcp cannot use the sink target (it drops every packet, so no "
+                         "handshake completes); use udp, or the loopback or netns target")
+
+
+@contextmanager
+def open_target(name: str, proto: str) -> Iterator[Endpoint]:
+    """Set up target ``name`` for ``proto`` ("udp"/"tcp"), yield its Endpoint, always tear down."""
+    check_target(name, proto)
+    owner = os.getpid()
+    stack = ExitStack()
+    try:
+        # Setup is never interrupted half-way (an interrupt inside pyroute2's event loop or a
+        # fork hook is lost or leaves pyroute2 broken); a signal lands once it is done.
+        with _signals_deferred():
+            if name == "loopback":
+                endpoint = _loopback(stack, proto)
+            elif name == "sink":
+                endpoint = _sink(stack)
+            else:
+                endpoint = _netns(stack, proto)
+        yield endpoint
+    finally:
+        if os.getpid() != owner:
+            # A fork child (pyroute2 forks for netns work) unwinding an exception through our
+            # frames: the target is the parent's, so leave it alone and end the child here.
+            os._exit(1)
+        with _signals_deferred():
+            stack.close()
+
+
+# --- loopback --------------------------------------------------------------------------------
+
+def _loopback(stack: ExitStack, proto: str) -> Endpoint:
+    tcp = proto == "tcp"
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+    stack.callback(sock.close)
+    sock.bind(("127.0.0.1", 0))
+    if tcp:
+        sock.listen(8)
+    drain = _DrainThread(sock, tcp)
+    stack.callback(drain.stop)
+    drain.start()
+    return Endpoint("loopback", sock.getsockname(), socket.AF_INET, "lo")
+
+
+class _DrainThread(threading.Thread):
+    """Reads and discards everything arriving on a bound UDP or listening TCP socket."""
+
+    def __init__(self, sock: socket.socket, tcp: bool) -> None:
+        super().__init__(name="zctrace-drain", daemon=True)
+        self._sock = sock
+        self._tcp = tcp
+        self._conn: socket.socket | None = None
+        self._stopping = False
+
+    def run(self) -> None:
+        buf = bytearray(1 << 16)
+        try:
+            if not self._tcp:
+                recv_into = self._sock.recv_into
+                while not self._stopping:
+                    recv_into(buf)
+                return
+            while not self._stopping:
+                conn, _ = self._sock.accept()
+                self._conn = conn
+                with conn:
+                    recv_into = conn.recv_into
+                    while recv_into(buf):
+                        pass
+        except OSError:
+            pass  # socket shut down by stop()
+
+    def stop(self) -> None:
+        """Wake the thread (shutdown), wait for it, close any accepted connection."""
+        self._stopping = True
+        for sock in (self._sock, self._conn):
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # not connected (still wakes readers) or already closed
+        if self.is_alive():
+            self.join(2.0)
+
+
+# --- veth targets ----------------------------------------------------------------------------
+
+def _sink(stack: ExitStack) -> Endpoint:
+    veth = _veth_pair(stack, "s")
+    with IPRoute() as ipr:
+        (index,) = ipr.link_lookup(ifname=veth.host)
+        ipr.tc("add", "pfifo", index=index, handle="1:", limit=0)
+    return Endpoint("sink", (veth.peer_addr, RECEIVER_PORT), socket.AF_INET, veth.host)
+
+
+def _netns(stack: ExitStack, proto: str) -> Endpoint:
+    veth = _veth_pair(stack, "n")
+    _start_receiver(stack, veth, proto)
+    return Endpoint("netns", (veth.peer_addr, RECEIVER_PORT), socket.AF_INET, veth.host)
+
+
+def _veth_pair(stack: ExitStack, tag: str) -> _Veth:
+    """A veth pair (MTU 65535, up, a free /30) with its peer in a new private netns.
+
+    Cleanups are registered before each resource exists and tolerate its absence, so an
+    interrupt at any point leaves nothing behind.
+    """
+    base = f"zc{os.getpid()}{tag}{next(_seq) % 1000}"  # <= 14 chars + suffix <= IFNAMSIZ-1
+    host, peer = base + "h", base + "p"
+    stack.callback(_remove_netns, base)
+    stack.callback(_delete_link, host)  # LIFO: the link goes first, then the namespace
+    netns.create(base)
+    with _lock(), IPRoute() as ipr:
+        net = _free_subnet(ipr)
+        host_addr, peer_addr = (str(a) for a in net.hosts())
+        ipr.link("add", ifname=host, kind="veth", peer={"ifname": peer, "net_ns_fd": base})
+        (index,) = ipr.link_lookup(ifname=host)
+        _disable_ipv6(host)  # keep router/neighbour solicitations off the traced device
+        ipr.link("set", index=index, mtu=VETH_MTU)
+        ipr.addr("add", index=index, address=host_addr, prefixlen=net.prefixlen)
+        ipr.link("set", index=index, state="up")
+    with IPRoute(netns=base) as nsr:
+        (pindex,) = nsr.link_lookup(ifname=peer)
+        nsr.link("set", index=pindex, mtu=VETH_MTU, state="up")
+        nsr.addr("add", index=pindex, address=peer_addr, prefixlen=net.prefixlen)
+        mac = nsr.link("get", index=pindex)[0].get("IFLA_ADDRESS")
+    with IPRoute() as ipr:
+        ipr.neigh("add", dst=peer_addr, lladdr=mac, ifindex=index, state=_NUD_PERMANENT)
+    return _Veth(base, host, peer, host_addr, peer_addr)
+
+
+@contextmanager
+def _lock() -> Iterator[None]:
+    """Serialise subnet choice between concurrent runs on this machine."""
+    fd = os.open(_LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _free_subnet(ipr: IPRoute) -> ipaddress.IPv4Network:
+    """The first /30 of 198.18.0.0/15 that no IPv4 address or route in this netns touches."""
+    used = [ipaddress.ip_network(f"{m.get('IFA_ADDRESS')}/{m['prefixlen']}", strict=False)
+            for m in ipr.addr("dump", family=socket.AF_INET)]
+    used += [ipaddress.ip_network(f"{m.get('RTA_DST')}/{m['dst_len']}")
+             for m in ipr.route("dump", family=socket.AF_INET)
+             if m.get("RTA_DST") and m["dst_len"] > 0]
+    for net in BENCH_NET.subnets(new_prefix=30):
+        if not any(net.overlaps(u) for u in used):
+            return net
+    raise RuntimeError("no free /30 left in 198.18.0.0/15 for a veth target")
+
+
+def _disable_ipv6(ifname: str) -> None:
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w") as f:
+            f.write("1")
+    except OSError:
+        pass  # IPv6 disabled or absent: nothing to quieten
+
+
+def _delete_link(ifname: str) -> None:
+    with IPRoute() as ipr:
+        for index in ipr.link_lookup(ifname=ifname):
+            try:
+                ipr.link("del", index=index)
+            except NetlinkError as e:
+                if e.code != 19:  # ENODEV: already gone
+                    raise
+
+
+def _remove_netns(name: str) -> None:
+    if name in netns.listnetns():
+        netns.remove(name)
+
+
+# --- receiver process inside the namespace ---------------------------------------------------
+
+# Runs as `python -c`: joins the namespace open on fd argv[1], serves argv[2] on argv[3]:argv[4],
+# says "ready", then reads and discards until killed (also when its parent dies).
+_RECEIVER = r"""
+import ctypes, os, signal, socket, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[5]):
+    sys.exit(1)
+if libc.setns(int(sys.argv[1]), 0x40000000) != 0:  # CLONE_NEWNET
+    raise OSError(ctypes.get_errno(), "setns")
+tcp = sys.argv[2] == "tcp"
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind((sys.argv[3], int(sys.argv[4])))
+def drain(s):
+    buf = bytearray(1 << 16)
+    while s.recv_into(buf) or not tcp:
+        pass
+    s.close()
+if tcp:
+    sock.listen(8)
+print("ready", flush=True)
+if not tcp:
+    drain(sock)
+while True:
+    threading.Thread(target=drain, args=(sock.accept()[0],), daemon=True).start()
+"""
+
+
+def _start_receiver(stack: ExitStack, veth: _Veth, proto: str) -> None:
+    nsfd = os.open(f"/run/netns/{veth.netns}", os.O_RDONLY)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _RECEIVER, str(nsfd), proto, veth.peer_addr,
+             str(RECEIVER_PORT), str(os.getpid())],
+            pass_fds=(nsfd,), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+    finally:
+        os.close(nsfd)
+    stack.callback(_stop_process, proc)
+    ready, _, _ = select.select([proc.stdout], [], [], _READY_TIMEOUT)
+    if not ready or proc.stdout.readline() != b"ready\n":
+        proc.kill()
+        proc.wait()
+        err = proc.stderr.read().decode(errors="replace").strip().splitlines()
+        raise RuntimeError(f"netns receiver did not start: {err[-1] if err else 'timed out'}")
+
+
+def _stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(2.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+# --- teardown protection ---------------------------------------------------------------------
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM during the block (main thread only), then deliver them.
+
+    A fork child made inside the block exits on them instead (pyroute2 stops its helper
+    children with SIGTERM and waits for them).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+    pending: list[int] = []
+
+    def hold(signum: int, _frame: object) -> None:
+        if os.getpid() != owner:
+            os._exit(128 + signum)
+        pending.append(signum)
+
+    old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        for s in dict.fromkeys(pending):
+            signal.raise_signal(s)
