@@ -9,29 +9,34 @@
 
 #define ZC_MSG_ZEROCOPY 0x4000000
 #define ZC_MSG_ERRQUEUE 0x2000
-#define ZC_EINVAL 22
 #define ZC_ENOBUFS 105
 #define ZC_EOPNOTSUPP 95
 #define ZC_IPPROTO_TCP 6
 #define ZC_IPPROTO_UDP 17
+#define ZC_AF_INET6 10
+#define ZC_OPTMEM_SLACK 1024 /* about one notification skb: below this much optmem, sock_omalloc fails */
 
 #define ZC_READ(dst, base, off) \
 	bpf_probe_read_kernel(&(dst), sizeof(dst), (const char *)(base) + (off))
 
 BPF_HASH(zc_stats, struct zc_key, struct zc_stats, 10240);
+BPF_HASH(zc_socks, u64, struct zc_sock, 65536);
+BPF_HASH(zc_reasons, struct zc_reason_key, u64, 4096);
+BPF_HASH(zc_hists, struct zc_hist_key, u64, 512);
 BPF_ARRAY(zc_kevents, struct zc_kev, ZC_NR_KEVENTS);
+BPF_ARRAY(zc_errors, u64, ZC_NR_ERRORS);
 /* Processes being traced, when the session filters (-p / -- CMD); children are added on fork. */
 BPF_HASH(zc_targets, u32, u8, 4096);
 
-/* MSG_ZEROCOPY notification ids seen per socket: ranges are clipped to what we saw sent. */
-struct zc_sock {
-	u32 tgid;
-	u8 proto;
-	u8 pad[3];
-	u32 first_id;
-	u32 next_id;
+/* Send time of a request, for the notification latency: {sk or ring, notification id or
+ * user_data} -> ns. LRU: requests whose notification never comes age out. */
+struct zc_ts_key {
+	u64 owner;
+	u64 id;
 };
-BPF_HASH(zc_socks, u64, struct zc_sock, 65536);
+BPF_TABLE("lru_hash", struct zc_ts_key, u64, zc_send_ts, 65536);
+/* Notification ubuf_info -> stack id of its first late copy (skb_copy_ubufs). */
+BPF_TABLE("lru_hash", u64, int, zc_late_copies, 65536);
 
 static __always_inline int zc_tracked(u32 tgid)
 {
@@ -40,6 +45,14 @@ static __always_inline int zc_tracked(u32 tgid)
 #else
 	return 1;
 #endif
+}
+
+static __always_inline void zc_error(int err)
+{
+	u64 *n = zc_errors.lookup(&err);
+
+	if (n)
+		__sync_fetch_and_add(n, 1);
 }
 
 static __always_inline u8 zc_proto_of(u16 ipproto)
@@ -59,9 +72,10 @@ static __always_inline struct zc_stats *zc_stats_get(u32 tgid, u8 api, u8 proto,
 
 	if (s || !create)
 		return s;
-	struct zc_stats zero = {};
+	struct zc_stats zero = {.cgroup = bpf_get_current_cgroup_id()};
 	bpf_get_current_comm(&zero.comm, sizeof(zero.comm));
-	zc_stats.insert(&key, &zero);
+	if (zc_stats.insert(&key, &zero))
+		zc_error(ZC_ERR_STATS_FULL);
 	return zc_stats.lookup(&key);
 }
 
@@ -79,6 +93,67 @@ static __always_inline void zc_kevent(int ev, u64 bytes)
 		__sync_fetch_and_add(&k->count, 1);
 		__sync_fetch_and_add(&k->bytes, bytes);
 	}
+}
+
+static __always_inline void zc_hist(u8 hist, u8 api, u64 value)
+{
+	struct zc_hist_key key = {.hist = hist, .api = api, .slot = bpf_log2l(value)};
+	u64 zero = 0, *n = zc_hists.lookup_or_try_init(&key, &zero);
+
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
+static __always_inline void zc_reason_add(u32 tgid, u8 api, u8 proto, u8 reason, int stackid, u64 n)
+{
+	struct zc_reason_key key = {.tgid = tgid, .api = api, .proto = proto, .reason = reason,
+				    .stackid = reason == ZC_R_LATE_COPY ? stackid : -1};
+	u64 zero = 0, *v = zc_reasons.lookup_or_try_init(&key, &zero);
+
+	if (v)
+		__sync_fetch_and_add(v, n);
+	else
+		zc_error(ZC_ERR_REASONS_FULL);
+}
+
+/* Latency from a recorded send time to now, into the histogram; forgets the send. */
+static __always_inline void zc_latency(u8 api, u64 owner, u64 id)
+{
+	struct zc_ts_key key = {.owner = owner, .id = id};
+	u64 *ts = zc_send_ts.lookup(&key);
+
+	if (!ts)
+		return;
+	zc_hist(ZC_HIST_LATENCY, api, bpf_ktime_get_ns() - *ts);
+	zc_send_ts.delete(&key);
+}
+
+static __always_inline void zc_send_time(u64 owner, u64 id)
+{
+	struct zc_ts_key key = {.owner = owner, .id = id};
+	u64 now = bpf_ktime_get_ns();
+
+	zc_send_ts.update(&key, &now);
+}
+
+/* The ubuf_info of a zerocopy skb (skb_zcopy()), or 0. */
+static __always_inline u64 zc_skb_uarg(void *skb)
+{
+	void *head = 0;
+	u32 end = 0;
+	u8 flags = 0;
+	u64 uarg = 0;
+
+	ZC_READ(head, skb, ZC_OFF_sk_buff_head);
+	ZC_READ(end, skb, ZC_OFF_sk_buff_end);
+	if (!head)
+		return 0;
+	void *shinfo = (char *)head + end; /* skb_shinfo(): head + end offset on 64-bit */
+	ZC_READ(flags, shinfo, ZC_OFF_skb_shared_info_flags);
+	if (!(flags & ZC_SKBFL_ZEROCOPY_ENABLE))
+		return 0;
+	ZC_READ(uarg, shinfo, ZC_OFF_skb_shared_info_destructor_arg);
+	return uarg;
 }
 
 /* struct sock * behind a file descriptor of the current task (0 if there is none). */
@@ -112,8 +187,11 @@ static __always_inline void *zc_fd_to_sock(int fd)
 	return sk;
 }
 
-/* Attribute a completed notification range lo..hi (inclusive ids) of socket sk. */
-static __always_inline void zc_msgzc_range(u64 sk, u32 lo, u32 hi, int copied)
+/* A completed MSG_ZEROCOPY notification range lo..hi (inclusive ids) of socket sk.
+ * `verdict`: this tier takes its verdict from here (else only count what the app read);
+ * `late`/`stackid`: a late copy seen for this range (fentry/kprobe tiers). */
+static __always_inline void zc_msgzc_range(u64 sk, u32 lo, u32 hi, int copied, int verdict,
+					   int read, u8 late, int stackid)
 {
 	struct zc_sock *st = zc_socks.lookup(&sk);
 
@@ -124,12 +202,26 @@ static __always_inline void zc_msgzc_range(u64 sk, u32 lo, u32 hi, int copied)
 	if (hi >= st->next_id)
 		hi = st->next_id - 1;
 	struct zc_stats *s = zc_stats_get(st->tgid, ZC_API_MSG_ZEROCOPY, st->proto, 0);
-	if (!s)
+	if (!s || hi < lo)
+		return;
+	u64 n = (u64)(hi - lo) + 1;
+	if (read)
+		zc_add(s, ZC_READ_REQUESTS, n);
+	if (!verdict)
 		return;
 	zc_add(s, ZC_NOTIFICATIONS, 1);
-	if (hi < lo)
+	zc_hist(ZC_HIST_RANGE, ZC_API_MSG_ZEROCOPY, n);
+	zc_latency(ZC_API_MSG_ZEROCOPY, sk, hi);
+	if (!copied) {
+		zc_add(s, ZC_ZEROCOPIED, n);
+		__sync_fetch_and_add(&st->zerocopied, n);
 		return;
-	zc_add(s, copied ? ZC_COPIED : ZC_ZEROCOPIED, (u64)(hi - lo) + 1);
+	}
+	zc_add(s, ZC_COPIED, n);
+	__sync_fetch_and_add(&st->copied, n);
+	u8 reason = late ? late : st->late_reason ? st->late_reason :
+		    st->append_reason ? st->append_reason : ZC_R_UNKNOWN;
+	zc_reason_add(st->tgid, ZC_API_MSG_ZEROCOPY, st->proto, reason, stackid, n);
 }
 
 /* Entry points for kernel functions: fentry on the fentry tier, kprobe otherwise. The loader

@@ -3,7 +3,9 @@
  * __msg_zerocopy_callback(uarg) runs when the last skb holding a notification range lets go
  * of it: uarg->id, uarg->len and uarg->zerocopy are the range and the verdict, whether or not
  * the application ever reads its error queue. Each range is seen separately, also those the
- * error queue would merge (skb_zerocopy_notify_extend does not compare ee_code).
+ * error queue would merge (skb_zerocopy_notify_extend does not compare ee_code). A copied
+ * range takes its reason from the late copy zc_kernel saw for this uarg, else from the
+ * send-time prediction (msgzc_send).
  */
 
 ZC_KFUNC1(__msg_zerocopy_callback, uarg)
@@ -20,6 +22,11 @@ ZC_KFUNC1(__msg_zerocopy_callback, uarg)
 	if (!sk || !len)
 		return 0; /* aborted range: the kernel posts nothing */
 	int zerocopy = (zcword >> ZC_SHIFT_ubuf_info_msgzc_zerocopy) & 1;
-	zc_msgzc_range(sk, id, id + len - 1, !zerocopy);
+	u64 key = (u64)uarg;
+	int *stackid = zc_late_copies.lookup(&key), late_stack = stackid ? *stackid : -1;
+	if (stackid)
+		zc_late_copies.delete(&key);
+	zc_msgzc_range(sk, id, id + len - 1, !zerocopy, 1, 0,
+		       stackid ? ZC_R_LATE_COPY : ZC_R_NONE, late_stack);
 	return 0;
 }

@@ -1,8 +1,10 @@
-/* MSG_ZEROCOPY verdicts as the application reads them (tracepoint tier).
+/* MSG_ZEROCOPY notifications as the application reads them (every tier).
  *
  * At recvmsg(MSG_ERRQUEUE) exit, read the application's control buffer and take every
- * SO_EE_ORIGIN_ZEROCOPY range lo..hi with its COPIED bit. Requests whose notifications the
- * application never reads stay without a verdict (`unknown`) on this tier.
+ * SO_EE_ORIGIN_ZEROCOPY range lo..hi with its COPIED bit. On the tracepoint tier this is the
+ * verdict, and requests whose notifications the application never reads stay `unknown`; on
+ * the fentry/kprobe tiers the verdict comes from the kernel's callback and this only counts
+ * what was read (the rest is the error-queue backlog).
  */
 
 #define ZC_SOL_IP 0
@@ -12,6 +14,11 @@
 #define ZC_SO_EE_ORIGIN_ZEROCOPY 5
 #define ZC_SO_EE_CODE_ZEROCOPY_COPIED 1
 #define ZC_MAX_CMSGS 4
+#ifdef ZC_TIER_TRACEPOINT
+#define ZC_ERRQUEUE_VERDICT 1
+#else
+#define ZC_ERRQUEUE_VERDICT 0
+#endif
 
 struct zc_errq_call {
 	u64 sk;
@@ -72,7 +79,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg)
 			bpf_probe_read_user(&ee, sizeof(ee), (const char *)control + pos + sizeof(cm));
 			if (ee.ee_origin == ZC_SO_EE_ORIGIN_ZEROCOPY && ee.ee_errno == 0)
 				zc_msgzc_range(call.sk, ee.ee_info, ee.ee_data,
-					       ee.ee_code & ZC_SO_EE_CODE_ZEROCOPY_COPIED);
+					       ee.ee_code & ZC_SO_EE_CODE_ZEROCOPY_COPIED,
+					       ZC_ERRQUEUE_VERDICT, 1, ZC_R_NONE, -1);
 		}
 		pos += (cm.len + 7) & ~7ULL;
 	}

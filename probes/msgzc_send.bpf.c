@@ -4,6 +4,8 @@
  * advances across the syscall. That is exact for send/sendto/sendmsg/sendmmsg, TCP and UDP,
  * including TCP's coalescing of consecutive sends into one notification range. Sends with
  * MSG_ZEROCOPY that never got an id are `not attempted`, with the reason the kernel had.
+ * Per socket it keeps the ids seen (to clip notification ranges), who sent them (cgroup,
+ * netns, inode, egress device) and whether the route predicts a copy at send time.
  */
 
 struct zc_call {
@@ -53,6 +55,75 @@ static __always_inline u64 zc_mmsg_bytes(u64 vec, long n)
 	return total;
 }
 
+/* Would this send be copied at send time? (__ip_append_data / tcp_sendmsg_locked rules, read
+ * from the socket's cached route: no SG -> copy; UDP needs CHECKSUM_PARTIAL, i.e. payload and
+ * headers within the MTU (or UDP GSO) and checksum offload.) Also the egress ifindex. */
+static __always_inline u8 zc_predict_copy(void *sk, u8 proto, u64 len, u32 *ifindex)
+{
+	void *dst = 0, *dev = 0;
+	u64 features = 0;
+	u32 mtu = 0;
+	u16 family = 0, gso = 0;
+
+	ZC_READ(dst, sk, ZC_OFF_sock_sk_dst_cache);
+	if (dst)
+		ZC_READ(dev, dst, ZC_OFF_dst_entry_dev);
+	if (dev) {
+		ZC_READ(*ifindex, dev, ZC_OFF_net_device_ifindex);
+		ZC_READ(features, dev, ZC_OFF_net_device_features);
+		ZC_READ(mtu, dev, ZC_OFF_net_device_mtu);
+	}
+	if (proto == ZC_PROTO_TCP) {
+		u64 caps = 0;
+		ZC_READ(caps, sk, ZC_OFF_sock_sk_route_caps);
+		return (caps >> ZC_NETIF_F_SG_BIT) & 1 ? ZC_R_NONE : ZC_R_NO_SG;
+	}
+	if (proto != ZC_PROTO_UDP || !dev)
+		return ZC_R_NONE;
+	if (!((features >> ZC_NETIF_F_SG_BIT) & 1))
+		return ZC_R_NO_SG;
+	ZC_READ(family, sk, ZC_OFF_sock_skc_family);
+	ZC_READ(gso, sk, ZC_OFF_udp_sock_gso_size);
+	u64 hdr = family == ZC_AF_INET6 ? 48 : 28;
+	if (len + hdr > mtu && !gso)
+		return ZC_R_OVER_MTU;
+	u64 csum = (1ULL << ZC_NETIF_F_HW_CSUM_BIT) |
+		   (1ULL << (family == ZC_AF_INET6 ? ZC_NETIF_F_IPV6_CSUM_BIT : ZC_NETIF_F_IP_CSUM_BIT));
+	return features & csum ? ZC_R_NONE : ZC_R_NO_CSUM_OFFLOAD;
+}
+
+/* ENOBUFS from msg_zerocopy_alloc: optmem (sock_omalloc) if the socket's optmem is used up,
+ * else the pinned-pages limit (RLIMIT_MEMLOCK). */
+static __always_inline int zc_enobufs_counter(void *sk)
+{
+	void *net = 0;
+	int omem = 0;
+	u32 optmem_max = 0;
+
+	ZC_READ(omem, sk, ZC_OFF_sock_sk_omem_alloc);
+	ZC_READ(net, sk, ZC_OFF_sock_skc_net);
+	if (net)
+		ZC_READ(optmem_max, net, ZC_OFF_net_sysctl_optmem_max);
+	return (u64)omem + ZC_OPTMEM_SLACK > optmem_max ? ZC_NA_ENOBUFS_OPTMEM : ZC_NA_ENOBUFS_MEMLOCK;
+}
+
+static __always_inline void zc_sock_identity(void *sk, struct zc_sock *st)
+{
+	void *socket = 0, *file = 0, *inode = 0, *net = 0;
+
+	st->cgroup = bpf_get_current_cgroup_id();
+	ZC_READ(net, sk, ZC_OFF_sock_skc_net);
+	if (net)
+		ZC_READ(st->netns, net, ZC_OFF_net_ns_inum);
+	ZC_READ(socket, sk, ZC_OFF_sock_sk_socket);
+	if (socket)
+		ZC_READ(file, socket, ZC_OFF_socket_file);
+	if (file)
+		ZC_READ(inode, file, ZC_OFF_file_f_inode);
+	if (inode)
+		ZC_READ(st->ino, inode, ZC_OFF_inode_i_ino);
+}
+
 static __always_inline int zc_send_exit(long ret)
 {
 	u64 id = bpf_get_current_pid_tgid();
@@ -73,21 +144,34 @@ static __always_inline int zc_send_exit(long ret)
 	u32 taken = now - c.zckey;
 	if (taken == 0 || taken > (1 << 20)) {
 		if (ret == -ZC_ENOBUFS)
-			zc_add(s, ZC_NA_ENOBUFS, 1);
+			zc_add(s, zc_enobufs_counter((void *)c.sk), 1);
 		else if (ret == -ZC_EOPNOTSUPP)
 			zc_add(s, ZC_NA_EOPNOTSUPP, 1);
 		return 0;
 	}
+	u64 bytes = ret <= 0 ? 0 : c.is_mmsg ? zc_mmsg_bytes(c.mmsg, ret) : (u64)ret;
 	zc_add(s, ZC_REQUESTS, taken);
-	if (ret > 0)
-		zc_add(s, ZC_BYTES, c.is_mmsg ? zc_mmsg_bytes(c.mmsg, ret) : (u64)ret);
+	zc_add(s, ZC_BYTES, bytes);
+	zc_send_time(c.sk, now - 1);
 
-	struct zc_sock fresh = {.tgid = id >> 32, .proto = c.proto, .first_id = c.zckey, .next_id = now};
 	struct zc_sock *st = zc_socks.lookup(&c.sk);
-	if (st && st->tgid == fresh.tgid)
-		st->next_id = now;
-	else
-		zc_socks.update(&c.sk, &fresh); /* new socket, or a reused address */
+	if (!st || st->tgid != (u32)(id >> 32)) { /* new socket, or a reused address */
+		struct zc_sock fresh = {.tgid = id >> 32, .proto = c.proto, .first_id = c.zckey};
+		zc_sock_identity((void *)c.sk, &fresh);
+		if (zc_socks.update(&c.sk, &fresh)) {
+			zc_error(ZC_ERR_SOCKS_FULL);
+			return 0;
+		}
+		st = zc_socks.lookup(&c.sk);
+		if (!st)
+			return 0;
+	}
+	u32 ifindex = 0;
+	st->append_reason = zc_predict_copy((void *)c.sk, c.proto, taken ? bytes / taken : 0, &ifindex);
+	st->ifindex = ifindex;
+	st->next_id = now;
+	__sync_fetch_and_add(&st->requests, taken);
+	__sync_fetch_and_add(&st->bytes, bytes);
 	return 0;
 }
 

@@ -39,10 +39,22 @@ ZC_KFUNC1(io_notif_tw_complete, notif)
 		ZC_READ(ctx, (void *)req, ZC_OFF_io_kiocb_ctx);
 		ZC_READ(user_data, (void *)req, ZC_OFF_io_kiocb_cqe_user_data);
 		struct zc_ring *ring = zc_rings.lookup(&ctx);
+		u64 uarg = nd + ZC_OFF_io_notif_data_uarg;
+		int *stackid = zc_late_copies.lookup(&uarg), late_stack = stackid ? *stackid : -1;
+		if (stackid)
+			zc_late_copies.delete(&uarg);
 		if (ring && !zc_uring_take_failed(ctx, user_data)) {
 			struct zc_stats *s = zc_stats_get(ring->tgid, ZC_API_IO_URING, ring->proto, 0);
-			int copied = (flags & ZC_ND_COPIED) || !(flags & ZC_ND_USED);
-			zc_add(s, copied ? ZC_COPIED : ZC_ZEROCOPIED, 1);
+			zc_latency(ZC_API_IO_URING, ctx, user_data);
+			if (!(flags & ZC_ND_COPIED) && (flags & ZC_ND_USED)) {
+				zc_add(s, ZC_ZEROCOPIED, 1);
+			} else {
+				zc_add(s, ZC_COPIED, 1);
+				zc_reason_add(ring->tgid, ZC_API_IO_URING, ring->proto,
+					      stackid ? ZC_R_LATE_COPY :
+					      (flags & ZC_ND_COPIED) ? ZC_R_UNKNOWN : ZC_R_IO_URING_NOT_USED,
+					      late_stack, 1);
+			}
 		}
 #ifdef ZC_NOTIF_CHAIN
 		u64 next = 0;

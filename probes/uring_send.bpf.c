@@ -20,7 +20,8 @@
 struct zc_ring {
 	u32 tgid;
 	u8 proto;
-	u8 pad[3];
+	u8 late_reason; /* tracepoint tier: seen delivered locally (rx_evidence) */
+	u8 pad[2];
 };
 BPF_HASH(zc_rings, u64, struct zc_ring, 4096);
 
@@ -85,14 +86,23 @@ TRACEPOINT_PROBE(io_uring, io_uring_complete)
 		struct zc_stats *s = zc_stats_get(ring->tgid, ZC_API_IO_URING, ring->proto, 0);
 		zc_add(s, ZC_NOTIFICATIONS, 1);
 #ifdef ZC_TIER_TRACEPOINT
-		u8 report = 0;
+		u8 report = 0, late = 0;
 		if (zc_uring_take_failed(ctx, args->user_data))
 			return 0;
+		zc_latency(ZC_API_IO_URING, ctx, args->user_data);
 		ZC_READ(report, req, ZC_OFF_io_kiocb_cmd + ZC_OFF_io_notif_data_zc_report);
-		if (!report)
+		if (!report) {
 			zc_add(s, ZC_UNREPORTED, 1);
-		else
-			zc_add(s, ((u32)args->res & ZC_IORING_NOTIF_USAGE_ZC_COPIED) ? ZC_COPIED : ZC_ZEROCOPIED, 1);
+		} else if (!((u32)args->res & ZC_IORING_NOTIF_USAGE_ZC_COPIED)) {
+			zc_add(s, ZC_ZEROCOPIED, 1);
+		} else {
+			zc_add(s, ZC_COPIED, 1);
+			/* zc_copied: an skb copied the pages late; else none ever carried them */
+			ZC_READ(late, req, ZC_OFF_io_kiocb_cmd + ZC_OFF_io_notif_data_zc_copied);
+			zc_reason_add(ring->tgid, ZC_API_IO_URING, ring->proto,
+				      !late ? ZC_R_IO_URING_NOT_USED : ring->late_reason ? ring->late_reason : ZC_R_UNKNOWN,
+				      -1, 1);
+		}
 #endif
 		return 0;
 	}
@@ -104,12 +114,13 @@ TRACEPOINT_PROBE(io_uring, io_uring_complete)
 	if (args->res >= 0) {
 		zc_add(s, ZC_REQUESTS, 1);
 		zc_add(s, ZC_BYTES, args->res);
+		zc_send_time(ctx, args->user_data);
 		return 0;
 	}
 	if (args->res == -ZC_EOPNOTSUPP)
 		zc_add(s, ZC_NA_EOPNOTSUPP, 1);
-	else if (args->res == -ZC_ENOBUFS)
-		zc_add(s, ZC_NA_ENOBUFS, 1);
+	else if (args->res == -ZC_ENOBUFS) /* io_uring charges pinned pages, not optmem */
+		zc_add(s, ZC_NA_ENOBUFS_MEMLOCK, 1);
 	if (args->cflags & ZC_IORING_CQE_F_MORE) {
 		struct zc_ureq key = {.ctx = ctx, .user_data = args->user_data};
 		u8 one = 1;

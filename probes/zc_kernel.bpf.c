@@ -1,7 +1,8 @@
 /* Where the kernel attaches pages zero-copy and where it copies them late (fentry/kprobe).
  *
  * skb_copy_ubufs keeps the kernel stack of each late copy: its caller is the reason
- * (local delivery, a packet tap, a TX timestamp, ...), resolved on the Python side.
+ * (local delivery, a packet tap, a TX timestamp, ...), resolved on the Python side; the stack
+ * is remembered per notification (zc_late_copies) for the completion probes.
  */
 
 struct zc_copy_site {
@@ -37,7 +38,10 @@ ZC_KFUNC1(skb_copy_ubufs, skb)
 	u32 len = 0;
 	int stackid = zc_copy_stacks.get_stackid(ctx, 0);
 	struct zc_copy_site zero = {}, *site = zc_copy_sites.lookup_or_try_init(&stackid, &zero);
+	u64 uarg = zc_skb_uarg(skb);
 
+	if (uarg) /* the first late copy of a notification gives its reason */
+		zc_late_copies.insert(&uarg, &stackid);
 	ZC_READ(len, skb, ZC_OFF_sk_buff_len);
 	zc_kevent(ZC_KEV_COPY_UBUFS, len);
 	if (site) {

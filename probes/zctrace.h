@@ -1,8 +1,8 @@
 /* zctrace: definitions shared by the BPF programs and the Python side.
  *
- * zctrace/header.py parses the enums below (name = value, one per line), so the counter
- * names in reports and metrics are exactly these, lower-cased, without the ZC_ prefix.
- * Keep it plain: enums with explicit values and fixed-size integer structs.
+ * zctrace/header.py parses the enums below (name = value, one per line), so the counter,
+ * reason and event names in reports and metrics are exactly these, lower-cased, without
+ * their prefix. Keep it plain: enums with explicit values and fixed-size integer structs.
  */
 #ifndef ZCTRACE_H
 #define ZCTRACE_H
@@ -26,10 +26,30 @@ enum zc_counter {
 	ZC_COPIED = 3,               /* requests whose completion says: copied */
 	ZC_UNREPORTED = 4,           /* io_uring notifications without REPORT_USAGE (no verdict on this tier) */
 	ZC_NA_SO_ZEROCOPY_UNSET = 5, /* MSG_ZEROCOPY on a socket without SO_ZEROCOPY: silently copied */
-	ZC_NA_ENOBUFS = 6,           /* optmem_max or RLIMIT_MEMLOCK exhausted */
-	ZC_NA_EOPNOTSUPP = 7,        /* socket or path without zerocopy support */
-	ZC_NOTIFICATIONS = 8,        /* completion notifications seen (one may cover many requests) */
-	ZC_NR_COUNTERS = 9,
+	ZC_NA_ENOBUFS_OPTMEM = 6,    /* ENOBUFS with the socket's optmem (net.core.optmem_max) used up */
+	ZC_NA_ENOBUFS_MEMLOCK = 7,   /* ENOBUFS otherwise: pinned pages over RLIMIT_MEMLOCK */
+	ZC_NA_EOPNOTSUPP = 8,        /* socket or path without zerocopy support */
+	ZC_NOTIFICATIONS = 9,        /* completion notifications seen (one may cover many requests) */
+	ZC_READ_REQUESTS = 10,       /* requests whose notification the application read */
+	ZC_NR_COUNTERS = 11,
+};
+
+/* Why a request was copied. Names are part of the JSON and metrics contract. */
+enum zc_reason {
+	ZC_R_NONE = 0,
+	ZC_R_LOCAL_DELIVERY = 1,     /* skb_orphan_frags_rx: delivered to a local socket (loopback, veth peer) */
+	ZC_R_PACKET_TAP = 2,         /* dev_queue_xmit_nit: an AF_PACKET sniffer took a copy */
+	ZC_R_TX_TIMESTAMP = 3,       /* __skb_tstamp_tx without SOF_TIMESTAMPING_OPT_TSONLY */
+	ZC_R_TUN_TAP = 4,            /* tun/tap or netkit transmit */
+	ZC_R_BPF_REDIRECT = 5,       /* a BPF redirect */
+	ZC_R_OTHER = 6,              /* another caller of skb_copy_ubufs (stack kept) */
+	ZC_R_NO_SG = 7,              /* egress device without scatter-gather: copied at send */
+	ZC_R_NO_CSUM_OFFLOAD = 8,    /* UDP without checksum offload: copied at send */
+	ZC_R_OVER_MTU = 9,           /* UDP datagram over the MTU without GSO: copied at send */
+	ZC_R_IO_URING_NOT_USED = 10, /* io_uring: no skb ever carried the pages */
+	ZC_R_UNKNOWN = 11,           /* copied, and this tier has no evidence why */
+	ZC_R_LATE_COPY = 12,         /* skb_copy_ubufs: the Python side classifies its call stack */
+	ZC_NR_REASONS = 13,
 };
 
 /* Kernel-side zerocopy events (fentry/kprobe tiers): indexes into the zc_kevents array. */
@@ -41,6 +61,21 @@ enum zc_kevent {
 	ZC_NR_KEVENTS = 4,
 };
 
+/* Things the probes could not record: indexes into the zc_errors array. */
+enum zc_error {
+	ZC_ERR_STATS_FULL = 0,       /* zc_stats had no room for a new process */
+	ZC_ERR_SOCKS_FULL = 1,       /* zc_socks had no room for a new socket */
+	ZC_ERR_REASONS_FULL = 2,     /* zc_reasons had no room for a new reason row */
+	ZC_NR_ERRORS = 3,
+};
+
+/* Latency histograms: log2 buckets of nanoseconds, per api. */
+enum zc_hist {
+	ZC_HIST_LATENCY = 0,         /* send -> completion (fentry/kprobe) or -> read (tracepoint) */
+	ZC_HIST_RANGE = 1,           /* requests per MSG_ZEROCOPY notification (log2 buckets of ids) */
+	ZC_NR_HISTS = 2,
+};
+
 struct zc_key {
 	__u32 tgid;
 	__u8 api;
@@ -50,7 +85,44 @@ struct zc_key {
 
 struct zc_stats {
 	__u64 c[ZC_NR_COUNTERS];
+	__u64 cgroup;
 	char comm[16];
+};
+
+struct zc_reason_key {
+	__u32 tgid;
+	__u8 api;
+	__u8 proto;
+	__u8 reason;
+	__u8 pad;
+	__s32 stackid;               /* ZC_R_LATE_COPY: kernel stack of skb_copy_ubufs, else -1 */
+	__u32 pad2;
+};
+
+struct zc_hist_key {
+	__u8 hist;
+	__u8 api;
+	__u8 slot;
+	__u8 pad;
+};
+
+/* One MSG_ZEROCOPY socket: notification ids seen, attribution, and per-socket counters. */
+struct zc_sock {
+	__u32 tgid;
+	__u8 proto;
+	__u8 append_reason;          /* predicted at the last send from the route: no_sg/no_csum/over_mtu */
+	__u8 late_reason;            /* tracepoint tier: seen delivered locally */
+	__u8 pad;
+	__u32 first_id;
+	__u32 next_id;
+	__u32 ifindex;
+	__u32 netns;
+	__u64 ino;
+	__u64 cgroup;
+	__u64 requests;
+	__u64 bytes;
+	__u64 zerocopied;
+	__u64 copied;
 };
 
 struct zc_kev {

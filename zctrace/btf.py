@@ -49,6 +49,7 @@ class Btf:
         self._str_end = self._strs + str_len
         self._offsets: list[int] = [0]  # type id -> byte offset of its header
         self._by_name: dict[tuple[int, str], int] = {}
+        self._enums: list[int] = []  # every enum, named or not (flag bits live in anonymous ones)
         pos, end = hdr_len + type_off, hdr_len + type_off + type_len
         while pos < end:
             name_off, info = struct.unpack_from("<II", data, pos)
@@ -57,6 +58,8 @@ class Btf:
             self._offsets.append(pos)
             if name_off and kind in (_STRUCT, _UNION, _ENUM, _ENUM64, _FUNC, _TYPEDEF):
                 self._by_name.setdefault((kind, self._str(name_off)), tid)
+            if kind in (_ENUM, _ENUM64):
+                self._enums.append(tid)
             fixed, item = _TRAILER.get(kind, (0, 0))
             pos += 12 + fixed + item * vlen
 
@@ -142,10 +145,8 @@ class Btf:
 
     def enum_value(self, name: str) -> int:
         """Value of enumerator `name`, searching every enum."""
-        for (kind, _), tid in self._by_name.items():
-            if kind not in (_ENUM, _ENUM64):
-                continue
-            _, vlen, _, _, pos = self._header(tid)
+        for tid in self._enums:
+            kind, vlen, _, _, pos = self._header(tid)
             step = 8 if kind == _ENUM else 12
             for i in range(vlen):
                 name_off, val = struct.unpack_from("<Ii", self._data, pos + step * i)

@@ -1,4 +1,4 @@
-"""The `zctrace` command line: doctor, trace, bench."""
+"""The `zctrace` command line: doctor, trace, bench, export."""
 
 from __future__ import annotations
 
@@ -41,6 +41,15 @@ def _seconds(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
     return value
+
+
+def _cgroup_id(path: str) -> int:
+    """The cgroup v2 id of a cgroup directory (its inode number), as BPF reports it."""
+    full = path if path.startswith("/sys/fs/cgroup") else "/sys/fs/cgroup/" + path.lstrip("/")
+    try:
+        return os.stat(full).st_ino
+    except OSError:
+        raise ZctraceError(f"no cgroup {path!r} (looked for {full})") from None
 
 
 def _tier_line(active: str, checks: list[tiers.TierCheck]) -> str:
@@ -102,6 +111,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
             raise ZctraceError(f"no process with PID {pid}")
     if command and shutil.which(command[0]) is None:
         raise ZctraceError(f"command not found: {command[0]}")
+    cgroup = _cgroup_id(args.cgroup) if args.cgroup else None
     pids = list(args.pid) if args.pid else ([] if command else None)
     session = _open_session(args.tier, pids)
     status = 0
@@ -128,7 +138,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
             pass
         finally:
             signal.signal(signal.SIGTERM, previous)
-        rep = model.build(snapshot.take(session.bpf), session.tier, probe_statuses(session), comm=args.comm)
+        rep = model.build(snapshot.take(session.bpf), session.tier, probe_statuses(session), comm=args.comm,
+                          cgroup=cgroup)
     print(report.render(rep))
     if args.json:
         report.write_json(rep.to_json(), args.json)
@@ -160,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("trace", help="trace zerocopy sends and report per-process verdicts")
     t.add_argument("-p", "--pid", type=_pid, action="append", help="trace this process (repeatable)")
     t.add_argument("--comm", help="report only processes with this command name")
+    t.add_argument("--cgroup", help="report only processes in this cgroup (v2 path, e.g. system.slice/x.service)")
     t.add_argument("--duration", type=_seconds, help="stop after this many seconds")
     t.add_argument("--tier", choices=TIERS, help="force a probe tier instead of the best available")
     t.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-' = stdout)")
@@ -170,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="the built-in zerocopy send workload, checked by the tracer")
     add_arguments(b)
     b.set_defaults(func=cmd_bench)
+
+    from .exporter.daemon import add_arguments as add_export_arguments, run_cli as run_export
+    e = sub.add_parser("export", help="serve zerocopy verdicts as Prometheus metrics (a daemon)")
+    add_export_arguments(e)
+    e.set_defaults(func=run_export)
     return p
 
 

@@ -30,3 +30,6 @@ COUNTERS = _names("zc_counter", "ZC_")
 KEVENTS = _names("zc_kevent", "ZC_KEV_")
 APIS = _names("zc_api", "ZC_API_")
 PROTOS = _names("zc_proto", "ZC_PROTO_")
+ERRORS = _names("zc_error", "ZC_ERR_")
+HISTS = _names("zc_hist", "ZC_HIST_")
+REASON_CODES = _names("zc_reason", "ZC_R_")  # indexed by the kernel's reason code

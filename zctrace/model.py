@@ -2,17 +2,26 @@
 
 Counts are per send request. One kernel notification can cover a range of requests;
 `unknown` is what has no verdict (yet): notifications not read (tracepoint tier), io_uring
-without REPORT_USAGE (tracepoint tier), or completions still in flight.
+without REPORT_USAGE (tracepoint tier), or completions still in flight. Copied requests carry
+the reason the probes found (see zctrace/reasons.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .reasons import classify
 from .snapshot import Snapshot, StatsRow
 
-NOT_ATTEMPTED_REASONS = {"na_so_zerocopy_unset": "so_zerocopy_unset",
-                         "na_enobufs": "enobufs", "na_eopnotsupp": "eopnotsupp"}
+NOT_ATTEMPTED_COUNTERS = {"na_so_zerocopy_unset": "so_zerocopy_unset", "na_enobufs_optmem": "enobufs_optmem",
+                          "na_enobufs_memlock": "enobufs_memlock", "na_eopnotsupp": "eopnotsupp"}
+_SUMMED = ("zc_requests", "bytes", "zerocopied", "copied", "unknown", "not_attempted", "notifications",
+           "unread")
+
+
+def _merge(into: dict[str, int], other: dict[str, int]) -> None:
+    for key, n in other.items():
+        into[key] = into.get(key, 0) + n
 
 
 @dataclass
@@ -24,32 +33,40 @@ class Counts:
     unknown: int = 0
     not_attempted: int = 0
     not_attempted_reasons: dict[str, int] = field(default_factory=dict)
+    copied_reasons: dict[str, int] = field(default_factory=dict)
     notifications: int = 0
+    unread: int = 0  # fentry/kprobe: MSG_ZEROCOPY requests notified but not read by the application
 
     @classmethod
-    def from_counters(cls, c: dict[str, int]) -> Counts:
-        reasons = {reason: c[key] for key, reason in NOT_ATTEMPTED_REASONS.items() if c.get(key)}
+    def from_counters(cls, c: dict[str, int], kernel_verdicts: bool = False) -> Counts:
+        reasons = {reason: c[key] for key, reason in NOT_ATTEMPTED_COUNTERS.items() if c.get(key)}
         decided = c["zerocopied"] + c["copied"]
         return cls(zc_requests=c["requests"], bytes=c["bytes"], zerocopied=c["zerocopied"],
                    copied=c["copied"], unknown=max(0, c["requests"] - decided),
                    not_attempted=sum(reasons.values()), not_attempted_reasons=reasons,
-                   notifications=c["notifications"])
+                   notifications=c["notifications"],
+                   unread=max(0, decided - c["read_requests"]) if kernel_verdicts else 0)
 
     def add(self, other: Counts) -> None:
-        for name in ("zc_requests", "bytes", "zerocopied", "copied", "unknown", "not_attempted",
-                     "notifications"):
+        for name in _SUMMED:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for reason, n in other.not_attempted_reasons.items():
-            self.not_attempted_reasons[reason] = self.not_attempted_reasons.get(reason, 0) + n
+        _merge(self.not_attempted_reasons, other.not_attempted_reasons)
+        _merge(self.copied_reasons, other.copied_reasons)
 
     @property
     def verdict(self) -> str:
         """One word for a row: the outcome every request shares, else `mixed`."""
-        outcomes = {k: v for k, v in (("zerocopied", self.zerocopied), ("copied", self.copied),
-                                      ("unknown", self.unknown), ("not_attempted", self.not_attempted)) if v}
+        outcomes = [k for k in ("zerocopied", "copied", "unknown", "not_attempted") if getattr(self, k)]
         if not outcomes:
             return "-"
-        return next(iter(outcomes)) if len(outcomes) == 1 else "mixed"
+        return outcomes[0] if len(outcomes) == 1 else "mixed"
+
+    @property
+    def top_reason(self) -> str:
+        """The most frequent reason a request was copied or never tried zerocopy."""
+        both = {**self.copied_reasons}
+        _merge(both, self.not_attempted_reasons)
+        return max(both, key=both.get) if both else "-"
 
 
 @dataclass
@@ -65,8 +82,33 @@ class Flow:
 class ProcessReport:
     pid: int
     comm: str
+    cgroup: int
     counts: Counts
     flows: list[Flow]
+
+
+@dataclass
+class Histogram:
+    """A log2 histogram: buckets[i] = (upper bound, count in that bucket)."""
+
+    buckets: list[tuple[float, int]]
+
+    @classmethod
+    def from_slots(cls, slots: dict[int, int], scale: float = 1.0) -> Histogram:
+        return cls([((2 ** (slot + 1)) * scale, n) for slot, n in sorted(slots.items())])
+
+    @property
+    def count(self) -> int:
+        return sum(n for _, n in self.buckets)
+
+    def quantile(self, q: float) -> float:
+        """Upper bound of the bucket holding quantile q (0 if empty)."""
+        target, seen = q * self.count, 0
+        for le, n in self.buckets:
+            seen += n
+            if seen >= target and n:
+                return le
+        return 0.0
 
 
 @dataclass
@@ -74,36 +116,68 @@ class Report:
     tier: str
     totals: Counts
     processes: list[ProcessReport]
+    sockets: list[dict] = field(default_factory=list)
+    notification_latency: dict[str, Histogram] = field(default_factory=dict)  # api -> seconds
+    notification_ranges: Histogram | None = None  # MSG_ZEROCOPY requests per notification
     probes: list[dict] = field(default_factory=list)
+    lost: dict[str, int] = field(default_factory=dict)
     kernel_events: dict[str, dict[str, int]] = field(default_factory=dict)
     copy_sites: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        doc = asdict(self)
+        for proc, obj in zip(doc["processes"], self.processes):
+            proc["counts"]["top_reason"] = obj.counts.top_reason
+        doc["totals"]["top_reason"] = self.totals.top_reason
+        doc["notification_latency"] = {api: _hist_json(h) for api, h in self.notification_latency.items()}
+        doc["notification_ranges"] = _hist_json(self.notification_ranges) if self.notification_ranges else None
+        return doc
+
+
+def _hist_json(h: Histogram) -> dict:
+    return {"buckets": [{"le": le, "count": n} for le, n in h.buckets], "count": h.count,
+            "p50": h.quantile(0.5), "p99": h.quantile(0.99)}
 
 
 def _counted(row: StatsRow) -> bool:
     c = row.counters
-    return bool(c["requests"] or any(c[k] for k in NOT_ATTEMPTED_REASONS))
+    return bool(c["requests"] or any(c[k] for k in NOT_ATTEMPTED_COUNTERS))
 
 
-def build(snapshot: Snapshot, tier: str, probes: list[dict] | None = None,
-          comm: str | None = None) -> Report:
-    """Aggregate a snapshot into per-process reports and totals; `comm` filters by name."""
+def build(snapshot: Snapshot, tier: str, probes: list[dict] | None = None, comm: str | None = None,
+          cgroup: int | None = None, top_sockets: int = 20) -> Report:
+    """Aggregate a snapshot into per-process reports and totals; `comm` and `cgroup` filter."""
+    kernel_verdicts = tier in ("fentry", "kprobe")
     by_pid: dict[int, ProcessReport] = {}
-    totals = Counts()
+    flows: dict[tuple[int, str, str], Counts] = {}
     for row in snapshot.rows:
-        if not _counted(row) or (comm is not None and row.comm != comm):
+        if not _counted(row) or (comm is not None and row.comm != comm) or (
+                cgroup is not None and row.cgroup != cgroup):
             continue
-        counts = Counts.from_counters(row.counters)
-        proc = by_pid.setdefault(row.pid, ProcessReport(row.pid, row.comm, Counts(), []))
+        counts = Counts.from_counters(row.counters, kernel_verdicts and row.api == "msg_zerocopy")
+        proc = by_pid.setdefault(row.pid, ProcessReport(row.pid, row.comm, row.cgroup, Counts(), []))
         proc.flows.append(Flow(row.api, row.proto, counts))
-        proc.counts.add(counts)
-        totals.add(counts)
+        flows[(row.pid, row.api, row.proto)] = counts
+    for r in snapshot.reasons:
+        counts = flows.get((r.pid, r.api, r.proto))
+        if counts is not None:
+            _merge(counts.copied_reasons, {classify(r.stack) if r.code == "late_copy" else r.code: r.requests})
+    totals = Counts()
+    for proc in by_pid.values():
+        for flow in proc.flows:
+            proc.counts.add(flow.counts)
+        totals.add(proc.counts)
+    sockets = sorted((s for s in snapshot.sockets if s.pid in by_pid),
+                     key=lambda s: (-s.copied, -s.requests))[:top_sockets]
+    latency = {api: Histogram.from_slots(slots, 1e-9)
+               for (hist, api), slots in snapshot.hists.items() if hist == "latency"}
+    ranges = snapshot.hists.get(("range", "msg_zerocopy"))
     return Report(
         tier=tier, totals=totals,
         processes=sorted(by_pid.values(), key=lambda p: (-p.counts.zc_requests, p.pid)),
-        probes=probes or [],
+        sockets=[asdict(s) for s in sockets], notification_latency=latency,
+        notification_ranges=Histogram.from_slots(ranges) if ranges else None,
+        probes=probes or [], lost={k: v for k, v in snapshot.errors.items() if v},
         kernel_events={k: {"count": c, "bytes": b} for k, (c, b) in snapshot.kevents.items() if c},
         copy_sites=[{"stack": list(s.stack[:8]), "count": s.count, "bytes": s.bytes}
                     for s in snapshot.copy_sites])

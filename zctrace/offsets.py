@@ -33,9 +33,43 @@ FIELDS: dict[str, tuple[str, str]] = {
     "io_notif_data_uarg": ("io_notif_data", "uarg"),
     "io_notif_data_zc_report": ("io_notif_data", "zc_report"),
     "io_notif_data_next": ("io_notif_data", "next"),
+    "io_notif_data_zc_copied": ("io_notif_data", "zc_copied"),
+    "sk_buff_head": ("sk_buff", "head"),
+    "sk_buff_end": ("sk_buff", "end"),
+    "skb_shared_info_flags": ("skb_shared_info", "flags"),
+    "skb_shared_info_destructor_arg": ("skb_shared_info", "destructor_arg"),
+    "sock_sk_dst_cache": ("sock", "sk_dst_cache"),
+    "sock_sk_route_caps": ("sock", "sk_route_caps"),
+    "sock_sk_socket": ("sock", "sk_socket"),
+    "sock_sk_omem_alloc": ("sock", "sk_omem_alloc"),
+    "sock_skc_net": ("sock", "__sk_common.skc_net"),
+    "sock_skc_family": ("sock", "__sk_common.skc_family"),
+    "net_sysctl_optmem_max": ("net", "core.sysctl_optmem_max"),
+    "net_ns_inum": ("net", "ns.inum"),
+    "dst_entry_dev": ("dst_entry", "dev"),
+    "net_device_features": ("net_device", "features"),
+    "net_device_mtu": ("net_device", "mtu"),
+    "net_device_ifindex": ("net_device", "ifindex"),
+    "socket_file": ("socket", "file"),
+    "file_f_inode": ("file", "f_inode"),
+    "inode_i_ino": ("inode", "i_ino"),
+    "udp_sock_gso_size": ("udp_sock", "gso_size"),
 }
 # macro -> enumerator whose value it carries
-ENUM_VALUES = {"ZC_SOCK_ZEROCOPY": "SOCK_ZEROCOPY"}
+ENUM_VALUES = {
+    "ZC_SOCK_ZEROCOPY": "SOCK_ZEROCOPY",
+    "ZC_SKBFL_ZEROCOPY_ENABLE": "SKBFL_ZEROCOPY_ENABLE",
+    "ZC_NETIF_F_SG_BIT": "NETIF_F_SG_BIT",
+    "ZC_NETIF_F_IP_CSUM_BIT": "NETIF_F_IP_CSUM_BIT",
+    "ZC_NETIF_F_HW_CSUM_BIT": "NETIF_F_HW_CSUM_BIT",
+    "ZC_NETIF_F_IPV6_CSUM_BIT": "NETIF_F_IPV6_CSUM_BIT",
+}
+
+
+def kernel_macros() -> set[str]:
+    """Every macro name this module can supply."""
+    return ({f"ZC_OFF_{s}" for s in FIELDS} | {f"ZC_SHIFT_{s}" for s in FIELDS} | set(ENUM_VALUES)
+            | {"ZC_NOTIF_CHAIN"})
 
 
 def kernel_defines(btf: Btf) -> tuple[dict[str, int], dict[str, str]]:

@@ -17,10 +17,10 @@ from typing import Iterator
 from .btf import Btf
 from .errors import ZctraceError
 from .header import PROBE_DIR
-from .offsets import kernel_defines
+from .offsets import kernel_defines, kernel_macros
 
 TIERS = ("fentry", "kprobe", "tracepoint")
-_MACRO = re.compile(r"\b(ZC_(?:OFF|SHIFT)_\w+|ZC_SOCK_ZEROCOPY)\b")
+_MACRO = re.compile(r"\bZC_\w+\b")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class Program:
     tiers: tuple[str, ...]
     summary: str
     tracepoints: tuple[str, ...] = ()
+    raw_tracepoints: tuple[str, ...] = ()
     kfuncs: tuple[str, ...] = ()
     filtered_only: bool = False
 
@@ -40,7 +41,7 @@ class Program:
 
     def needs(self) -> set[str]:
         """Kernel-derived macros this program's text uses."""
-        return set(_MACRO.findall(self.source()))
+        return set(_MACRO.findall(self.source())) & kernel_macros()
 
 
 @dataclass
@@ -54,7 +55,8 @@ class AttachStatus:
 def load_manifest() -> list[Program]:
     data = tomllib.loads((PROBE_DIR / "manifest.toml").read_text())
     return [Program(name=p["name"], file=p["file"], tiers=tuple(p["tiers"]), summary=p["summary"],
-                    tracepoints=tuple(p.get("tracepoint", ())), kfuncs=tuple(p.get("kfunc", ())),
+                    tracepoints=tuple(p.get("tracepoint", ())),
+                    raw_tracepoints=tuple(p.get("raw_tracepoint", ())), kfuncs=tuple(p.get("kfunc", ())),
                     filtered_only=p.get("filtered_only", False))
             for p in data["program"]]
 
@@ -189,6 +191,8 @@ class Session:
                 cat, event = tp.split(":")
                 self._try(prog, tp, lambda: b.attach_tracepoint(
                     tp=tp, fn_name=f"tracepoint__{cat}__{event}"))
+            for tp in prog.raw_tracepoints:
+                self._try(prog, tp, lambda: b.attach_raw_tracepoint(tp=tp, fn_name=f"raw_tracepoint__{tp}"))
             for func in prog.kfuncs:
                 if self.tier == "fentry":
                     self._try(prog, func, lambda: b.attach_kfunc(fn_name=f"kfunc__{func}"))

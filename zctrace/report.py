@@ -7,6 +7,7 @@ import sys
 from typing import Iterable, Sequence
 
 from .model import Counts, Report
+from .reasons import ADVICE
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -31,23 +32,51 @@ def _na(c: Counts) -> str:
 
 
 _HEAD = ("PID", "COMM", "API", "PROTO", "REQUESTS", "BYTES", "ZEROCOPIED", "COPIED", "UNKNOWN",
-         "NOT_ATTEMPTED", "VERDICT")
+         "NOT_ATTEMPTED", "VERDICT", "TOP REASON")
 
 
 def _row(pid, comm, api, proto, c: Counts) -> list[object]:
     return [pid, comm, api, proto, c.zc_requests, human_bytes(c.bytes), c.zerocopied, c.copied,
-            c.unknown, _na(c), c.verdict]
+            c.unknown, _na(c), c.verdict, c.top_reason]
+
+
+def _seconds(s: float) -> str:
+    return f"{s * 1e6:.0f} us" if s < 1e-3 else f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
 
 
 def render(report: Report) -> str:
     rows = [_row(p.pid, p.comm, f.api, f.proto, f.counts) for p in report.processes for f in p.flows]
     rows.append(_row("TOTAL", "", "", "", report.totals))
     out = [table(_HEAD, rows)]
-    if report.totals.unknown:
+    t = report.totals
+    if t.copied_reasons or t.not_attempted_reasons:
+        out.append("\nwhy:")
+        for reason, n in sorted({**t.copied_reasons, **t.not_attempted_reasons}.items(), key=lambda kv: -kv[1]):
+            out.append(f"  {reason:<18} {n:>10}  {ADVICE.get(reason, '')}")
+    if t.unknown:
         hint = ("notifications the application did not read, or io_uring without "
                 "IORING_SEND_ZC_REPORT_USAGE; the fentry/kprobe tiers see every completion"
                 if report.tier == "tracepoint" else "completions still in flight")
         out.append(f"unknown: {hint}")
+    if t.unread:
+        out.append(f"error queue: {t.unread} notified requests never read by the application")
+    if report.sockets:
+        out.append("\nsockets (most copied first):")
+        out.append(table(("  PID", "PROTO", "INODE", "NETNS", "IFINDEX", "REQUESTS", "ZEROCOPIED", "COPIED"),
+                         [(f"  {s['pid']}", s["proto"], s["ino"], s["netns"], s["ifindex"] or "-",
+                           s["requests"], s["zerocopied"], s["copied"]) for s in report.sockets[:10]]))
+    for api, h in sorted(report.notification_latency.items()):
+        if h.count:
+            what = ("completion" if report.tier != "tracepoint" else
+                    "read by the application" if api == "msg_zerocopy" else "notification CQE")
+            out.append(f"notification latency ({api}, send to {what}): p50 <= {_seconds(h.quantile(0.5))}, "
+                       f"p99 <= {_seconds(h.quantile(0.99))} ({h.count} samples)")
+    if report.notification_ranges and report.notification_ranges.count:
+        h = report.notification_ranges
+        out.append(f"requests per MSG_ZEROCOPY notification: p50 <= {h.quantile(0.5):.0f}, "
+                   f"p99 <= {h.quantile(0.99):.0f}")
+    if report.lost:
+        out.append("lost: " + ", ".join(f"{k} {v}" for k, v in report.lost.items()) + " (BPF maps full)")
     if not report.processes:
         out.append("no zerocopy sends seen")
     return "\n".join(out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .header import APIS, COUNTERS, KEVENTS, PROTOS
+from .header import APIS, COUNTERS, ERRORS, HISTS, KEVENTS, PROTOS, REASON_CODES
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,36 @@ class StatsRow:
     api: str
     proto: str
     counters: dict[str, int]
+    cgroup: int = 0
+
+
+@dataclass(frozen=True)
+class ReasonRow:
+    """Copied requests of one (process, api, protocol) for one reason code; a late copy keeps
+    the kernel stack of skb_copy_ubufs (innermost first) for classification."""
+
+    pid: int
+    api: str
+    proto: str
+    code: str
+    stack: tuple[str, ...]
+    requests: int
+
+
+@dataclass(frozen=True)
+class SocketRow:
+    """One MSG_ZEROCOPY socket: who owns it and what happened to its requests."""
+
+    pid: int
+    proto: str
+    ino: int
+    cgroup: int
+    netns: int
+    ifindex: int
+    requests: int
+    bytes: int
+    zerocopied: int
+    copied: int
 
 
 @dataclass(frozen=True)
@@ -32,36 +62,60 @@ class CopySite:
 class Snapshot:
     taken_at: float
     rows: list[StatsRow]
+    reasons: list[ReasonRow] = field(default_factory=list)
+    sockets: list[SocketRow] = field(default_factory=list)
+    hists: dict[tuple[str, str], dict[int, int]] = field(default_factory=dict)  # (hist, api) -> {log2 slot: n}
+    errors: dict[str, int] = field(default_factory=dict)
     kevents: dict[str, tuple[int, int]] = field(default_factory=dict)  # event -> (count, bytes)
     copy_sites: list[CopySite] = field(default_factory=list)
 
 
-def take(bpf) -> Snapshot:
-    """Snapshot the maps of a loaded bcc module."""
-    rows = [StatsRow(pid=k.tgid, comm=v.comm.decode(errors="replace"),
-                     api=APIS[k.api] if k.api < len(APIS) else str(k.api),
-                     proto=PROTOS[k.proto] if k.proto < len(PROTOS) else str(k.proto),
-                     counters={name: int(v.c[i]) for i, name in enumerate(COUNTERS)})
-            for k, v in bpf[b"zc_stats"].items()]
-    kev = bpf[b"zc_kevents"]
-    kevents = {name: (int(kev[kev.Key(i)].count), int(kev[kev.Key(i)].bytes))
-               for i, name in enumerate(KEVENTS)}
-    sites = []
-    if _has(bpf, "zc_copy_sites"):
-        stacks = bpf[b"zc_copy_stacks"]
-        for k, v in bpf[b"zc_copy_sites"].items():
-            frames: tuple[str, ...] = ()
-            if k.value >= 0:
-                frames = tuple(bpf.ksym(addr, show_offset=False).decode(errors="replace")
-                               for addr in stacks.walk(k.value))
-            sites.append(CopySite(frames, int(v.count), int(v.bytes)))
-    return Snapshot(taken_at=time.time(), rows=sorted(rows, key=lambda r: (r.pid, r.api, r.proto)),
-                    kevents=kevents, copy_sites=sorted(sites, key=lambda s: -s.bytes))
+def _name(names: tuple[str, ...], i: int) -> str:
+    return names[i] if i < len(names) else str(i)
 
 
-def _has(bpf, name: str) -> bool:
+def _stack(bpf, stackid: int) -> tuple[str, ...]:
+    if stackid < 0:
+        return ()
     try:
-        bpf[name.encode()]
+        addrs = list(bpf[b"zc_copy_stacks"].walk(stackid))
+    except KeyError:  # evicted, or no stack map on this tier
+        return ()
+    return tuple(bpf.ksym(a, show_offset=False).decode(errors="replace") for a in addrs)
+
+
+def _has(bpf, name: bytes) -> bool:
+    try:
+        bpf[name]
     except KeyError:
         return False
     return True
+
+
+def take(bpf) -> Snapshot:
+    """Snapshot the maps of a loaded bcc module."""
+    rows = [StatsRow(pid=k.tgid, comm=v.comm.decode(errors="replace"), api=_name(APIS, k.api),
+                     proto=_name(PROTOS, k.proto), cgroup=int(v.cgroup),
+                     counters={name: int(v.c[i]) for i, name in enumerate(COUNTERS)})
+            for k, v in bpf[b"zc_stats"].items()]
+    reasons = [ReasonRow(pid=k.tgid, api=_name(APIS, k.api), proto=_name(PROTOS, k.proto),
+                         code=_name(REASON_CODES, k.reason), stack=_stack(bpf, k.stackid), requests=int(v.value))
+               for k, v in bpf[b"zc_reasons"].items()]
+    sockets = [SocketRow(pid=v.tgid, proto=_name(PROTOS, v.proto), ino=int(v.ino), cgroup=int(v.cgroup),
+                         netns=int(v.netns), ifindex=int(v.ifindex), requests=int(v.requests),
+                         bytes=int(v.bytes), zerocopied=int(v.zerocopied), copied=int(v.copied))
+               for v in bpf[b"zc_socks"].values()]
+    hists: dict[tuple[str, str], dict[int, int]] = {}
+    for k, v in bpf[b"zc_hists"].items():
+        hists.setdefault((_name(HISTS, k.hist), _name(APIS, k.api)), {})[int(k.slot)] = int(v.value)
+    err = bpf[b"zc_errors"]
+    errors = {name: int(err[err.Key(i)].value) for i, name in enumerate(ERRORS)}
+    kev = bpf[b"zc_kevents"]
+    kevents = {name: (int(kev[kev.Key(i)].count), int(kev[kev.Key(i)].bytes)) for i, name in enumerate(KEVENTS)}
+    sites = []
+    if _has(bpf, b"zc_copy_sites"):
+        sites = [CopySite(_stack(bpf, k.value), int(v.count), int(v.bytes))
+                 for k, v in bpf[b"zc_copy_sites"].items()]
+    return Snapshot(taken_at=time.time(), rows=sorted(rows, key=lambda r: (r.pid, r.api, r.proto)),
+                    reasons=reasons, sockets=sockets, hists=hists, errors=errors, kevents=kevents,
+                    copy_sites=sorted(sites, key=lambda s: -s.bytes))

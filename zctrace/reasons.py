@@ -1,0 +1,60 @@
+"""Why a request was copied: the reason names (a JSON and metrics contract) and the
+classification of late copies by the kernel call stack of skb_copy_ubufs."""
+
+from __future__ import annotations
+
+from .header import REASON_CODES
+
+# Reasons users see; `none` and `late_copy` are internal codes of the probes.
+REASONS = tuple(r for r in REASON_CODES if r not in ("none", "late_copy"))
+NOT_ATTEMPTED = ("so_zerocopy_unset", "enobufs_optmem", "enobufs_memlock", "eopnotsupp")
+
+# Callers of skb_copy_ubufs (KERNEL-NOTES, "Where late copies happen"): the innermost frame of
+# the stack that names one of these functions gives the reason.
+_LATE_COPY_CALLERS = {
+    "dev_queue_xmit_nit": "packet_tap",
+    "__skb_tstamp_tx": "tx_timestamp",
+    "skb_tstamp_tx": "tx_timestamp",
+    "skb_complete_tx_timestamp": "tx_timestamp",
+    "__skb_complete_tx_timestamp": "tx_timestamp",
+    "tun_net_xmit": "tun_tap",
+    "tap_handle_frame": "tun_tap",
+    "netkit_xmit": "tun_tap",
+    "__bpf_redirect_no_mac": "bpf_redirect",
+    "__bpf_redirect_common": "bpf_redirect",
+    "__bpf_redirect": "bpf_redirect",
+    "skb_do_redirect": "bpf_redirect",
+    "bpf_clone_redirect": "bpf_redirect",
+    "__netif_receive_skb_core": "local_delivery",
+    "deliver_skb": "local_delivery",
+    "ip_local_deliver_finish": "local_delivery",
+    "ip6_input_finish": "local_delivery",
+}
+
+# What to do about each reason, one line.
+ADVICE = {
+    "local_delivery": "the receiver is on this host (loopback, veth peer): delivery to a local socket always copies",
+    "packet_tap": "an AF_PACKET socket (tcpdump?) is capturing on the egress device: each send is copied for it",
+    "tx_timestamp": "TX timestamps carry the payload: add SOF_TIMESTAMPING_OPT_TSONLY",
+    "tun_tap": "tun/tap or netkit transmit copies zerocopy frags",
+    "bpf_redirect": "a BPF program redirects the packet, which copies zerocopy frags",
+    "other": "copied late by skb_copy_ubufs from another caller: see the stack (--json)",
+    "no_sg": "the egress device has no scatter-gather: enable it (ethtool -K DEV sg on)",
+    "no_csum_offload": "UDP needs TX checksum offload on the egress device (ethtool -K DEV tx on)",
+    "over_mtu": "UDP payload plus headers exceed the MTU: raise the MTU or use UDP_SEGMENT (GSO)",
+    "io_uring_not_used": "no skb took the pages (the send path copied): check MTU, checksum offload, socket type",
+    "unknown": "copied, and this probe tier has no evidence why: the fentry/kprobe tiers see late copies",
+    "so_zerocopy_unset": "MSG_ZEROCOPY without setsockopt(SO_ZEROCOPY, 1) is a silent plain copy",
+    "enobufs_optmem": "net.core.optmem_max is too small for the notifications in flight: raise it or read notifications sooner",
+    "enobufs_memlock": "pinned pages exceed RLIMIT_MEMLOCK: raise the limit (or CAP_IPC_LOCK)",
+    "eopnotsupp": "this socket or path does not support zerocopy (socket type, kTLS)",
+}
+
+
+def classify(stack: tuple[str, ...]) -> str:
+    """Reason for a late copy from its kernel stack (innermost frame first)."""
+    for frame in stack:
+        reason = _LATE_COPY_CALLERS.get(frame.split(".")[0])
+        if reason:
+            return reason
+    return "other"
