@@ -5,6 +5,7 @@
  * (IORING_CQE_F_NOTIF). On the tracepoint tier that verdict exists only when the application
  * asked for IORING_SEND_ZC_REPORT_USAGE (bit 31 of res = copied); without it the notification
  * is counted `unreported`. The fentry/kprobe tiers take verdicts from uring_notif instead.
+ * CQEs that overflow the CQ ring are seen through io_uring_cqe_overflow.
  * A send that fails still posts a notification (F_MORE on its error CQE): it is remembered in
  * zc_uring_failed so that its notification is not taken for a verdict.
  */
@@ -17,11 +18,15 @@
 
 /* Ring owner, for completions that run outside the submitting task, and the protocol of its
  * latest zerocopy send (notification requests carry no socket). */
+#define ZC_RING_REPORTS 2 /* its notifications carry REPORT_USAGE */
+#define ZC_RING_SILENT 1
+
 struct zc_ring {
 	u32 tgid;
 	u8 proto;
 	u8 late_reason; /* tracepoint tier: seen delivered locally (rx_evidence) */
-	u8 pad[2];
+	u8 report;      /* ZC_RING_REPORTS / ZC_RING_SILENT, from its latest notification */
+	u8 pad;
 };
 BPF_HASH(zc_rings, u64, struct zc_ring, 4096);
 
@@ -73,58 +78,79 @@ TRACEPOINT_PROBE(io_uring, io_uring_submit_req)
 	return 0;
 }
 
-TRACEPOINT_PROBE(io_uring, io_uring_complete)
+/* One CQE of a ring that sends zerocopy. `req` is 0 for CQEs that overflowed the CQ ring
+ * (io_uring_cqe_overflow has no request): those are told apart by their flags alone, and a
+ * notification's REPORT_USAGE is taken from the ring's earlier notifications. */
+static __always_inline int zc_uring_cqe(u64 ctx, void *req, u64 user_data, s32 res, u32 cflags)
 {
-	u64 ctx = (u64)args->ctx;
 	struct zc_ring *ring = zc_rings.lookup(&ctx);
-	void *req = args->req;
 	u8 opcode = 0;
 
 	if (!ring)
 		return 0;
-	if (args->cflags & ZC_IORING_CQE_F_NOTIF) {
+	if (cflags & ZC_IORING_CQE_F_NOTIF) {
 		struct zc_stats *s = zc_stats_get(ring->tgid, ZC_API_IO_URING, ring->proto, 0);
 		zc_add(s, ZC_NOTIFICATIONS, 1);
 #ifdef ZC_TIER_TRACEPOINT
 		u8 report = 0, late = 0;
-		if (zc_uring_take_failed(ctx, args->user_data))
+		if (zc_uring_take_failed(ctx, user_data))
 			return 0;
-		zc_latency(ZC_API_IO_URING, ctx, args->user_data);
-		ZC_READ(report, req, ZC_OFF_io_kiocb_cmd + ZC_OFF_io_notif_data_zc_report);
+		zc_latency(ZC_API_IO_URING, ctx, user_data);
+		if (req) {
+			ZC_READ(report, req, ZC_OFF_io_kiocb_cmd + ZC_OFF_io_notif_data_zc_report);
+			ring->report = report ? ZC_RING_REPORTS : ZC_RING_SILENT;
+		} else {
+			report = ring->report == ZC_RING_REPORTS;
+		}
 		if (!report) {
 			zc_add(s, ZC_UNREPORTED, 1);
-		} else if (!((u32)args->res & ZC_IORING_NOTIF_USAGE_ZC_COPIED)) {
+		} else if (!((u32)res & ZC_IORING_NOTIF_USAGE_ZC_COPIED)) {
 			zc_add(s, ZC_ZEROCOPIED, 1);
 		} else {
 			zc_add(s, ZC_COPIED, 1);
 			/* zc_copied: an skb copied the pages late; else none ever carried them */
-			ZC_READ(late, req, ZC_OFF_io_kiocb_cmd + ZC_OFF_io_notif_data_zc_copied);
+			if (req)
+				ZC_READ(late, req, ZC_OFF_io_kiocb_cmd + ZC_OFF_io_notif_data_zc_copied);
 			zc_reason_add(ring->tgid, ZC_API_IO_URING, ring->proto,
-				      !late ? ZC_R_IO_URING_NOT_USED : ring->late_reason ? ring->late_reason : ZC_R_UNKNOWN,
-				      -1, 1);
+				      ring->late_reason && (late || !req) ? ring->late_reason :
+				      req && !late ? ZC_R_IO_URING_NOT_USED : ZC_R_UNKNOWN, -1, 1);
 		}
 #endif
 		return 0;
 	}
-	ZC_READ(opcode, req, ZC_OFF_io_kiocb_opcode);
-	if (opcode != ZC_IORING_OP_SEND_ZC && opcode != ZC_IORING_OP_SENDMSG_ZC)
-		return 0;
-	ring->proto = zc_uring_proto(req);
+	if (req) {
+		ZC_READ(opcode, req, ZC_OFF_io_kiocb_opcode);
+		if (opcode != ZC_IORING_OP_SEND_ZC && opcode != ZC_IORING_OP_SENDMSG_ZC)
+			return 0;
+		ring->proto = zc_uring_proto(req);
+	} else if (!(cflags & ZC_IORING_CQE_F_MORE)) {
+		return 0; /* an overflowed CQE without a notification to follow: not a zerocopy send */
+	}
 	struct zc_stats *s = zc_stats_get(ring->tgid, ZC_API_IO_URING, ring->proto, 1);
-	if (args->res >= 0) {
+	if (res >= 0) {
 		zc_add(s, ZC_REQUESTS, 1);
-		zc_add(s, ZC_BYTES, args->res);
-		zc_send_time(ctx, args->user_data);
+		zc_add(s, ZC_BYTES, res);
+		zc_send_time(ctx, user_data);
 		return 0;
 	}
-	if (args->res == -ZC_EOPNOTSUPP)
+	if (res == -ZC_EOPNOTSUPP)
 		zc_add(s, ZC_NA_EOPNOTSUPP, 1);
-	else if (args->res == -ZC_ENOBUFS) /* io_uring charges pinned pages, not optmem */
+	else if (res == -ZC_ENOBUFS) /* io_uring charges pinned pages, not optmem */
 		zc_add(s, ZC_NA_ENOBUFS_MEMLOCK, 1);
-	if (args->cflags & ZC_IORING_CQE_F_MORE) {
-		struct zc_ureq key = {.ctx = ctx, .user_data = args->user_data};
+	if (cflags & ZC_IORING_CQE_F_MORE) {
+		struct zc_ureq key = {.ctx = ctx, .user_data = user_data};
 		u8 one = 1;
 		zc_uring_failed.update(&key, &one);
 	}
 	return 0;
+}
+
+TRACEPOINT_PROBE(io_uring, io_uring_complete)
+{
+	return zc_uring_cqe((u64)args->ctx, args->req, args->user_data, args->res, args->cflags);
+}
+
+TRACEPOINT_PROBE(io_uring, io_uring_cqe_overflow)
+{
+	return zc_uring_cqe((u64)args->ctx, 0, args->user_data, args->res, args->cflags);
 }

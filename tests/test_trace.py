@@ -49,6 +49,14 @@ def test_msg_zerocopy_to_sink_is_zerocopied(tracer, size):
     assert c.traced == {"requests": N, "zerocopied": N, "copied": 0, "unknown": 0, "not_attempted": 0}
 
 
+@pytest.mark.parametrize("mode", ["msg_zerocopy", "uring_zc"])
+def test_published_dummy_device_setup_is_zerocopied(tracer, dummy, mode):
+    """The published benchmark's setup: dummy device, MTU 65535, a route through it."""
+    (c,) = bench.run_on(dummy, [WorkloadSpec(mode=mode, target="dummy", size=4000, count=N)], tracer)
+    assert c.kernel["zerocopied"] == N
+    assert (c.traced["requests"], c.traced["zerocopied"]) == (N, N)
+
+
 @pytest.mark.parametrize("proto", ["udp", "tcp"])
 def test_msg_zerocopy_over_loopback_is_copied(tracer, proto):
     c = cell(tracer, mode="msg_zerocopy", target="loopback", proto=proto, size=4000)

@@ -153,25 +153,31 @@ def _traced(session, spec) -> dict[str, int]:
             "unknown": counts.unknown, "not_attempted": counts.not_attempted}
 
 
-def run(specs: list, session=None, progress=None) -> list[Cell]:
-    """Run every spec, opening each target once; `session` (probes) checks each cell."""
+def run_on(endpoint, specs: list, session=None, progress=None) -> list[Cell]:
+    """Run specs against an open target; `session` (probes) checks each cell."""
     from .workload.senders import run_workload
+    cells = []
+    for spec in specs:
+        if session is not None:
+            session.clear()
+        r = run_workload(spec, endpoint)
+        kernel = {"zerocopied": r.kernel_zerocopied, "copied": r.kernel_copied,
+                  "unknown": r.kernel_unknown, "so_zerocopy": spec.so_zerocopy}
+        cell = Cell(spec.mode, spec.proto, spec.size, spec.target, r.requests, r.seconds,
+                    r.cpu_seconds, kernel, _traced(session, spec) if session is not None else None)
+        cells.append(cell)
+        if progress:
+            progress(cell)
+    return cells
+
+
+def run(specs: list, session=None, progress=None) -> list[Cell]:
+    """Run every spec, opening each target once."""
     from .workload.targets import open_target
     cells = []
     for (target, proto), group in itertools.groupby(specs, key=lambda s: (s.target, s.proto)):
         with open_target(target, proto) as endpoint:
-            for spec in group:
-                if session is not None:
-                    session.clear()
-                r = run_workload(spec, endpoint)
-                traced = _traced(session, spec) if session is not None else None
-                kernel = {"zerocopied": r.kernel_zerocopied, "copied": r.kernel_copied,
-                          "unknown": r.kernel_unknown, "so_zerocopy": spec.so_zerocopy}
-                cell = Cell(spec.mode, spec.proto, spec.size, spec.target, r.requests, r.seconds,
-                            r.cpu_seconds, kernel, traced)
-                cells.append(cell)
-                if progress:
-                    progress(cell)
+            cells += run_on(endpoint, list(group), session, progress)
     return cells
 
 

@@ -217,15 +217,18 @@ class Session:
         targets[targets.Key(pid)] = targets.Leaf(1)
 
     def clear(self) -> None:
-        """Forget everything counted so far (between benchmark cells)."""
-        for name in ("zc_stats", "zc_socks", "zc_copy_sites"):
+        """Forget everything counted so far (between benchmark cells). In-flight bookkeeping
+        (calls inside syscalls, ring owners, failed io_uring sends) is kept."""
+        for name in ("zc_stats", "zc_socks", "zc_reasons", "zc_hists", "zc_send_ts", "zc_late_copies",
+                     "zc_copy_sites"):
             try:
                 self.bpf[name.encode()].clear()
             except KeyError:
                 pass
-        kev = self.bpf[b"zc_kevents"]
-        for i in range(len(kev)):
-            kev[kev.Key(i)] = kev.Leaf()
+        for name in ("zc_kevents", "zc_errors"):
+            table = self.bpf[name.encode()]
+            for i in range(len(table)):
+                table[table.Key(i)] = table.Leaf()
 
     def close(self) -> None:
         if self.bpf is not None:

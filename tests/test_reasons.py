@@ -1,0 +1,191 @@
+"""Copy reasons: each provoked on purpose and checked against what the tracer says.
+
+Per probe tier like test_trace.py: the tracepoint tier on the host; fentry, kprobe and the
+tracepoint tier inside the full-kernel VM. Reasons only the fentry/kprobe tiers can prove (a
+packet tap, TX timestamps) are `unknown` on the tracepoint tier, never a guess.
+"""
+
+import contextlib
+import errno
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from pyroute2 import Ethtool, IPRoute
+
+from zctrace import bench, model, snapshot
+from zctrace.btf import Btf
+from zctrace.probes import Session
+from zctrace.workload.senders import WorkloadSpec
+from zctrace.workload.targets import open_target
+from zctrace.workload.uring import Ring
+
+TIERS = [
+    pytest.param("tracepoint", id="tracepoint"),
+    pytest.param("tracepoint", marks=pytest.mark.vm, id="tracepoint-vm"),
+    pytest.param("kprobe", marks=pytest.mark.vm, id="kprobe"),
+    pytest.param("fentry", marks=pytest.mark.vm, id="fentry"),
+]
+N = 100
+SO_ZEROCOPY, MSG_ZEROCOPY = 60, 0x4000000
+
+
+@pytest.fixture(scope="module", params=TIERS)
+def tracer(request):
+    with Session.open(request.param, Btf.load(), pids=[os.getpid()]) as session:
+        yield session
+
+
+def report(tracer) -> model.Report:
+    return model.build(snapshot.take(tracer.bpf), tracer.tier)
+
+
+def reasons_after(tracer, endpoint=None, **spec) -> tuple[bench.Cell, dict[str, int]]:
+    """Run one workload cell (on `endpoint` if given) and return it with the copied reasons."""
+    specs = [WorkloadSpec(count=N, **spec)]
+    (cell,) = bench.run(specs, tracer) if endpoint is None else bench.run_on(endpoint, specs, tracer)
+    return cell, report(tracer).totals.copied_reasons
+
+
+@pytest.mark.parametrize("target", ["loopback", "netns"])
+@pytest.mark.parametrize("mode", ["msg_zerocopy", "uring_zc"])
+def test_local_delivery(tracer, target, mode):
+    cell, reasons = reasons_after(tracer, mode=mode, target=target, size=4000)
+    assert cell.kernel["copied"] == N
+    assert reasons == {"local_delivery": N}
+
+
+@pytest.mark.parametrize("mode", ["msg_zerocopy", "uring_zc"])
+def test_really_zerocopied_has_no_reason(tracer, mode):
+    cell, reasons = reasons_after(tracer, mode=mode, target="sink", size=4000)
+    assert cell.kernel["zerocopied"] == N
+    assert reasons == {}
+    assert report(tracer).totals.top_reason == "-"
+
+
+@pytest.mark.parametrize("mode,reason", [("msg_zerocopy", "over_mtu"), ("uring_zc", "io_uring_not_used")])
+def test_udp_over_the_mtu_is_copied_at_send(tracer, mode, reason):
+    with open_target("sink", "udp") as ep, IPRoute() as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname=ep.ifname)[0], mtu=1500)
+        cell, reasons = reasons_after(tracer, ep, mode=mode, target="sink", size=4000)
+    assert cell.kernel["copied"] == N
+    assert reasons == {reason: N}
+
+
+def test_no_scatter_gather_is_copied_at_send(tracer):
+    with open_target("sink", "udp") as ep, Ethtool() as eth:
+        features = eth.get_features(ep.ifname)
+        features.features["tx-scatter-gather"].enable = False
+        eth.set_features(ep.ifname, features)
+        assert not eth.get_features(ep.ifname).features["tx-scatter-gather"].enable
+        cell, reasons = reasons_after(tracer, ep, mode="msg_zerocopy", target="sink", size=1000)
+    assert cell.kernel["copied"] == N
+    assert reasons == {"no_sg": N}
+
+
+@contextlib.contextmanager
+def sysctl(path: str, value: str):
+    with open(path) as f:
+        old = f.read().strip()
+    with open(path, "w") as f:
+        f.write(value)
+    try:
+        yield
+    finally:
+        with open(path, "w") as f:
+            f.write(old)
+
+
+def test_enobufs_from_optmem(tracer):
+    """A socket that never reads its notifications runs out of optmem: ENOBUFS, never tried."""
+    tracer.clear()
+    failures = 0
+    with open_target("sink", "udp") as ep, socket.socket(ep.family, socket.SOCK_DGRAM) as s, \
+            sysctl("/proc/sys/net/core/optmem_max", "600"):
+        s.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)
+        s.connect(ep.addr)
+        for _ in range(N):
+            try:
+                s.send(b"o" * 1000, MSG_ZEROCOPY)
+            except OSError as e:
+                assert e.errno == errno.ENOBUFS
+                failures += 1
+    assert failures > 0
+    assert report(tracer).totals.not_attempted_reasons == {"enobufs_optmem": failures}
+
+
+def test_enobufs_from_memlock(tracer):
+    """Pinned pages over RLIMIT_MEMLOCK (without CAP_IPC_LOCK): every send is ENOBUFS."""
+    tracer.clear()
+    child = (
+        "import resource, socket, sys\n"
+        "resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "s.setsockopt(socket.SOL_SOCKET, 60, 1)\n"
+        "s.connect((sys.argv[1], int(sys.argv[2])))\n"
+        "fails = 0\n"
+        f"for _ in range({N}):\n"
+        "    try: s.send(b'm' * 8192, 0x4000000)\n"
+        "    except OSError: fails += 1\n"
+        "print(fails)\n")
+    with open_target("sink", "udp") as ep:
+        out = subprocess.run(["setpriv", "--bounding-set", "-ipc_lock", "--inh-caps", "-ipc_lock", "--",
+                              sys.executable, "-c", child, ep.addr[0], str(ep.addr[1])],
+                             capture_output=True, text=True, check=True).stdout
+    assert int(out) == N
+    assert report(tracer).totals.not_attempted_reasons == {"enobufs_memlock": N}
+
+
+def test_eopnotsupp_from_io_uring_on_a_unix_socket(tracer):
+    tracer.clear()
+    a, b = socket.socketpair()
+    with a, b, Ring(64) as ring:
+        for i in range(N):
+            ring.prep_send_zc(a.fileno(), b"u" * 100, i)
+        ring.submit()
+        while ring.inflight:
+            ring.wait(1)
+    counts = report(tracer).totals
+    assert counts.not_attempted_reasons == {"eopnotsupp": N}
+    assert (counts.zc_requests, counts.copied, counts.zerocopied) == (0, 0, 0)
+
+
+def test_packet_tap(tracer, dummy):
+    """An AF_PACKET socket on the egress device copies every zerocopy send for the sniffer. It
+    needs a device that frees packets after the tap (dummy): the sink drops before it."""
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003)) as tap:
+        tap.bind((dummy.ifname, 0))
+        cell, reasons = reasons_after(tracer, dummy, mode="msg_zerocopy", target="dummy", size=1000)
+    assert cell.kernel["copied"] == N
+    assert reasons == ({"unknown": N} if tracer.tier == "tracepoint" else {"packet_tap": N})
+
+
+def test_tx_timestamps_with_payload(tracer):
+    """SCHED TX timestamps without OPT_TSONLY clone the skb with its payload: copied."""
+    SO_TIMESTAMPING, TX_SCHED, SOFTWARE, OPT_ID = 37, 1 << 8, 1 << 4, 1 << 7
+    tracer.clear()
+    with open_target("sink", "udp") as ep, socket.socket(ep.family, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)
+        s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TX_SCHED | SOFTWARE | OPT_ID)
+        s.connect(ep.addr)
+        copied = 0
+        for _ in range(N):
+            s.send(b"t" * 1000, MSG_ZEROCOPY)
+            time.sleep(0.001)
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and copied < N:
+            try:
+                _, anc, _, _ = s.recvmsg(0, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            for level, kind, data in anc:
+                if (level, kind) == (socket.SOL_IP, 11) and data[4] == 5:  # IP_RECVERR, zerocopy
+                    lo, hi = int.from_bytes(data[8:12], "little"), int.from_bytes(data[12:16], "little")
+                    copied += (hi - lo + 1) if data[6] & 1 else 0
+    assert copied == N
+    reasons = report(tracer).totals.copied_reasons
+    assert reasons == ({"unknown": N} if tracer.tier == "tracepoint" else {"tx_timestamp": N})
