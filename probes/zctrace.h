@@ -125,6 +125,16 @@ struct zc_sock {
 	__u64 copied;
 };
 
+/* TCP_ZEROCOPY_RECEIVE results of one process (getsockopt(IPPROTO_TCP, 35) as the app got them). */
+struct zc_rx {
+	__u64 calls;
+	__u64 mapped;                /* bytes mapped into the application (zero-copy) */
+	__u64 copied;                /* bytes copied into the copy buffer (small remainders) */
+	__u64 skipped;               /* recv_skip_hint: bytes left for a plain, copying recv() */
+	__u64 errors;                /* calls that failed */
+	char comm[16];
+};
+
 struct zc_kev {
 	__u64 count;
 	__u64 bytes;

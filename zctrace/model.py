@@ -119,6 +119,7 @@ class Report:
     sockets: list[dict] = field(default_factory=list)
     notification_latency: dict[str, Histogram] = field(default_factory=dict)  # api -> seconds
     notification_ranges: Histogram | None = None  # MSG_ZEROCOPY requests per notification
+    receive: list[dict] = field(default_factory=list)  # TCP_ZEROCOPY_RECEIVE per process
     probes: list[dict] = field(default_factory=list)
     lost: dict[str, int] = field(default_factory=dict)
     kernel_events: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -176,6 +177,8 @@ def build(snapshot: Snapshot, tier: str, probes: list[dict] | None = None, comm:
         tier=tier, totals=totals,
         processes=sorted(by_pid.values(), key=lambda p: (-p.counts.zc_requests, p.pid)),
         sockets=[asdict(s) for s in sockets], notification_latency=latency,
+        receive=[asdict(r) for r in snapshot.receive
+                 if (comm is None or r.comm == comm) and (cgroup is None or r.pid in by_pid)],
         notification_ranges=Histogram.from_slots(ranges) if ranges else None,
         probes=probes or [], lost={k: v for k, v in snapshot.errors.items() if v},
         kernel_events={k: {"count": c, "bytes": b} for k, (c, b) in snapshot.kevents.items() if c},

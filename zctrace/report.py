@@ -75,9 +75,15 @@ def render(report: Report) -> str:
         h = report.notification_ranges
         out.append(f"requests per MSG_ZEROCOPY notification: p50 <= {h.quantile(0.5):.0f}, "
                    f"p99 <= {h.quantile(0.99):.0f}")
+    if report.receive:
+        out.append("\nreceive side (TCP_ZEROCOPY_RECEIVE):")
+        out.append(table(("  PID", "COMM", "CALLS", "MAPPED", "COPIED", "LEFT TO RECV", "ERRORS"),
+                         [(f"  {r['pid']}", r["comm"], r["calls"], human_bytes(r["mapped"]),
+                           human_bytes(r["copied"]), human_bytes(r["skipped"]), r["errors"])
+                          for r in report.receive]))
     if report.lost:
         out.append("lost: " + ", ".join(f"{k} {v}" for k, v in report.lost.items()) + " (BPF maps full)")
-    if not report.processes:
+    if not report.processes and not report.receive:
         out.append("no zerocopy sends seen")
     return "\n".join(out)
 

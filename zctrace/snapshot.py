@@ -50,6 +50,19 @@ class SocketRow:
 
 
 @dataclass(frozen=True)
+class ReceiveRow:
+    """TCP_ZEROCOPY_RECEIVE results of one process."""
+
+    pid: int
+    comm: str
+    calls: int
+    mapped: int
+    copied: int
+    skipped: int
+    errors: int
+
+
+@dataclass(frozen=True)
 class CopySite:
     """Late copies (skb_copy_ubufs) from one kernel call stack, innermost frame first."""
 
@@ -68,6 +81,7 @@ class Snapshot:
     errors: dict[str, int] = field(default_factory=dict)
     kevents: dict[str, tuple[int, int]] = field(default_factory=dict)  # event -> (count, bytes)
     copy_sites: list[CopySite] = field(default_factory=list)
+    receive: list[ReceiveRow] = field(default_factory=list)
 
 
 def _name(names: tuple[str, ...], i: int) -> str:
@@ -116,6 +130,12 @@ def take(bpf) -> Snapshot:
     if _has(bpf, b"zc_copy_sites"):
         sites = [CopySite(_stack(bpf, k.value), int(v.count), int(v.bytes))
                  for k, v in bpf[b"zc_copy_sites"].items()]
+    receive = []
+    if _has(bpf, b"zc_rx"):
+        receive = [ReceiveRow(pid=k.value, comm=v.comm.decode(errors="replace"), calls=int(v.calls),
+                              mapped=int(v.mapped), copied=int(v.copied), skipped=int(v.skipped),
+                              errors=int(v.errors))
+                   for k, v in bpf[b"zc_rx"].items()]
     return Snapshot(taken_at=time.time(), rows=sorted(rows, key=lambda r: (r.pid, r.api, r.proto)),
                     reasons=reasons, sockets=sockets, hists=hists, errors=errors, kevents=kevents,
-                    copy_sites=sorted(sites, key=lambda s: -s.bytes))
+                    copy_sites=sorted(sites, key=lambda s: -s.bytes), receive=sorted(receive, key=lambda r: r.pid))
