@@ -148,7 +148,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import diagnose, render
-    result = diagnose()
+    result = diagnose(args.size)
     print(render(result))
     if args.json:
         report.write_json(result, args.json)
@@ -164,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="zctrace", description="Were my sends really zero-copy, and if not, why?")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
-    d = sub.add_parser("doctor", help="what this kernel supports: BTF, probe tiers, io_uring")
-    d.add_argument("--json", metavar="FILE", help="also write the findings as JSON ('-' = stdout)")
+    from .doctor import add_arguments as doctor_arguments
+    d = sub.add_parser("doctor", help="what this kernel supports, and whether zerocopy can succeed here")
+    doctor_arguments(d)
     d.set_defaults(func=cmd_doctor)
 
     t = sub.add_parser("trace", help="trace zerocopy sends and report per-process verdicts")

@@ -1,20 +1,94 @@
-"""`zctrace doctor`: what this kernel lets zctrace see, and what it supports."""
+"""`zctrace doctor`: what this kernel lets zctrace see, and whether zerocopy can succeed here.
+
+Findings: kernel, BTF, probe tiers (and why not), probes on the active tier, io_uring opcodes,
+kernel functions; then, each with a one-line advice: per interface of this network namespace
+whether zerocopy sends can end zero-copy (zctrace.netdev), net.core.optmem_max, RLIMIT_MEMLOCK
+and CAP_IPC_LOCK, kernel.io_uring_disabled, and by behaviour (never by version or number):
+IORING_SEND_ZC_REPORT_USAGE, io_uring zcrx, SCM_ZC_NOTIFICATION.
+"""
 
 from __future__ import annotations
 
+import argparse
+import ctypes
+import errno
 import os
 import platform
+import resource
+import socket
+import struct
+import time
+from dataclasses import asdict, dataclass, field
 
-from . import tiers
+from . import netdev, tiers
 from .btf import VMLINUX, Btf, BtfError
+from .errors import ZctraceError
 from .probes import Session, load_manifest
-from .report import table
+from .report import human_bytes, table
+from .workload.uring import IORING_NOTIF_USAGE_ZC_COPIED, Cqe, Ring, supported_opcodes
 
 IORING_OPS = {"send_zc": 47, "sendmsg_zc": 48}
 
+SO_ZEROCOPY = 60
+MSG_ZEROCOPY = 0x4000000
+SCM_ZC_NOTIFICATION = 78  # the never-merged series' number; SO_DEVMEM_LINEAR in mainline
+_ZC_INFO_ELEM = 12  # the series' struct zc_info_elem {u32 lo, hi; u8 zerocopy} (padded)
 
-def diagnose() -> dict:
-    """Findings as plain data: kernel, BTF, tiers, probes on the best tier, io_uring."""
+# sk_omem_alloc held by one MSG_ZEROCOPY send until it completes: one sk_buff from
+# sock_omalloc. Measured on x86-64 6.18 (ss -m "o" with sends held in a tbf qdisc: 157 sends
+# of 1000 B filled optmem_max 131072, then ENOBUFS); TCP coalesces consecutive sends into one.
+OPTMEM_PER_SEND = 832
+# Uncompleted zerocopy sends per socket we expect a sender to need before it reads
+# notifications; the old 20 KiB optmem_max allowed only 24.
+WANT_INFLIGHT = 128
+# Bytes per send assumed for the RLIMIT_MEMLOCK estimate when --size is not given.
+DEFAULT_SEND_SIZE = 65536
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_CAP_IPC_LOCK = 14
+
+_NR_IO_URING_SETUP, _NR_IO_URING_REGISTER = 425, 427
+_SETUP_CQE32, _SETUP_SINGLE_ISSUER, _SETUP_DEFER_TASKRUN = 1 << 11, 1 << 12, 1 << 13
+_REGISTER_ZCRX_IFQ = 32
+_PARAMS_SIZE = 120  # struct io_uring_params
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing doctor checked. status: ok, warn, no (zerocopy fails or a feature is
+    missing) or info; `check` is a stable id, `facts` the raw numbers behind it."""
+
+    check: str
+    subject: str
+    status: str
+    value: str
+    detail: str
+    advice: str = ""
+    reason: str = ""
+    facts: dict = field(default_factory=dict)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", type=_size, metavar="BYTES",
+                   help="bytes per send of your application: checks UDP payload against each "
+                        f"MTU and sizes the memlock estimate (default {DEFAULT_SEND_SIZE})")
+    p.add_argument("--json", metavar="FILE", help="also write the findings as JSON ('-' = stdout)")
+
+
+def _size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of bytes: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return value
+
+
+def diagnose(size: int | None = None) -> dict:
+    """Findings as plain data (see the module docstring); `size` = bytes per send."""
     result: dict = {"kernel": platform.release(), "btf": VMLINUX.exists(), "root": os.geteuid() == 0}
     try:
         btf = Btf.load()
@@ -30,13 +104,262 @@ def diagnose() -> dict:
     result["probes"] = []
     if active and btf:
         from .cli import probe_statuses
-        with Session.open(active, btf) as session:
-            result["probes"] = probe_statuses(session)
-    from .workload.uring import supported_opcodes
+        try:
+            with Session.open(active, btf) as session:
+                result["probes"] = probe_statuses(session)
+        except ZctraceError as e:
+            result["probes_error"] = str(e)
     ops = supported_opcodes()
     result["io_uring"] = {name: op in ops for name, op in IORING_OPS.items()}
+
+    result["network_namespace"] = os.readlink("/proc/self/ns/net")
+    ifaces = [(i, netdev.assess(i, size)) for i in netdev.interfaces()]
+    result["interfaces"] = [netdev.to_json(i, v) for i, v in ifaces]
+    findings = [f for i, v in ifaces for f in _interface_findings(i, v)]
+    findings += [optmem_finding(), memlock_finding(size or DEFAULT_SEND_SIZE),
+                 io_uring_disabled_finding(), report_usage_finding(), zcrx_finding(),
+                 scm_zc_notification_finding()]
+    result["findings"] = [asdict(f) for f in findings]
     return result
 
+
+# --- interfaces ------------------------------------------------------------------------------
+
+def _interface_findings(iface: netdev.Interface, v: netdev.Assessment) -> list[Finding]:
+    value = f"udp {v.udp}, tcp {v.tcp}"
+    if not v.problems:
+        status = "ok" if "yes" in (v.udp, v.tcp) else "info"
+        return [Finding("interface", iface.name, status, value, v.summary)]
+    status = "no" if "yes" not in (v.udp, v.tcp) and "depends" not in (v.udp, v.tcp) else "warn"
+    return [Finding("interface", iface.name, status, value, p.detail, p.advice, p.reason)
+            for p in v.problems]
+
+
+# --- limits ----------------------------------------------------------------------------------
+
+def optmem_finding() -> Finding:
+    """net.core.optmem_max: how many MSG_ZEROCOPY sends per socket can await completion."""
+    optmem = int(_read("/proc/sys/net/core/optmem_max"))
+    sends = optmem // OPTMEM_PER_SEND
+    facts = {"optmem_max": optmem, "bytes_per_send": OPTMEM_PER_SEND, "sends_in_flight": sends}
+    detail = (f"about {sends} MSG_ZEROCOPY sends per socket can await completion (each holds "
+              f"~{OPTMEM_PER_SEND} B of optmem until then; TCP coalesces consecutive sends); "
+              "one more fails with ENOBUFS")
+    if sends >= WANT_INFLIGHT:
+        return Finding("optmem_max", "net.core.optmem_max", "ok", f"{optmem} B", detail, facts=facts)
+    want = 1 << (WANT_INFLIGHT * OPTMEM_PER_SEND - 1).bit_length()
+    return Finding("optmem_max", "net.core.optmem_max", "warn", f"{optmem} B", detail,
+                   f"raise net.core.optmem_max (sysctl -w net.core.optmem_max={want}) or read "
+                   "notifications sooner", "enobufs_optmem", facts)
+
+
+def memlock_finding(size: int) -> Finding:
+    """RLIMIT_MEMLOCK and CAP_IPC_LOCK of this process: pinned pages of zerocopy sends."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    cap = _has_cap_ipc_lock()
+    pages = size // _PAGE + 2  # mm_account_pinned_pages: worst case per send
+    unlimited = soft == resource.RLIM_INFINITY
+    sends = None if unlimited else soft // (pages * _PAGE)
+    facts = {"soft": soft, "hard": hard, "cap_ipc_lock": cap, "send_size": size,
+             "pages_per_send": pages, "sends_in_flight": sends}
+    value = "unlimited" if unlimited else human_bytes(soft)
+    scope = ("(limits of this doctor process: check an application's with `prlimit -p PID` and "
+             "CapEff in /proc/PID/status)")
+    if cap or unlimited:
+        why = "CAP_IPC_LOCK" if cap else "no limit"
+        return Finding("memlock", "RLIMIT_MEMLOCK", "ok", value,
+                       f"{why}: pinned pages of zerocopy sends are never refused {scope}",
+                       facts=facts)
+    detail = (f"about {sends} zerocopy sends of {size} B ({pages} pages each) can await completion "
+              "at once, counted per user over all its processes and io_uring buffers; beyond "
+              f"that ENOBUFS {scope}")
+    if sends >= WANT_INFLIGHT:
+        return Finding("memlock", "RLIMIT_MEMLOCK", "ok", value, detail, facts=facts)
+    return Finding("memlock", "RLIMIT_MEMLOCK", "warn", value, detail,
+                   "raise RLIMIT_MEMLOCK (ulimit -l, systemd LimitMEMLOCK=) or grant CAP_IPC_LOCK",
+                   "enobufs_memlock", facts)
+
+
+def _has_cap_ipc_lock() -> bool:
+    """CAP_IPC_LOCK in the effective set and in the initial user namespace (what capable() asks)."""
+    with open("/proc/self/status") as f:
+        caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    initial_userns = _read("/proc/self/uid_map").split() == ["0", "0", "4294967295"]
+    return bool(caps >> _CAP_IPC_LOCK & 1) and initial_userns
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+# --- io_uring --------------------------------------------------------------------------------
+
+def io_uring_disabled_finding() -> Finding:
+    try:
+        value = int(_read("/proc/sys/kernel/io_uring_disabled"))
+    except FileNotFoundError:
+        return Finding("io_uring_disabled", "kernel.io_uring_disabled", "ok", "absent",
+                       "no such sysctl (kernel before 6.6): io_uring is available to all")
+    text = {0: ("ok", "io_uring is available to all processes", ""),
+            1: ("warn", "io_uring only for CAP_SYS_ADMIN or members of kernel.io_uring_group",
+                "run as a member of kernel.io_uring_group, or sysctl -w kernel.io_uring_disabled=0"),
+            2: ("no", "io_uring is disabled: SEND_ZC cannot be used",
+                "sysctl -w kernel.io_uring_disabled=0 to allow io_uring")}
+    status, detail, advice = text.get(value, ("info", f"unknown value {value}", ""))
+    return Finding("io_uring_disabled", "kernel.io_uring_disabled", status, str(value), detail, advice,
+                   facts={"value": value})
+
+
+def _udp_pair() -> tuple[socket.socket, socket.socket]:
+    """(receiver bound on 127.0.0.1, sender connected to it)."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.connect(rx.getsockname())
+    return rx, tx
+
+
+def _no_loopback(check: str, subject: str, e: OSError) -> Finding:
+    return Finding(check, subject, "info", "not probed",
+                   f"the probe sends to 127.0.0.1, which this namespace cannot reach: {e.strerror}",
+                   "bring lo up (ip link set lo up) and run doctor again")
+
+
+def report_usage_finding() -> Finding:
+    """Submit a SEND_ZC with IORING_SEND_ZC_REPORT_USAGE to 127.0.0.1 and read the notification:
+    loopback copies, so a supporting kernel sets IORING_NOTIF_USAGE_ZC_COPIED (bit 31) in it."""
+    name, subject = "send_zc_report_usage", "IORING_SEND_ZC_REPORT_USAGE"
+    tried = "a SEND_ZC of 64 B with REPORT_USAGE on a UDP socket to 127.0.0.1"
+    try:
+        rx, tx = _udp_pair()
+    except OSError as e:
+        return _no_loopback(name, subject, e)
+    try:
+        try:
+            ring = Ring(4)
+        except OSError as e:
+            return Finding(name, subject, "info", "not probed", f"no io_uring here: {e.strerror}")
+        with ring:
+            ring.prep_send_zc(tx.fileno(), bytearray(64), 1, report_usage=True)
+            ring.submit()
+            cqes = _reap(ring, want=2)
+    finally:
+        rx.close()
+        tx.close()
+    send = next((c for c in cqes if not c.notif), None)
+    notif = next((c for c in cqes if c.notif), None)
+    if send is not None and send.res < 0:
+        err = errno.errorcode.get(-send.res, str(-send.res))
+        return Finding(name, subject, "no", "unsupported", f"{tried}: the kernel refused it ({err})",
+                       "without it io_uring never says whether data was copied: trace with the "
+                       "fentry/kprobe tier", "", {"send_res": send.res})
+    if notif is None:
+        return Finding(name, subject, "warn", "unknown", f"{tried}: no notification within 2 s")
+    facts = {"send_res": send.res if send else None, "notif_res": notif.res}
+    if notif.res & IORING_NOTIF_USAGE_ZC_COPIED:
+        return Finding(name, subject, "ok", "supported",
+                       f"{tried}: its notification said COPIED (res bit 31), as loopback must",
+                       facts=facts)
+    return Finding(name, subject, "warn", "unknown",
+                   f"{tried}: accepted, but the notification did not report a copy (res "
+                   f"{notif.res:#x}) though loopback copies", facts=facts)
+
+
+def _reap(ring: Ring, want: int, timeout: float = 2.0) -> list[Cqe]:
+    """Up to `want` CQEs within `timeout` s; stops early after a failed send (no notification)."""
+    cqes: list[Cqe] = []
+    deadline = time.monotonic() + timeout
+    while len(cqes) < want and time.monotonic() < deadline:
+        got = ring.reap()
+        cqes += got
+        if any(c.res < 0 and not c.notif for c in got):
+            break
+        if not got:
+            time.sleep(0.001)
+    return cqes
+
+
+def _syscall(nr: int, *args: int) -> int:
+    """Raw syscall; returns the result or -errno."""
+    ret = _libc.syscall(ctypes.c_long(nr), *(ctypes.c_long(a) for a in args))
+    return ret if ret >= 0 else -ctypes.get_errno()
+
+
+def zcrx_finding() -> Finding:
+    """io_uring zero-copy receive: call IORING_REGISTER_ZCRX_IFQ on a ring that has what it needs
+    (DEFER_TASKRUN, CQE32) with an invalid argument pointer. A kernel with zcrx gets as far as
+    copying the argument (EFAULT); one without the opcode says EINVAL; one built without
+    CONFIG_IO_URING_ZCRX says EOPNOTSUPP."""
+    name, subject = "zcrx", "io_uring zcrx (IORING_REGISTER_ZCRX_IFQ)"
+    params = (ctypes.c_char * _PARAMS_SIZE)()
+    struct.pack_into("<I", params, 8, _SETUP_CQE32 | _SETUP_SINGLE_ISSUER | _SETUP_DEFER_TASKRUN)
+    fd = _syscall(_NR_IO_URING_SETUP, 1, ctypes.addressof(params))
+    if fd < 0:
+        if -fd == errno.EINVAL:
+            return Finding(name, subject, "no", "unsupported",
+                           "io_uring refused a DEFER_TASKRUN|CQE32 ring, which zcrx needs")
+        return Finding(name, subject, "info", "not probed", f"no io_uring ring: {os.strerror(-fd)}")
+    try:
+        ret = _syscall(_NR_IO_URING_REGISTER, fd, _REGISTER_ZCRX_IFQ, 8, 1)  # 8: unmapped address
+    finally:
+        os.close(fd)
+    need = "receiving with it needs a NIC with header split, flow steering and a free RX queue"
+    tried = "IORING_REGISTER_ZCRX_IFQ with an invalid pointer"
+    outcomes = {
+        errno.EFAULT: ("ok", "present", f"{tried} reached the copy of its argument (EFAULT): "
+                       f"zcrx is in this kernel; {need} (not checked here)", ""),
+        errno.EPERM: ("ok", "present", f"{tried} asked for CAP_NET_ADMIN (EPERM): zcrx is in this "
+                      f"kernel; {need}", "run the receiver with CAP_NET_ADMIN"),
+        errno.EOPNOTSUPP: ("no", "not built", f"{tried}: EOPNOTSUPP: the opcode exists but the "
+                           "kernel was built without CONFIG_IO_URING_ZCRX",
+                           "use a kernel built with CONFIG_IO_URING_ZCRX=y"),
+        errno.EINVAL: ("no", "unsupported", f"{tried}: EINVAL, an unknown register opcode: no zcrx "
+                       "(merged in 6.15)", "zcrx needs kernel 6.15 or later"),
+    }
+    status, value, detail, advice = outcomes.get(
+        -ret, ("info", "unknown", f"{tried}: unexpected {errno.errorcode.get(-ret, ret)}", ""))
+    return Finding(name, subject, status, value, detail, advice, facts={"errno": -ret if ret < 0 else 0})
+
+
+def scm_zc_notification_finding() -> Finding:
+    """The msg_control notification series (SCM_ZC_NOTIFICATION, SOL_SOCKET 78, v1-v8, never
+    merged): send a MSG_ZEROCOPY UDP datagram to 127.0.0.1 with and without that cmsg. Mainline
+    (78 is SO_DEVMEM_LINEAR, receive-side only) rejects the cmsg with EINVAL."""
+    name, subject = "scm_zc_notification", "SCM_ZC_NOTIFICATION"
+    cmsg = (socket.SOL_SOCKET, SCM_ZC_NOTIFICATION, bytes(4 * _ZC_INFO_ELEM))
+    tried = (f"a MSG_ZEROCOPY UDP sendmsg to 127.0.0.1 with a cmsg SOL_SOCKET/{SCM_ZC_NOTIFICATION} "
+             "holding 4 empty zc_info_elem slots (the series' format)")
+    try:
+        rx, tx = _udp_pair()
+    except OSError as e:
+        return _no_loopback(name, subject, e)
+    try:
+        tx.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)
+        try:
+            tx.sendmsg([b"x" * 64], [], MSG_ZEROCOPY)
+        except OSError as e:
+            return Finding(name, subject, "info", "not probed",
+                           f"a plain MSG_ZEROCOPY UDP send to 127.0.0.1 failed: {e.strerror}")
+        try:
+            tx.sendmsg([b"x" * 64], [cmsg], MSG_ZEROCOPY)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                return Finding(name, subject, "info", "unknown",
+                               f"{tried} failed with {errno.errorcode.get(e.errno, e.errno)}")
+            return Finding(name, subject, "no", "unsupported",
+                           f"{tried} was refused (EINVAL) while the same send without it went "
+                           "through: this kernel has no msg_control notifications (mainline)",
+                           "read notifications from the error queue (recvmsg MSG_ERRQUEUE)")
+    finally:
+        rx.close()
+        tx.close()
+    return Finding(name, subject, "ok", "supported",
+                   f"{tried} was accepted: this kernel takes the cmsg (delivery of notifications "
+                   "through it was not checked)")
+
+
+# --- rendering -------------------------------------------------------------------------------
 
 def render(result: dict) -> str:
     yes = lambda b: "yes" if b else "no"
@@ -54,7 +377,28 @@ def render(result: dict) -> str:
         lines.append(table(("  PROGRAM", "ATTACH POINT", "OK", "ERROR"),
                            [(f"  {p['program']}", p["target"], yes(p["attached"]), p["error"])
                             for p in result["probes"]]))
+    if "probes_error" in result:
+        lines.append(f"probes on the {result['active_tier']} tier: not loaded: {result['probes_error']}")
     lines.append("kernel functions (fentry/kprobe tiers): " + ", ".join(
         f"{f} {yes(ok)}" for f, ok in result["kernel_functions"].items()))
     lines.append("io_uring     " + ", ".join(f"{k} {yes(v)}" for k, v in result["io_uring"].items()))
+    lines.append(f"interfaces of this network namespace only ({result['network_namespace']}):")
+    lines.append(table(("  IFACE", "KIND", "MTU", "UP", "SG", "TX-CSUM", "TSO", "GSO", "UDP-GSO",
+                        "QDISC", "TAPS", "UDP-ZC", "TCP-ZC"),
+                       [_iface_row(i) for i in result["interfaces"]]))
+    lines.append("findings:")
+    for f in result["findings"]:
+        lines.append(f"  {f['status']:<5} {f['subject']}: {f['value']}: {f['detail']}")
+        if f["advice"]:
+            lines.append(f"        -> {f['advice']}")
     return "\n".join(lines)
+
+
+def _iface_row(i: dict) -> tuple:
+    f = i["features"]
+    onoff = lambda k: ("on" if f[k] else "off") if f else "?"
+    csum = ("+".join(k.removesuffix("_csum") for k in ("ip_csum", "ipv6_csum", "hw_csum") if f[k])
+            or "off") if f else "?"
+    return (f"  {i['name']}", i["kind"], i["mtu"], "yes" if i["up"] else "no", onoff("sg"), csum,
+            onoff("tso"), onoff("gso"), onoff("udp_gso"), i["qdisc"] or "-", len(i["taps"]),
+            i["udp"], i["tcp"])
