@@ -184,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(b)
     b.set_defaults(func=cmd_bench)
 
+    from . import top
+    tp = sub.add_parser("top", help="live view of the processes and sockets whose zerocopy sends get copied")
+    top.add_arguments(tp)
+    tp.set_defaults(func=top.run_cli)
+
     from .exporter.daemon import add_arguments as add_export_arguments, run_cli as run_export
     e = sub.add_parser("export", help="serve zerocopy verdicts as Prometheus metrics (a daemon)")
     add_export_arguments(e)
