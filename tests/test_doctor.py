@@ -3,6 +3,7 @@ scatter-gather off, and optmem/memlock estimates checked against the kernel refu
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -11,7 +12,8 @@ from itertools import count
 import pytest
 from pyroute2 import IPRoute
 
-from zctrace import doctor
+from zctrace import doctor, netdev
+from zctrace.workload.senders import WorkloadSpec, run_workload
 from zctrace.workload.targets import open_target
 
 ZCTRACE = [sys.executable, "-m", "zctrace.cli"]
@@ -64,7 +66,7 @@ def in_netns(netns: str, code: str, *args: str, prefix: tuple[str, ...] = ()) ->
     return r.stdout
 
 
-def test_loopback_cannot_and_the_sink_can(tmp_path):
+def test_loopback_cannot_and_the_sink_can():
     with open_target("sink", "udp") as ep:
         doc, human = run_doctor()
         sink = iface(doc, ep.ifname)
@@ -90,7 +92,7 @@ def test_loopback_cannot_and_the_sink_can(tmp_path):
     assert ep.ifname in human and "UDP-ZC" in human and "findings:" in human
 
 
-def test_veth_without_scatter_gather_says_no(tmp_path):
+def test_veth_without_scatter_gather_says_no():
     with private_netns("sg") as ns:
         ip(ns, "link", "add", "name", "zdnosg", "type", "veth", "peer", "name", "zdpeer")
         ip(ns, "link", "set", "zdnosg", "up")
@@ -114,6 +116,26 @@ def test_veth_without_scatter_gather_says_no(tmp_path):
     reasons = {f["reason"] for f in findings(doc, "interface", "zdpeer")}
     assert reasons == {"over_mtu", "local_delivery"}
     assert doc["network_namespace"] != os.readlink("/proc/self/ns/net")
+
+
+def test_packet_tap_is_found_and_named():
+    with open_target("sink", "udp") as ep, \
+            socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003)) as tap:
+        tap.bind((ep.ifname, 0))
+        (sink,) = [i for i in netdev.interfaces() if i.name == ep.ifname]
+        assert [(t.pid, t.comm) for t in sink.taps] == [(os.getpid(), open("/proc/self/comm").read().strip())]
+        # The sink drops at enqueue, before the tap sees the packet: still zero-copy.
+        assert netdev.assess(sink).udp == "yes"
+        done = run_workload(WorkloadSpec(mode="msg_zerocopy", target="sink", size=1000, count=50), ep)
+        assert done.kernel_zerocopied == 50
+        # Without the drop, the tap copies every packet.
+        subprocess.run(["tc", "qdisc", "replace", "dev", ep.ifname, "root", "pfifo", "limit", "1000"],
+                       check=True)
+        (sink,) = [i for i in netdev.interfaces() if i.name == ep.ifname]
+        verdict = netdev.assess(sink)
+    assert (verdict.udp, verdict.tcp) == ("no", "no")
+    (problem,) = verdict.problems
+    assert problem.reason == "packet_tap" and problem.advice.startswith(f"stop the packet capture on {ep.ifname} (pid {os.getpid()} ")
 
 
 # Sends MSG_ZEROCOPY UDP datagrams of argv[1] bytes into a held queue until the kernel refuses

@@ -21,7 +21,6 @@ What the verdicts rest on (KERNEL-NOTES.md, kernel 6.12-6.18):
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import asdict, dataclass, field
 
 from pyroute2 import IPRoute
@@ -290,4 +289,4 @@ def assess(iface: Interface, size: int | None = None) -> Assessment:
 
 def to_json(iface: Interface, verdict: Assessment) -> dict:
     """One interface and its verdict as plain data."""
-    return {**asdict(iface), "taps": [asdict(t) for t in iface.taps], **asdict(verdict)}
+    return {**asdict(iface), **asdict(verdict)}
