@@ -5,6 +5,13 @@ the error queue every ``notify_batch`` sends, like the kernel selftest msg_zeroc
 ``uring`` (IORING_OP_SEND), ``uring_zc`` (IORING_OP_SEND_ZC) and ``uring_zc_fixed`` (SEND_ZC
 from a registered buffer), the io_uring modes keeping ``inflight`` requests in flight.
 
+The loops are batched so that the kernel, not Python, sets the pace: the socket modes send
+``batch`` requests per sendmmsg(2) call (1: one send(2) each), the io_uring modes submit every
+free in-flight slot in one io_uring_enter from a ring whose SQEs are written once (batchring).
+A SEND_ZC request is in flight until its notification CQE (``notif="wait"``: the buffer is free
+again) or only until its send CQE (``notif="lazy"``: notifications are reaped as they come, the
+loop of liburing's send-zerocopy example; safe here because the payload never changes).
+
 Verdict counts are per send request and come only from the kernel: error-queue ranges
 lo..hi (hi-lo+1 requests, COPIED if ee_code bit 0) or SEND_ZC notification CQEs (res bit 31
 with REPORT_USAGE). For the zerocopy modes zerocopied + copied + unknown == requests, where
@@ -15,6 +22,7 @@ report 0/0/0.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap
 import os
@@ -22,11 +30,12 @@ import select
 import socket
 import struct
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from functools import partial
 
+from .batchring import BatchRing
 from .targets import Endpoint, check_target
-from .uring import IORING_CQE_F_NOTIF, IORING_NOTIF_USAGE_ZC_COPIED, Cqe, Ring
+from .uring import IORING_CQE_F_MORE, IORING_CQE_F_NOTIF, IORING_NOTIF_USAGE_ZC_COPIED
 
 MODES = ("copy", "msg_zerocopy", "uring", "uring_zc", "uring_zc_fixed")
 ZC_MODES = ("msg_zerocopy", "uring_zc", "uring_zc_fixed")
@@ -46,6 +55,8 @@ _CMSG_SPACE = socket.CMSG_SPACE(_SOCK_EE.size + 28)  # + the offender sockaddr_i
 MAX_UDP_SIZE = 65507
 MAX_TCP_SIZE = 1 << 24
 MAX_INFLIGHT = 4096
+MAX_BATCH = 1024  # UIO_MAXIOV: the most messages one sendmmsg call takes
+NOTIF_POLICIES = ("wait", "lazy")
 FINAL_WAIT = 2.0  # seconds to wait for outstanding notifications at the end
 _CLOCK_EVERY = 64  # sends between clock checks in the non-zerocopy socket loop
 _DEFAULT_DURATION = 1.0
@@ -66,6 +77,8 @@ class WorkloadSpec:
     report_usage: bool = True
     inflight: int = 8
     so_zerocopy: bool = True
+    batch: int = 32
+    notif: str = "wait"
 
     def __post_init__(self) -> None:
         if self.count is not None and self.duration == _DEFAULT_DURATION:
@@ -114,6 +127,12 @@ def validate(spec: WorkloadSpec) -> None:
         raise ValueError("so_zerocopy=False only applies to mode msg_zerocopy")
     if not spec.report_usage and spec.mode not in ("uring_zc", "uring_zc_fixed"):
         raise ValueError("report_usage=False only applies to modes uring_zc and uring_zc_fixed")
+    if not (_positive_int(spec.batch) and spec.batch <= MAX_BATCH):
+        raise ValueError(f"batch must be between 1 and {MAX_BATCH}, not {spec.batch!r}")
+    if spec.notif not in NOTIF_POLICIES:
+        raise ValueError(f"notif must be one of {', '.join(NOTIF_POLICIES)}, not {spec.notif!r}")
+    if spec.notif != "wait" and spec.mode not in ("uring_zc", "uring_zc_fixed"):
+        raise ValueError("notif='lazy' only applies to modes uring_zc and uring_zc_fixed")
 
 
 def _positive_int(x: object) -> bool:
@@ -209,41 +228,86 @@ class _ErrQueue:
         return True
 
 
+class _Mmsg:
+    """A prebuilt sendmmsg(2) vector of ``n`` messages, each all of one buffer."""
+
+    class _Iovec(ctypes.Structure):
+        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+    class _Mmsghdr(ctypes.Structure):
+        _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                    ("iov", ctypes.c_void_p), ("iovlen", ctypes.c_size_t),
+                    ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                    ("flags", ctypes.c_int), ("hdr_pad", ctypes.c_int), ("len", ctypes.c_uint)]
+
+    def __init__(self, buf: mmap.mmap, n: int) -> None:
+        self._data = ctypes.c_char.from_buffer(buf)  # pins buf's address while we live
+        self._iov = self._Iovec(ctypes.addressof(self._data), len(buf))
+        self.msgs = (self._Mmsghdr * n)()
+        for m in self.msgs:
+            m.iov, m.iovlen = ctypes.addressof(self._iov), 1
+        self.vec = ctypes.addressof(self.msgs)
+
+    def release(self) -> None:
+        """Drop the buffer export (an mmap with exports cannot be closed)."""
+        del self._data
+
+
+_sendmmsg = ctypes.CDLL(None, use_errno=True).sendmmsg
+_sendmmsg.restype = ctypes.c_int
+_sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
+
+
 def _run_socket(spec: WorkloadSpec, sock: socket.socket, buf: mmap.mmap) -> WorkloadResult:
     zc = spec.mode == "msg_zerocopy"
     flags = MSG_ZEROCOPY if zc else 0
     errq = _ErrQueue(sock) if zc else None
-    batch = spec.notify_batch if zc else _CLOCK_EVERY
-    send = sock.send
+    group = spec.notify_batch if zc else max(spec.batch, _CLOCK_EVERY)  # sends between drains
+    chunk = min(spec.batch, group)
+    mmsg = _Mmsg(buf, chunk) if chunk > 1 else None
+    fd, send, size, tcp = sock.fileno(), sock.send, spec.size, spec.proto == "tcp"
     left = spec.count
     requests = nbytes = 0
     cpu0 = time.thread_time()
     t0 = time.monotonic()
     deadline = t0 + spec.duration if spec.duration is not None else 0.0
-    while True:
-        n = batch if left is None else min(batch, left)
-        try:
-            for i in range(n):  # i: sends done if one fails
-                nbytes += send(buf, flags)
-        except OSError as e:
-            # ENOBUFS: too many zerocopy sends outstanding (optmem / locked pages); wait for some.
-            if errq is None or e.errno != errno.ENOBUFS or not errq.wait(errq.notified + 1, 1.0):
-                raise
-            n = i
-        requests += n
-        if errq is not None:
-            errq.drain()
-        if left is not None:
-            left -= n
-            if not left:
+    try:
+        while True:
+            n = group if left is None else min(group, left)
+            done = 0
+            try:
+                while done < n:
+                    if mmsg is None:
+                        nbytes += send(buf, flags)
+                        done += 1
+                        continue
+                    k = _sendmmsg(fd, mmsg.vec, min(chunk, n - done), flags)
+                    if k < 0:
+                        err = ctypes.get_errno()
+                        raise OSError(err, os.strerror(err))
+                    nbytes += sum(m.len for m in mmsg.msgs[:k]) if tcp else k * size
+                    done += k
+            except OSError as e:
+                # ENOBUFS: too many zerocopy sends outstanding (optmem / locked pages); wait for some.
+                if errq is None or e.errno != errno.ENOBUFS or not errq.wait(errq.notified + 1, 1.0):
+                    raise
+            requests += done
+            if errq is not None:
+                errq.drain()
+            if left is not None:
+                left -= done
+                if not left:
+                    break
+            elif time.monotonic() >= deadline:
                 break
-        elif time.monotonic() >= deadline:
-            break
-    if errq is not None:
-        # Without SO_ZEROCOPY the kernel posts nothing: one last look, no waiting.
-        errq.wait(requests, FINAL_WAIT if spec.so_zerocopy else 0.0)
-    seconds = time.monotonic() - t0
-    cpu = time.thread_time() - cpu0
+        if errq is not None:
+            # Without SO_ZEROCOPY the kernel posts nothing: one last look, no waiting.
+            errq.wait(requests, FINAL_WAIT if spec.so_zerocopy else 0.0)
+        seconds = time.monotonic() - t0
+        cpu = time.thread_time() - cpu0
+    finally:
+        if mmsg is not None:
+            mmsg.release()
     zcd, cpd = (errq.zerocopied, errq.copied) if errq else (0, 0)
     unknown = requests - zcd - cpd if zc else 0
     return WorkloadResult(spec, requests, nbytes, seconds, cpu, zcd, cpd, unknown)
@@ -253,37 +317,31 @@ def _run_socket(spec: WorkloadSpec, sock: socket.socket, buf: mmap.mmap) -> Work
 
 def _run_uring(spec: WorkloadSpec, sock: socket.socket, buf: mmap.mmap) -> WorkloadResult:
     zc = spec.mode != "uring"
-    tally = _UringTally(zc and spec.report_usage)
-    fd = sock.fileno()
-    msg_flags = socket.MSG_WAITALL if spec.proto == "tcp" else 0  # no short stream sends
-    inflight = spec.inflight
-    left = spec.count
-    next_ud = 0
-    with Ring(entries=inflight) as ring:
+    tally = _UringTally(zc and spec.report_usage, zc and spec.notif == "wait")
+    inflight, left = spec.inflight, spec.count
+    entries = 1 << max(6, (2 * inflight - 1).bit_length())  # CQ = 2 x entries: room for notifs
+    with BatchRing(entries=entries) as ring:
         if spec.mode == "uring_zc_fixed":
             ring.register_buffers([buf])
-            prep = partial(ring.prep_send_zc, report_usage=tally.usage, fixed_index=0,
-                           msg_flags=msg_flags)
-        elif zc:
-            prep = partial(ring.prep_send_zc, report_usage=tally.usage, msg_flags=msg_flags)
-        else:
-            prep = partial(ring.prep_send, msg_flags=msg_flags)
-        wait, add = ring.wait, tally.add
+        ring.fill(sock.fileno(), buf, zc=zc, fixed=spec.mode == "uring_zc_fixed",
+                  report_usage=tally.usage,
+                  msg_flags=socket.MSG_WAITALL if spec.proto == "tcp" else 0)  # no short sends
+        push, reap, add = ring.push, ring.reap_counts, tally.add
+        submitted = 0
         cpu0 = time.thread_time()
         t0 = time.monotonic()
         deadline = t0 + spec.duration if spec.duration is not None else 0.0
         while left if left is not None else time.monotonic() < deadline:
-            n = inflight - ring.inflight
+            n = inflight - (submitted - tally.done)
             if left is not None:
                 n = min(n, left)
                 left -= n
-            for ud in range(next_ud, next_ud + n):
-                prep(fd, buf, ud)
-            next_ud += n
-            add(wait(1))
+            submitted += n
+            push(n, 1)
+            add(reap())
         t_end = time.monotonic() + FINAL_WAIT  # then missing notifications stay unknown
-        while ring.inflight and time.monotonic() < t_end:
-            add(_wait_until(ring, t_end))
+        while tally.outstanding(submitted) and time.monotonic() < t_end:
+            add(ring.wait_counts(t_end))
         seconds = time.monotonic() - t0
         cpu = time.thread_time() - cpu0
     unknown = tally.requests - tally.zerocopied - tally.copied if zc else 0
@@ -292,35 +350,38 @@ def _run_uring(spec: WorkloadSpec, sock: socket.socket, buf: mmap.mmap) -> Workl
 
 
 class _UringTally:
-    """Counts send CQEs (requests, bytes) and, with REPORT_USAGE, notification verdicts."""
+    """Counts send CQEs (requests, bytes) and notification CQEs (with REPORT_USAGE, verdicts).
 
-    def __init__(self, usage: bool) -> None:
-        self.usage = usage
+    A request is done at its send CQE, or with ``wait_notif`` at its notification CQE if the
+    send CQE said one follows (IORING_CQE_F_MORE).
+    """
+
+    def __init__(self, usage: bool, wait_notif: bool) -> None:
+        self.usage, self.wait_notif = usage, wait_notif
         self.requests = self.bytes = self.zerocopied = self.copied = 0
+        self.notified = self.expected_notifs = self.done = 0
 
-    def add(self, cqes: list[Cqe]) -> None:
-        for c in cqes:
-            if c.flags & IORING_CQE_F_NOTIF:
+    def add(self, counts: Counter[tuple[int, int]]) -> None:
+        for (flags, res), n in counts.items():
+            if flags & IORING_CQE_F_NOTIF:
+                self.notified += n
                 if self.usage:
-                    if c.res & IORING_NOTIF_USAGE_ZC_COPIED:
-                        self.copied += 1
+                    if res & IORING_NOTIF_USAGE_ZC_COPIED:
+                        self.copied += n
                     else:
-                        self.zerocopied += 1
-            elif c.res < 0:
-                raise OSError(-c.res, f"io_uring send failed: {os.strerror(-c.res)}")
+                        self.zerocopied += n
+                if self.wait_notif:
+                    self.done += n
+            elif res < 0:
+                raise OSError(-res, f"io_uring send failed: {os.strerror(-res)}")
             else:
-                self.requests += 1
-                self.bytes += c.res
+                self.requests += n
+                self.bytes += res * n
+                more = bool(flags & IORING_CQE_F_MORE)
+                self.expected_notifs += n if more else 0
+                if not (more and self.wait_notif):
+                    self.done += n
 
-
-def _wait_until(ring: Ring, t_end: float) -> list[Cqe]:
-    """Submit, then CQEs that arrive before ``t_end`` (Ring.wait has no timeout: poll its fd)."""
-    ring.submit()
-    cqes = ring.reap()
-    left = t_end - time.monotonic()
-    if cqes or left <= 0:
-        return cqes
-    poller = select.poll()
-    poller.register(ring.fd, select.POLLIN)
-    poller.poll(max(1, int(left * 1000)))
-    return ring.reap()
+    def outstanding(self, submitted: int) -> int:
+        """Requests or notifications the kernel still owes."""
+        return submitted - self.requests + self.expected_notifs - self.notified
