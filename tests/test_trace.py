@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from zctrace import bench
+from zctrace import bench, snapshot
 from zctrace.btf import Btf
 from zctrace.probes import Session
 from zctrace.workload.senders import WorkloadSpec
@@ -115,7 +115,8 @@ def test_notifications_never_read(tracer):
         for _ in range(N):
             s.send(payload, 0x4000000)  # MSG_ZEROCOPY
         time.sleep(0.2)
-        traced = bench._traced(tracer, WorkloadSpec(mode="msg_zerocopy", target="sink", count=N))
+        traced = bench.traced_counts(snapshot.take(tracer.bpf),
+                                     WorkloadSpec(mode="msg_zerocopy", target="sink", count=N))
     assert traced["requests"] == N
     if tracer.tier == "tracepoint":
         assert traced["unknown"] == N

@@ -11,6 +11,7 @@ import argparse
 import itertools
 import os
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from . import model, report, snapshot
@@ -36,6 +37,7 @@ class Cell:
     cpu_seconds: float
     kernel: dict[str, int]
     traced: dict[str, int] | None
+    lost: dict[str, int] | None = None  # events the probes could not record (None: untraced)
 
     @property
     def requests_per_s(self) -> float:
@@ -60,13 +62,18 @@ class Cell:
         return (self.traced["zerocopied"], self.traced["copied"]) == (self.kernel["zerocopied"],
                                                                        self.kernel["copied"])
 
+    @property
+    def cpu_per_request(self) -> float:
+        """Seconds of the sending thread's CPU time per request."""
+        return self.cpu_seconds / self.requests if self.requests else 0.0
+
     def to_json(self) -> dict:
         return {"mode": self.mode, "proto": self.proto, "size": self.size, "target": self.target,
                 "requests": self.requests, "seconds": round(self.seconds, 6),
                 "cpu_seconds": round(self.cpu_seconds, 6),
                 "requests_per_s": round(self.requests_per_s, 1), "bytes_per_s": round(self.bytes_per_s, 1),
                 "kernel": {k: self.kernel[k] for k in ("zerocopied", "copied", "unknown")},
-                "traced": self.traced, "match": self.matches}
+                "traced": self.traced, "lost": self.lost, "match": self.matches}
 
 
 def _sizes(text: str) -> list[int]:
@@ -91,16 +98,29 @@ def _positive(kind):
     return parse
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .workload.senders import MODES
+def _target(text: str) -> str:
+    from .workload.senders import remote_endpoint
     from .workload.targets import TARGETS
+    try:
+        if text in TARGETS or remote_endpoint(text):
+            return text
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    raise argparse.ArgumentTypeError(f"unknown target {text!r}: choose one of {', '.join(TARGETS)}, "
+                                     "or ADDR:PORT of a remote receiver")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .benchsuite import SUITES
+    from .workload.senders import MODES, NOTIF_POLICIES
     p.add_argument("--mode", action="append", choices=MODES,
                    help=f"send mode (repeatable; default {' '.join(DEFAULT_MODES)})")
     p.add_argument("--proto", action="append", choices=("udp", "tcp"), help="protocol (repeatable; default udp)")
     p.add_argument("--size", type=_sizes, action="append",
                    help="IO size in bytes, comma-separated list (default 1000,4000)")
-    p.add_argument("--target", action="append", choices=TARGETS,
-                   help="where to send (repeatable; default loopback and sink)")
+    p.add_argument("--target", action="append", type=_target,
+                   help="where to send: loopback, sink, netns, dummy or ADDR:PORT (repeatable; "
+                        "default loopback and sink, for --suite sink)")
     p.add_argument("--duration", type=_positive(float), default=None,
                    help=f"seconds per cell (default {DEFAULT_DURATION})")
     p.add_argument("--count", type=_positive(int), help="requests per cell instead of a duration")
@@ -109,30 +129,53 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inflight", type=_positive(int), default=8, help="io_uring requests in flight (default 8)")
     p.add_argument("--report-usage", action=argparse.BooleanOptionalAction, default=True,
                    help="io_uring IORING_SEND_ZC_REPORT_USAGE (default on)")
+    p.add_argument("--notif", choices=NOTIF_POLICIES, default="wait",
+                   help="io_uring SEND_ZC: a request is in flight until its notification (wait, "
+                        "default) or only until its send completion (lazy)")
+    p.add_argument("--batch", type=_positive(int), default=32,
+                   help="copy/msg_zerocopy: sends per sendmmsg call, 1 = one send() each (default 32)")
     p.add_argument("--no-trace", action="store_true", help="run the workload without the tracer")
     p.add_argument("--tier", choices=TIERS, help="force a probe tier")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' = stdout)")
     p.add_argument("--check", action="store_true",
-                   help="exit 1 if the tracer's verdicts differ from the kernel's in any cell")
+                   help="exit 1 if the tracer's verdicts differ from the kernel's in any cell, or "
+                        "the probes lost events")
+    p.add_argument("--suite", choices=SUITES,
+                   help="a predefined set of cells instead of --mode (see docs/benchmarks.md)")
+    p.add_argument("--csv", metavar="FILE", help="--suite: also write one CSV row per cell ('-' = stdout)")
+    p.add_argument("--plot", metavar="PNG", help="--suite seed-tables: plot req/s against IO size")
+    p.add_argument("--reference", action="store_true",
+                   help="--suite seed-tables: run the C reference sender beside every cell (needs gcc)")
+    p.add_argument("--repeat", type=_positive(int), default=3,
+                   help="--suite overhead: traced/untraced rounds per cell (default 3)")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Reject contradictory options (one line, exit 2)."""
+    if args.duration and args.count:
+        raise ZctraceError("give either --duration or --count, not both")
+    if not args.suite:
+        for flag in ("csv", "plot", "reference"):
+            if getattr(args, flag):
+                raise ZctraceError(f"--{flag} needs --suite")
 
 
 def _specs(args: argparse.Namespace) -> list:
     from .workload.senders import WorkloadSpec, validate
-    if args.duration and args.count:
-        raise ZctraceError("give either --duration or --count, not both")
     modes = args.mode or list(DEFAULT_MODES)
     protos = args.proto or ["udp"]
     sizes = [s for group in args.size for s in group] if args.size else list(DEFAULT_SIZES)
     targets = args.target or list(DEFAULT_TARGETS)
     specs = []
     for target, proto, mode, size in itertools.product(targets, protos, modes, sizes):
-        if target == "sink" and proto == "tcp":
+        if target in ("sink", "dummy") and proto == "tcp":
             continue  # no handshake through a sink; named combinations are validated below
         spec = WorkloadSpec(
             mode=mode, proto=proto, size=size, target=target,
             duration=None if args.count else (args.duration or DEFAULT_DURATION), count=args.count,
-            notify_batch=args.notify_batch, inflight=args.inflight,
-            report_usage=args.report_usage if mode.startswith("uring_zc") else True)
+            notify_batch=args.notify_batch, inflight=args.inflight, batch=args.batch,
+            report_usage=args.report_usage if mode.startswith("uring_zc") else True,
+            notif=args.notif if mode.startswith("uring_zc") else "wait")
         try:
             validate(spec)
         except ValueError as e:
@@ -143,10 +186,11 @@ def _specs(args: argparse.Namespace) -> list:
     return specs
 
 
-def _traced(session, spec) -> dict[str, int]:
+def traced_counts(snap: snapshot.Snapshot, spec) -> dict[str, int]:
+    """The tracer's counts for this process's sends of `spec`'s API and protocol."""
     api = "msg_zerocopy" if spec.mode in ("copy", "msg_zerocopy") else "io_uring"
     counts = model.Counts()
-    for row in snapshot.take(session.bpf).rows:
+    for row in snap.rows:
         if row.pid == os.getpid() and row.api == api and row.proto == spec.proto:
             counts.add(model.Counts.from_counters(row.counters))
     return {"requests": counts.zc_requests, "zerocopied": counts.zerocopied, "copied": counts.copied,
@@ -163,20 +207,32 @@ def run_on(endpoint, specs: list, session=None, progress=None) -> list[Cell]:
         r = run_workload(spec, endpoint)
         kernel = {"zerocopied": r.kernel_zerocopied, "copied": r.kernel_copied,
                   "unknown": r.kernel_unknown, "so_zerocopy": spec.so_zerocopy}
+        traced = lost = None
+        if session is not None:
+            snap = snapshot.take(session.bpf)
+            traced = traced_counts(snap, spec)
+            lost = {k: v for k, v in snap.errors.items() if v}
         cell = Cell(spec.mode, spec.proto, spec.size, spec.target, r.requests, r.seconds,
-                    r.cpu_seconds, kernel, _traced(session, spec) if session is not None else None)
+                    r.cpu_seconds, kernel, traced, lost)
         cells.append(cell)
         if progress:
             progress(cell)
     return cells
 
 
+def open_endpoint(target: str, proto: str):
+    """Context manager: a local target set up (and removed) for `proto`, or a remote ADDR:PORT."""
+    from .workload.senders import remote_endpoint
+    from .workload.targets import open_target
+    remote = remote_endpoint(target)
+    return nullcontext(remote) if remote else open_target(target, proto)
+
+
 def run(specs: list, session=None, progress=None) -> list[Cell]:
     """Run every spec, opening each target once."""
-    from .workload.targets import open_target
     cells = []
     for (target, proto), group in itertools.groupby(specs, key=lambda s: (s.target, s.proto)):
-        with open_target(target, proto) as endpoint:
+        with open_endpoint(target, proto) as endpoint:
             cells += run_on(endpoint, list(group), session, progress)
     return cells
 
@@ -190,7 +246,7 @@ def render(cells: list[Cell], tier: str | None) -> str:
         kernel = f"{k['zerocopied']}/{k['copied']}/{k['unknown']}" if c.mode not in ("copy", "uring") else "-"
         t = c.traced
         traced = "-" if t is None else f"{t['zerocopied']}/{t['copied']}/{t['unknown']}"
-        match = {None: "-", True: "yes", False: "NO"}[c.matches]
+        match = "LOST" if c.lost else {None: "-", True: "yes", False: "NO"}[c.matches]
         rows.append((c.target, c.proto, c.mode, c.size, c.requests, f"{c.requests_per_s:,.0f}",
                      f"{c.bytes_per_s / 1e6:,.1f}", kernel, traced, match))
     title = f"zctrace bench (tracer tier: {tier})" if tier else "zctrace bench (untraced)"
@@ -199,6 +255,10 @@ def render(cells: list[Cell], tier: str | None) -> str:
 
 def run_cli(args: argparse.Namespace) -> int:
     from .cli import _open_session
+    check_args(args)
+    if args.suite:
+        from .benchsuite import run_suite
+        return run_suite(args)
     specs = _specs(args)
     done = 0
 
@@ -218,7 +278,16 @@ def run_cli(args: argparse.Namespace) -> int:
     print(render(cells, tier))
     if args.json:
         report.write_json({"tier": tier, "results": [c.to_json() for c in cells]}, args.json)
-    if args.check and any(c.matches is False for c in cells):
+    return check_status(cells) if args.check else 0
+
+
+def check_status(cells: list[Cell]) -> int:
+    """--check: 1 (with the reason on stderr) if any cell's traced counts differ from the
+    kernel's or the probes lost events, else 0."""
+    if any(c.matches is False for c in cells):
         print("zctrace: tracer verdicts differ from the kernel's (see MATCH)", file=sys.stderr)
+        return 1
+    if any(c.lost for c in cells):
+        print("zctrace: the probes lost events (BPF maps full): counts are incomplete", file=sys.stderr)
         return 1
     return 0

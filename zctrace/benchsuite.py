@@ -1,0 +1,545 @@
+"""`zctrace bench --suite`: the published zerocopy tables reproduced, and the tracer's own cost.
+
+``seed-tables``: requests/s by IO size for copy, MSG_ZEROCOPY (notifications read every 1 and
+every 32 sends), io_uring send and SEND_ZC (1 and 8 in flight, registered buffers, notification
+waited for or reaped lazily), each cell with MB/s, CPU time per request, speedup against the
+copy column and the traced verdict; optionally the C reference sender beside every cell.
+``overhead``: the same cells with and without the probes attached, interleaved rounds, reported
+as traced/untraced ratios, with every traced cell checked against the kernel's own verdicts.
+See docs/benchmarks.md for what the columns mean and how they map to the published ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import itertools
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from . import report
+from .bench import Cell, check_status, open_endpoint, run_on
+from .errors import ZctraceError
+from .workload.senders import WorkloadSpec, validate
+
+SUITES = ("seed-tables", "overhead")
+SEED_SIZES = (600, 1000, 1200, 1500, 4000, 8000, 65000)
+SUITE_DURATION = 1.0
+REFERENCE_SOURCE = Path(__file__).resolve().parent.parent / "scripts" / "zc_ref_sender.c"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the tables: a send mode and its knobs."""
+
+    key: str
+    title: str
+    mode: str
+    notify_batch: int = 32
+    inflight: int = 8
+    notif: str = "wait"
+
+    def spec(self, target: str, proto: str, size: int, args: argparse.Namespace) -> WorkloadSpec:
+        return WorkloadSpec(mode=self.mode, proto=proto, size=size, target=target,
+                            duration=None if args.count else (args.duration or SUITE_DURATION),
+                            count=args.count, notify_batch=self.notify_batch,
+                            inflight=self.inflight, notif=self.notif, batch=args.batch)
+
+
+SEED_COLUMNS = (
+    Column("copy", "copy", "copy"),
+    Column("msg_zc/1", "MSG_ZC n1", "msg_zerocopy", notify_batch=1),
+    Column("msg_zc/32", "MSG_ZC n32", "msg_zerocopy", notify_batch=32),
+    Column("uring", "uring send", "uring"),
+    Column("zc/1", "zc 1", "uring_zc", inflight=1),
+    Column("zc/8", "zc 8", "uring_zc"),
+    Column("zc-fixed/8", "zc fixed 8", "uring_zc_fixed"),
+    Column("zc-fixed/8-lazy", "zc fixed 8 lazy", "uring_zc_fixed", notif="lazy"),
+)
+OVERHEAD_COLUMNS = tuple(c for c in SEED_COLUMNS if c.key in ("copy", "msg_zc/32", "zc/8"))
+
+
+@dataclass
+class Reference:
+    """What the C reference sender did in the same cell."""
+
+    requests: int
+    seconds: float
+    cpu_seconds: float
+    zerocopied: int
+    copied: int
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class SuiteCell:
+    column: Column
+    cell: Cell
+    reference: Reference | None = None
+    traced_run: bool = True  # overhead suite: was the tracer attached
+    round: int = 0
+
+    @property
+    def verdict(self) -> str:
+        """The tracer's verdict (the kernel's if untraced): `-` when no zerocopy was asked."""
+        c = self.cell
+        if c.mode in ("copy", "uring"):
+            return "-"
+        counts = c.traced if c.traced is not None else c.kernel
+        if counts["zerocopied"] == c.requests:
+            return "zerocopy"
+        if counts["copied"] == c.requests:
+            return "COPIED"
+        return "partly copied" if counts["copied"] else "unknown"
+
+    @property
+    def really_zerocopy(self) -> bool:
+        return self.verdict in ("-", "zerocopy")
+
+    @property
+    def python_c_ratio(self) -> float | None:
+        ref = self.reference
+        return self.cell.requests_per_s / ref.requests_per_s if ref and ref.requests_per_s else None
+
+
+# --- progress --------------------------------------------------------------------------------
+
+class Progress:
+    """A progress bar on a terminal, one plain line per step otherwise."""
+
+    WIDTH = 30
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
+        self.total, self.done, self.stream = total, 0, stream
+        self.tty = stream.isatty()
+        self.t0 = time.monotonic()
+
+    def step(self, what: str) -> None:
+        self.done += 1
+        if not self.tty:
+            print(f"zctrace: bench {self.done}/{self.total}: {what}", file=self.stream, flush=True)
+            return
+        filled = self.WIDTH * self.done // self.total
+        elapsed = time.monotonic() - self.t0
+        eta = elapsed / self.done * (self.total - self.done)
+        line = (f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.done}/{self.total} "
+                f"{elapsed:.0f}s, ~{eta:.0f}s left  {what}")
+        self.stream.write(line[:shutil.get_terminal_size().columns].ljust(40) + "\033[K")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self.done:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# --- the C reference sender --------------------------------------------------------------------
+
+def build_reference() -> Path:
+    """Compile scripts/zc_ref_sender.c (once per source version) and return the binary."""
+    if not REFERENCE_SOURCE.exists():
+        raise ZctraceError(f"--reference needs {REFERENCE_SOURCE.name} from a source checkout")
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        raise ZctraceError("--reference needs a C compiler (apt-get install gcc)")
+    source = REFERENCE_SOURCE.read_bytes()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "zctrace"
+    binary = cache / f"zc_ref_sender-{hashlib.sha256(source).hexdigest()[:12]}"
+    if not binary.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = binary.with_suffix(f".{os.getpid()}")
+        r = subprocess.run([gcc, "-O2", "-o", str(tmp), str(REFERENCE_SOURCE)],
+                           capture_output=True, text=True)
+        if r.returncode:
+            raise ZctraceError(f"the C reference does not compile: {r.stderr.strip().splitlines()[-1]}")
+        tmp.replace(binary)
+    return binary
+
+
+def run_reference(binary: Path, endpoint, spec: WorkloadSpec) -> Reference:
+    """Run the C sender with `spec`'s loop on `endpoint` (already set up) and read its result."""
+    argv = [str(binary), "-a", endpoint.addr[0], "-p", str(endpoint.addr[1]), "-P", spec.proto,
+            "-s", str(spec.size), "-m", spec.mode, "-N", str(spec.notify_batch),
+            "-b", str(spec.batch), "-f", str(spec.inflight), "-w", spec.notif,
+            "-r", str(int(spec.report_usage))]
+    argv += ["-n", str(spec.count)] if spec.count else ["-t", str(spec.duration)]
+    if endpoint.ifname:
+        argv += ["-i", endpoint.ifname]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60 + (spec.duration or 0))
+    if r.returncode:
+        raise ZctraceError(f"the C reference failed: {r.stderr.strip() or r.returncode}")
+    d = json.loads(r.stdout)
+    return Reference(d["requests"], d["seconds"], d["cpu_seconds"], d["zerocopied"], d["copied"])
+
+
+# --- running ---------------------------------------------------------------------------------
+
+def _targets_protos(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(target, proto) pairs: UDP and TCP where the target allows (sinks drop the handshake)."""
+    targets = args.target or ["sink"]
+    protos = args.proto or ["udp", "tcp"]
+    pairs = [(t, p) for t, p in itertools.product(targets, protos)
+             if not (t in ("sink", "dummy") and p == "tcp")]
+    if not pairs:
+        raise ZctraceError("no runnable combination (tcp cannot use the sink or dummy target)")
+    return pairs
+
+
+def _plan(args: argparse.Namespace, columns: tuple[Column, ...]) -> list[tuple[str, str, int, Column]]:
+    sizes = [s for group in args.size for s in group] if args.size else list(SEED_SIZES)
+    plan = [(t, p, size, col) for (t, p) in _targets_protos(args) for size in sizes for col in columns]
+    for t, p, size, col in plan:
+        try:
+            validate(col.spec(t, p, size, args))
+        except ValueError as e:
+            raise ZctraceError(str(e)) from None
+    return plan
+
+
+def _label(t: str, p: str, size: int, col: Column) -> str:
+    return f"{t} {p} {size} B {col.key}"
+
+
+def _run_plan(plan, session, progress: Progress, args: argparse.Namespace,
+              reference: Path | None = None, traced_run: bool = True, rnd: int = 0) -> list[SuiteCell]:
+    out = []
+    for (t, p), group in itertools.groupby(plan, key=lambda x: x[:2]):
+        with open_endpoint(t, p) as endpoint:
+            for _, _, size, col in group:
+                spec = col.spec(t, p, size, args)
+                (cell,) = run_on(endpoint, [spec], session)
+                ref = run_reference(reference, endpoint, spec) if reference else None
+                out.append(SuiteCell(col, cell, ref, traced_run, rnd))
+                progress.step(f"{_label(t, p, size, col)}: {cell.requests_per_s:,.0f} req/s")
+    return out
+
+
+def _open_session(args: argparse.Namespace, quiet: bool = False):
+    from .cli import _open_session as open_verbose
+    if not quiet:
+        return open_verbose(args.tier, [os.getpid()])
+    from .btf import Btf
+    from .probes import Session
+    return Session.open(args.tier, Btf.load(), pids=[os.getpid()])
+
+
+def run_seed(args: argparse.Namespace) -> tuple[list[SuiteCell], str | None]:
+    """Every seed-table cell once (traced unless --no-trace); returns the cells and the tier."""
+    plan = _plan(args, SEED_COLUMNS)
+    reference = build_reference() if args.reference else None
+    session = None if args.no_trace else _open_session(args)
+    progress = Progress(len(plan))
+    try:
+        return _run_plan(plan, session, progress, args, reference), session and session.tier
+    finally:
+        progress.close()
+        if session is not None:
+            session.close()
+
+
+def run_overhead(args: argparse.Namespace) -> tuple[list[SuiteCell], str]:
+    """`--repeat` rounds of every overhead cell traced and untraced, the order alternating per
+    round (AB BA AB ...) so that drift does not favour either side."""
+    if args.no_trace:
+        raise ZctraceError("--suite overhead compares traced with untraced runs: drop --no-trace")
+    plan = _plan(args, OVERHEAD_COLUMNS)
+    progress = Progress(2 * args.repeat * len(plan))
+    cells: list[SuiteCell] = []
+    tier = None
+    try:
+        for rnd in range(args.repeat):
+            for traced in ((True, False) if rnd % 2 == 0 else (False, True)):
+                if not traced:
+                    cells += _run_plan(plan, None, progress, args, traced_run=False, rnd=rnd)
+                    continue
+                session = _open_session(args, quiet=tier is not None)
+                tier = args.tier = session.tier  # later rounds load the tier the first one chose
+                try:
+                    cells += _run_plan(plan, session, progress, args, rnd=rnd)
+                finally:
+                    session.close()
+    finally:
+        progress.close()
+    return cells, tier
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+def _key(sc: SuiteCell) -> tuple[str, str, int]:
+    return sc.cell.target, sc.cell.proto, sc.cell.size
+
+
+def speedups(cells: list[SuiteCell]) -> dict[int, float]:
+    """id(cell) -> requests/s relative to the copy column of the same target, proto and size."""
+    copy = {_key(sc): sc.cell.requests_per_s for sc in cells if sc.column.key == "copy"}
+    return {id(sc): sc.cell.requests_per_s / copy[_key(sc)] for sc in cells
+            if copy.get(_key(sc))}
+
+
+def _pct(ratio: float) -> str:
+    return f"{(ratio - 1) * 100:+.0f}%"
+
+
+def render_seed(cells: list[SuiteCell], tier: str | None) -> str:
+    """The published-style tables (req/s and speedup by size) and the per-cell details."""
+    up = speedups(cells)
+    columns = [c for c in SEED_COLUMNS if any(sc.column is c for sc in cells)]
+    out = [f"zctrace bench --suite seed-tables ({f'tracer tier: {tier}' if tier else 'untraced'})"]
+    for (target, proto), group in itertools.groupby(cells, key=lambda sc: _key(sc)[:2]):
+        group = list(group)
+        out.append(f"\n{target} {proto}: requests/s (vs copy); * = sends not really zero-copy")
+        rows = []
+        for size, row in itertools.groupby(group, key=lambda sc: sc.cell.size):
+            by_col = {sc.column.key: sc for sc in row}
+            rows.append([size] + [_seed_cell(by_col.get(c.key), up) for c in columns])
+        out.append(report.table(["IO size"] + [c.title for c in columns], rows))
+    out.append("\nper cell:")
+    head = ["TARGET", "PROTO", "SIZE", "COLUMN", "REQ/S", "MB/S", "CPU/REQ", "VS COPY", "VERDICT"]
+    with_ref = any(sc.reference for sc in cells)
+    if with_ref:
+        head += ["C REQ/S", "C CPU/REQ", "PY/C"]
+    rows = []
+    for sc in cells:
+        c = sc.cell
+        row = [c.target, c.proto, c.size, sc.column.key, f"{c.requests_per_s:,.0f}",
+               f"{c.bytes_per_s / 1e6:,.1f}", f"{c.cpu_per_request * 1e6:.2f} us",
+               _pct(up[id(sc)]) if id(sc) in up else "-",
+               sc.verdict + (" (lost events)" if c.lost else "")]
+        if with_ref:
+            ref = sc.reference
+            row += ([f"{ref.requests_per_s:,.0f}", f"{ref.cpu_seconds / ref.requests * 1e6:.2f} us",
+                     f"{sc.python_c_ratio:.2f}"] if ref and ref.requests else ["-", "-", "-"])
+        rows.append(row)
+    out.append(report.table(head, rows))
+    if with_ref:
+        out.append("\nPython/C requests/s (geometric mean over sizes, same run, same cells):")
+        out.append(report.table(["COLUMN", "PY/C", "MIN", "MAX"], python_c_summary(cells)))
+    return "\n".join(out)
+
+
+def _seed_cell(sc: SuiteCell | None, up: dict[int, float]) -> str:
+    if sc is None:
+        return "-"
+    text = f"{sc.cell.requests_per_s:,.0f}"
+    if sc.column.key != "copy" and id(sc) in up:
+        text += f" ({_pct(up[id(sc)])})"
+    return text + ("" if sc.really_zerocopy else " *")
+
+
+def python_c_summary(cells: list[SuiteCell]) -> list[list[str]]:
+    rows = []
+    for col in SEED_COLUMNS:
+        ratios = [sc.python_c_ratio for sc in cells if sc.column is col and sc.python_c_ratio]
+        if ratios:
+            rows.append([col.key, f"{statistics.geometric_mean(ratios):.2f}", f"{min(ratios):.2f}",
+                         f"{max(ratios):.2f}"])
+    return rows
+
+
+@dataclass
+class Overhead:
+    """One overhead cell: medians of the traced and untraced runs."""
+
+    target: str
+    proto: str
+    size: int
+    column: str
+    untraced_rps: float
+    traced_rps: float
+    untraced_cpu: float
+    traced_cpu: float
+    runs: int
+    exact: bool  # every traced run: traced counts == kernel's, nothing lost
+
+    @property
+    def ratio(self) -> float:
+        return self.traced_rps / self.untraced_rps if self.untraced_rps else 0.0
+
+    @property
+    def cpu_ratio(self) -> float:
+        return self.traced_cpu / self.untraced_cpu if self.untraced_cpu else 0.0
+
+    def to_json(self) -> dict:
+        return {"target": self.target, "proto": self.proto, "size": self.size, "column": self.column,
+                "untraced_requests_per_s": round(self.untraced_rps, 1),
+                "traced_requests_per_s": round(self.traced_rps, 1),
+                "ratio": round(self.ratio, 4), "cpu_per_request_ratio": round(self.cpu_ratio, 4),
+                "runs": self.runs, "exact": self.exact}
+
+
+def overheads(cells: list[SuiteCell]) -> list[Overhead]:
+    """Traced/untraced medians per (target, proto, size, column)."""
+    groups: dict[tuple, list[SuiteCell]] = {}
+    for sc in cells:
+        groups.setdefault((*_key(sc), sc.column.key), []).append(sc)
+    out = []
+    for (target, proto, size, col), scs in groups.items():
+        on = [sc.cell for sc in scs if sc.traced_run]
+        off = [sc.cell for sc in scs if not sc.traced_run]
+        med = lambda cs, f: statistics.median(f(c) for c in cs)
+        out.append(Overhead(target, proto, size, col,
+                            med(off, lambda c: c.requests_per_s), med(on, lambda c: c.requests_per_s),
+                            med(off, lambda c: c.cpu_per_request), med(on, lambda c: c.cpu_per_request),
+                            len(on), all(c.matches is not False and not c.lost for c in on)))
+    return out
+
+
+def render_overhead(ohs: list[Overhead], tier: str, repeat: int) -> str:
+    head = ["TARGET", "PROTO", "SIZE", "COLUMN", "UNTRACED REQ/S", "TRACED REQ/S", "TRACED/UNTRACED",
+            "CPU/REQ RATIO", "COUNTS"]
+    rows = [[o.target, o.proto, o.size, o.column, f"{o.untraced_rps:,.0f}", f"{o.traced_rps:,.0f}",
+             f"{o.ratio:.3f}", f"{o.cpu_ratio:.3f}", "exact" if o.exact else "MISMATCH/LOST"]
+            for o in ohs]
+    return (f"zctrace bench --suite overhead (tracer tier: {tier}; medians of {repeat} interleaved "
+            f"rounds)\n" + report.table(head, rows))
+
+
+# --- files -----------------------------------------------------------------------------------
+
+CSV_FIELDS = ("target", "proto", "size", "column", "mode", "notify_batch", "inflight", "notif",
+              "batch", "traced_run", "round", "requests", "seconds", "cpu_seconds", "requests_per_s",
+              "bytes_per_s", "cpu_us_per_request", "speedup_vs_copy", "verdict", "kernel_zerocopied",
+              "kernel_copied", "kernel_unknown", "traced_zerocopied", "traced_copied", "traced_unknown",
+              "lost", "match", "c_requests_per_s", "c_cpu_us_per_request", "python_c_ratio")
+
+
+def _record(sc: SuiteCell, spec: WorkloadSpec, up: dict[int, float]) -> dict:
+    """The JSON result of one cell: bench's contract plus the suite's columns."""
+    c, ref = sc.cell, sc.reference
+    doc = c.to_json()
+    doc.update({"column": sc.column.key, "notify_batch": spec.notify_batch, "inflight": spec.inflight,
+                "notif": spec.notif, "batch": spec.batch, "traced_run": sc.traced_run,
+                "round": sc.round, "cpu_us_per_request": round(c.cpu_per_request * 1e6, 3),
+                "speedup_vs_copy": round(up[id(sc)], 4) if id(sc) in up else None,
+                "verdict": sc.verdict, "reference": None, "python_c_ratio": None})
+    if ref is not None:
+        doc["reference"] = {"requests": ref.requests, "seconds": round(ref.seconds, 6),
+                            "cpu_seconds": round(ref.cpu_seconds, 6),
+                            "requests_per_s": round(ref.requests_per_s, 1),
+                            "kernel": {"zerocopied": ref.zerocopied, "copied": ref.copied}}
+        doc["python_c_ratio"] = round(sc.python_c_ratio, 4) if sc.python_c_ratio else None
+    return doc
+
+
+def records(cells: list[SuiteCell], args: argparse.Namespace) -> list[dict]:
+    up = speedups(cells)
+    return [_record(sc, sc.column.spec(sc.cell.target, sc.cell.proto, sc.cell.size, args), up)
+            for sc in cells]
+
+
+def _csv_row(doc: dict) -> dict:
+    ref = doc["reference"] or {}
+    traced = doc["traced"] or {}
+    flat = {k: doc.get(k) for k in CSV_FIELDS}
+    flat.update({f"kernel_{k}": doc["kernel"][k] for k in ("zerocopied", "copied", "unknown")})
+    flat.update({f"traced_{k}": traced.get(k) for k in ("zerocopied", "copied", "unknown")})
+    flat["lost"] = sum((doc["lost"] or {}).values()) if doc["lost"] is not None else None
+    flat["c_requests_per_s"] = ref.get("requests_per_s")
+    flat["c_cpu_us_per_request"] = (round(ref["cpu_seconds"] / ref["requests"] * 1e6, 3)
+                                    if ref.get("requests") else None)
+    return flat
+
+
+def write_csv(docs: list[dict], path: str) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for doc in docs:
+        w.writerow(_csv_row(doc))
+    if path == "-":
+        sys.stdout.write(buf.getvalue())
+    else:
+        Path(path).write_text(buf.getvalue())
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ZctraceError("--plot needs matplotlib: pip install 'zctrace[bench]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def write_plot(cells: list[SuiteCell], path: str, title: str) -> None:
+    """req/s against IO size, one line per column and one panel per target and protocol;
+    a cross marks a cell whose sends were not really zero-copy."""
+    plt = _pyplot()
+    panels = list(dict.fromkeys(_key(sc)[:2] for sc in cells))
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5), squeeze=False)
+    for ax, (target, proto) in zip(axes[0], panels):
+        for i, col in enumerate(SEED_COLUMNS):
+            scs = [sc for sc in cells if sc.column is col and _key(sc)[:2] == (target, proto)]
+            if not scs:
+                continue
+            color = f"C{i}"
+            xs = [sc.cell.size for sc in scs]
+            ys = [sc.cell.requests_per_s for sc in scs]
+            ax.plot(xs, ys, "-o", color=color, label=col.title, markersize=4)
+            bad = [(x, y) for x, y, sc in zip(xs, ys, scs) if not sc.really_zerocopy]
+            if bad:
+                ax.plot(*zip(*bad), "x", color="black", markersize=9)
+        ax.set_xscale("log")
+        ax.set_xticks(sorted({sc.cell.size for sc in cells}))
+        ax.set_xticklabels([str(s) for s in sorted({sc.cell.size for sc in cells})], rotation=45)
+        ax.set_xlabel("IO size (bytes)")
+        ax.set_ylabel("requests/s")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.set_title(f"{target} {proto}  (x = not really zero-copy)")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+def run_suite(args: argparse.Namespace) -> int:
+    """`zctrace bench --suite NAME`: run, print the tables, write --json/--csv/--plot."""
+    if args.mode:
+        raise ZctraceError("--suite picks its own modes: drop --mode")
+    if args.plot:
+        if args.suite != "seed-tables":
+            raise ZctraceError("--plot needs --suite seed-tables")
+        _pyplot()  # fail before running, not after
+    if args.reference and args.suite != "seed-tables":
+        raise ZctraceError("--reference needs --suite seed-tables")
+    started = time.time()
+    if args.suite == "seed-tables":
+        cells, tier = run_seed(args)
+        print(render_seed(cells, tier))
+    else:
+        cells, tier = run_overhead(args)
+        ohs = overheads(cells)
+        print(render_overhead(ohs, tier, args.repeat))
+    docs = records(cells, args)
+    if args.json:
+        doc = {"suite": args.suite, "tier": tier, "command": " ".join(["zctrace", *sys.argv[1:]]),
+               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+               "host": {"kernel": platform.release(), "cpus": os.cpu_count()}, "results": docs}
+        if args.suite == "overhead":
+            doc["overhead"] = [o.to_json() for o in ohs]
+        report.write_json(doc, args.json)
+    if args.csv:
+        write_csv(docs, args.csv)
+    if args.plot:
+        write_plot(cells, args.plot, f"zctrace bench --suite seed-tables, {time.strftime('%Y-%m-%d')}, "
+                                     f"kernel {platform.release()}")
+    return check_status([sc.cell for sc in cells]) if args.check else 0
