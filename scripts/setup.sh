@@ -33,5 +33,5 @@ mkdir -p /opt/zctrace-bcc
 ln -sfn /usr/lib/python3/dist-packages/bcc /opt/zctrace-bcc/bcc
 echo /opt/zctrace-bcc > "$site/zctrace-bcc.pth"
 
-$PY -m pip install -q -e '.[test]'
+$PY -m pip install -q -e '.[test,bench]'
 $PY -c 'import bcc, zctrace' && echo "zctrace setup done"
