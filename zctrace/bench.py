@@ -115,14 +115,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from .workload.senders import MODES, NOTIF_POLICIES
     p.add_argument("--mode", action="append", choices=MODES,
                    help=f"send mode (repeatable; default {' '.join(DEFAULT_MODES)})")
-    p.add_argument("--proto", action="append", choices=("udp", "tcp"), help="protocol (repeatable; default udp)")
+    p.add_argument("--proto", action="append", choices=("udp", "tcp"),
+                   help="protocol (repeatable; default udp; --suite: udp and tcp where the target allows)")
     p.add_argument("--size", type=_sizes, action="append",
-                   help="IO size in bytes, comma-separated list (default 1000,4000)")
+                   help="IO size in bytes, comma-separated list (default 1000,4000; --suite: "
+                        "600,1000,1200,1500,4000,8000,65000)")
     p.add_argument("--target", action="append", type=_target,
                    help="where to send: loopback, sink, netns, dummy or ADDR:PORT (repeatable; "
                         "default loopback and sink, for --suite sink)")
     p.add_argument("--duration", type=_positive(float), default=None,
-                   help=f"seconds per cell (default {DEFAULT_DURATION})")
+                   help=f"seconds per cell (default {DEFAULT_DURATION}; --suite: 1)")
     p.add_argument("--count", type=_positive(int), help="requests per cell instead of a duration")
     p.add_argument("--notify-batch", type=_positive(int), default=32,
                    help="read MSG_ZEROCOPY notifications every N sends (default 32)")

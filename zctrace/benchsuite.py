@@ -481,8 +481,12 @@ def write_plot(cells: list[SuiteCell], path: str, title: str) -> None:
     a cross marks a cell whose sends were not really zero-copy."""
     plt = _pyplot()
     panels = list(dict.fromkeys(_key(sc)[:2] for sc in cells))
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5), squeeze=False)
-    for ax, (target, proto) in zip(axes[0], panels):
+    ncols = min(2, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7 * ncols, 5 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (target, proto) in zip(axes.flat, panels):
         for i, col in enumerate(SEED_COLUMNS):
             scs = [sc for sc in cells if sc.column is col and _key(sc)[:2] == (target, proto)]
             if not scs:

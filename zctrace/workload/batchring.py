@@ -5,7 +5,7 @@ The send loops of ``zctrace bench`` send one buffer over and over. Writing an SQ
 and building a Python object per CQE (``Ring.prep_*``/``Ring.reap``) costs more CPU than the
 kernel spends on a small send, so the benchmark would measure Python. Here ``fill`` writes the
 request into all ``sq_entries`` slots once (user_data = slot index), ``push`` only moves the
-SQ tail, and ``reap_counts`` returns a Counter of (flags, res) pairs for all available CQEs.
+SQ tail, and ``reap`` returns the flags and res of all available CQEs as two lists.
 The kernel reads an SQE when it consumes it, and the slots never change, so reusing them is safe.
 Do not mix with ``Ring.prep_*``/``Ring.reap`` on the same instance.
 """
@@ -17,7 +17,6 @@ import errno
 import mmap
 import select
 import time
-from collections import Counter
 
 from .uring import (IORING_OP_SEND, IORING_OP_SEND_ZC, IORING_RECVSEND_FIXED_BUF,
                     IORING_SEND_ZC_REPORT_USAGE, Ring, UringError, _address, _SQE, _U32)
@@ -54,7 +53,7 @@ class BatchRing(Ring):
         if k:
             self._sqe_tail = (self._sqe_tail + k) & 0xFFFFFFFF
             _U32.pack_into(self._sq, self._sq_tail_off, self._sqe_tail)
-        flags = _ENTER_GETEVENTS if wait_nr or self._overflowed() else 0
+        flags = _ENTER_GETEVENTS if wait_nr or self._overflowed() else 0  # waiting flushes too
         if not k and not flags:
             return
         while _enter(_NR_ENTER, self.fd, k, wait_nr, flags, None, 0) < 0:
@@ -66,14 +65,14 @@ class BatchRing(Ring):
     def _overflowed(self) -> bool:
         return bool(_U32.unpack_from(self._sq, self._sq_flags_off)[0] & _SQ_CQ_OVERFLOW)
 
-    def reap_counts(self) -> Counter[tuple[int, int]]:
-        """Consume every available CQE; return how many had each (flags, res)."""
+    def reap(self) -> tuple[list[int], list[int]]:  # type: ignore[override]
+        """Consume every available CQE; return their flags and their (signed) res."""
         if self._overflowed():
             self.push(0)  # GETEVENTS: move the kernel's overflow backlog into the CQ
         head = self._cq_head
         n = (_U32.unpack_from(self._cq, self._cq_tail_off)[0] - head) & 0xFFFFFFFF
         if not n:
-            return Counter()
+            return [], []
         start = head & self._cq_mask
         first = min(n, self.cq_entries - start)
         base = self._cqes_off
@@ -83,18 +82,18 @@ class BatchRing(Ring):
         self._cq_head = (head + n) & 0xFFFFFFFF
         _U32.pack_into(self._cq, self._cq_head_off, self._cq_head)
         words = memoryview(raw).cast("i")  # user_data lo, hi, res, flags
-        return Counter(zip(words[3::4].tolist(), words[2::4].tolist()))
+        return words[3::4].tolist(), words[2::4].tolist()
 
-    def wait_counts(self, deadline: float) -> Counter[tuple[int, int]]:
-        """Like ``reap_counts``, but wait (poll on the ring fd) until CQEs or ``deadline``."""
-        got = self.reap_counts()
+    def wait_reap(self, deadline: float) -> tuple[list[int], list[int]]:
+        """Like ``reap``, but wait (poll on the ring fd) until CQEs or ``deadline``."""
+        got = self.reap()
         left = deadline - time.monotonic()
-        if got or left <= 0:
+        if got[0] or left <= 0:
             return got
         poller = select.poll()
         poller.register(self.fd, select.POLLIN)
         poller.poll(max(1, int(left * 1000)))
-        return self.reap_counts()
+        return self.reap()
 
     def close(self) -> None:
         self._fill_view = None

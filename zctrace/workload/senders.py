@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import gc
 import ipaddress
 import mmap
 import os
@@ -31,12 +32,11 @@ import select
 import socket
 import struct
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 from .batchring import BatchRing
 from .targets import Endpoint, check_target
-from .uring import IORING_CQE_F_MORE, IORING_CQE_F_NOTIF, IORING_NOTIF_USAGE_ZC_COPIED
+from .uring import IORING_CQE_F_MORE, IORING_CQE_F_NOTIF
 
 MODES = ("copy", "msg_zerocopy", "uring", "uring_zc", "uring_zc_fixed")
 ZC_MODES = ("msg_zerocopy", "uring_zc", "uring_zc_fixed")
@@ -164,10 +164,16 @@ def run_workload(spec: WorkloadSpec, endpoint: Endpoint) -> WorkloadResult:
     if endpoint.name != spec.target:
         raise ValueError(f"spec wants target {spec.target!r} but the endpoint is {endpoint.name!r}")
     buf = _payload(spec.size)  # unmapped when the last reference goes (rings keep views)
-    with _connect(spec, endpoint) as sock:
-        if spec.mode in URING_MODES:
-            return _run_uring(spec, sock, buf)
-        return _run_socket(spec, sock, buf)
+    gc_was_on = gc.isenabled()
+    gc.disable()  # no collector pauses inside the timed loop (as timeit does)
+    try:
+        with _connect(spec, endpoint) as sock:
+            if spec.mode in URING_MODES:
+                return _run_uring(spec, sock, buf)
+            return _run_socket(spec, sock, buf)
+    finally:
+        if gc_was_on:
+            gc.enable()
 
 
 def _payload(size: int) -> mmap.mmap:
@@ -199,8 +205,37 @@ def _connect(spec: WorkloadSpec, endpoint: Endpoint) -> socket.socket:
 
 # --- socket modes ----------------------------------------------------------------------------
 
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class _Msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                ("iov", ctypes.c_void_p), ("iovlen", ctypes.c_size_t),
+                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+
+
+class _Mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", _Msghdr), ("len", ctypes.c_uint)]
+
+
+_ERRQUEUE_FLAGS = int(socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)  # an int: enum | is slow
+_CMSGHDR = struct.Struct("=Qii")  # cmsg_len, cmsg_level, cmsg_type (x86-64)
+_libc = ctypes.CDLL(None, use_errno=True)
+_recvmsg = _libc.recvmsg
+_recvmsg.restype = ctypes.c_ssize_t
+_recvmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+_sendmmsg = _libc.sendmmsg
+_sendmmsg.restype = ctypes.c_int
+_sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
+
+
 class _ErrQueue:
-    """Zerocopy completion ranges read from a socket's error queue, counted per request."""
+    """Zerocopy completion ranges read from a socket's error queue, counted per request.
+
+    recvmsg(2) goes through ctypes into a reused control buffer: an empty queue is a return
+    value, not a Python exception, which matters when the queue is read after every send."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -208,6 +243,9 @@ class _ErrQueue:
         self.copied = 0
         self._poll = select.poll()
         self._poll.register(sock, select.POLLERR)
+        self._control = ctypes.create_string_buffer(_CMSG_SPACE)
+        self._msg = _Msghdr(control=ctypes.addressof(self._control))
+        self._msg_addr = ctypes.addressof(self._msg)
 
     @property
     def notified(self) -> int:
@@ -215,24 +253,35 @@ class _ErrQueue:
 
     def drain(self) -> None:
         """Read every queued notification without blocking."""
-        recvmsg = self.sock.recvmsg
-        flags = socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT
+        fd, msg, control = self.sock.fileno(), self._msg, self._control
+        flags = _ERRQUEUE_FLAGS
         while True:
-            try:
-                _, ancdata, _, _ = recvmsg(0, _CMSG_SPACE, flags)
-            except BlockingIOError:
-                return
-            for level, kind, data in ancdata:
-                if (level, kind) not in _RECVERR_CMSGS or len(data) < _SOCK_EE.size:
-                    continue
-                _, origin, _, code, _, lo, hi = _SOCK_EE.unpack_from(data)
-                if origin != SO_EE_ORIGIN_ZEROCOPY:
-                    continue
-                n = ((hi - lo) & 0xFFFFFFFF) + 1
-                if code & SO_EE_CODE_ZEROCOPY_COPIED:
-                    self.copied += n
-                else:
-                    self.zerocopied += n
+            msg.controllen = _CMSG_SPACE
+            if _recvmsg(fd, self._msg_addr, flags) < 0:
+                err = ctypes.get_errno()
+                if err == errno.EAGAIN:
+                    return
+                if err != errno.EINTR:
+                    raise OSError(err, f"recvmsg(MSG_ERRQUEUE): {os.strerror(err)}")
+                continue
+            off, end = 0, msg.controllen
+            while off + _CMSGHDR.size <= end:
+                length, level, kind = _CMSGHDR.unpack_from(control, off)
+                if length < _CMSGHDR.size:
+                    break
+                if (level, kind) in _RECVERR_CMSGS and length >= _CMSGHDR.size + _SOCK_EE.size:
+                    self._count(_SOCK_EE.unpack_from(control, off + _CMSGHDR.size))
+                off += (length + 7) & ~7
+
+    def _count(self, ee: tuple[int, ...]) -> None:
+        _, origin, _, code, _, lo, hi = ee
+        if origin != SO_EE_ORIGIN_ZEROCOPY:
+            return
+        n = ((hi - lo) & 0xFFFFFFFF) + 1
+        if code & SO_EE_CODE_ZEROCOPY_COPIED:
+            self.copied += n
+        else:
+            self.zerocopied += n
 
     def wait(self, expected: int, timeout: float) -> bool:
         """Drain until ``expected`` requests are notified or ``timeout`` passes; True if all."""
@@ -250,31 +299,17 @@ class _ErrQueue:
 class _Mmsg:
     """A prebuilt sendmmsg(2) vector of ``n`` messages, each all of one buffer."""
 
-    class _Iovec(ctypes.Structure):
-        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-    class _Mmsghdr(ctypes.Structure):
-        _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
-                    ("iov", ctypes.c_void_p), ("iovlen", ctypes.c_size_t),
-                    ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
-                    ("flags", ctypes.c_int), ("hdr_pad", ctypes.c_int), ("len", ctypes.c_uint)]
-
     def __init__(self, buf: mmap.mmap, n: int) -> None:
         self._data = ctypes.c_char.from_buffer(buf)  # pins buf's address while we live
-        self._iov = self._Iovec(ctypes.addressof(self._data), len(buf))
-        self.msgs = (self._Mmsghdr * n)()
+        self._iov = _Iovec(ctypes.addressof(self._data), len(buf))
+        self.msgs = (_Mmsghdr * n)()
         for m in self.msgs:
-            m.iov, m.iovlen = ctypes.addressof(self._iov), 1
+            m.hdr.iov, m.hdr.iovlen = ctypes.addressof(self._iov), 1
         self.vec = ctypes.addressof(self.msgs)
 
     def release(self) -> None:
         """Drop the buffer export (an mmap with exports cannot be closed)."""
         del self._data
-
-
-_sendmmsg = ctypes.CDLL(None, use_errno=True).sendmmsg
-_sendmmsg.restype = ctypes.c_int
-_sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
 
 
 def _run_socket(spec: WorkloadSpec, sock: socket.socket, buf: mmap.mmap) -> WorkloadResult:
@@ -345,7 +380,7 @@ def _run_uring(spec: WorkloadSpec, sock: socket.socket, buf: mmap.mmap) -> Workl
         ring.fill(sock.fileno(), buf, zc=zc, fixed=spec.mode == "uring_zc_fixed",
                   report_usage=tally.usage,
                   msg_flags=socket.MSG_WAITALL if spec.proto == "tcp" else 0)  # no short sends
-        push, reap, add = ring.push, ring.reap_counts, tally.add
+        push, reap, add = ring.push, ring.reap, tally.add
         submitted = 0
         cpu0 = time.thread_time()
         t0 = time.monotonic()
@@ -357,10 +392,10 @@ def _run_uring(spec: WorkloadSpec, sock: socket.socket, buf: mmap.mmap) -> Workl
                 left -= n
             submitted += n
             push(n, 1)
-            add(reap())
+            add(*reap())
         t_end = time.monotonic() + FINAL_WAIT  # then missing notifications stay unknown
         while tally.outstanding(submitted) and time.monotonic() < t_end:
-            add(ring.wait_counts(t_end))
+            add(*ring.wait_reap(t_end))
         seconds = time.monotonic() - t0
         cpu = time.thread_time() - cpu0
     unknown = tally.requests - tally.zerocopied - tally.copied if zc else 0
@@ -372,34 +407,42 @@ class _UringTally:
     """Counts send CQEs (requests, bytes) and notification CQEs (with REPORT_USAGE, verdicts).
 
     A request is done at its send CQE, or with ``wait_notif`` at its notification CQE if the
-    send CQE said one follows (IORING_CQE_F_MORE).
+    send CQE said one follows (IORING_CQE_F_MORE). CQEs come as two lists (flags, res) and are
+    counted with list methods; anything but successful sends and notifications is an error.
     """
+
+    _COPIED = -(1 << 31)  # IORING_NOTIF_USAGE_ZC_COPIED as a signed res
 
     def __init__(self, usage: bool, wait_notif: bool) -> None:
         self.usage, self.wait_notif = usage, wait_notif
         self.requests = self.bytes = self.zerocopied = self.copied = 0
         self.notified = self.expected_notifs = self.done = 0
 
-    def add(self, counts: Counter[tuple[int, int]]) -> None:
-        for (flags, res), n in counts.items():
-            if flags & IORING_CQE_F_NOTIF:
-                self.notified += n
-                if self.usage:
-                    if res & IORING_NOTIF_USAGE_ZC_COPIED:
-                        self.copied += n
-                    else:
-                        self.zerocopied += n
-                if self.wait_notif:
-                    self.done += n
-            elif res < 0:
-                raise OSError(-res, f"io_uring send failed: {os.strerror(-res)}")
-            else:
-                self.requests += n
-                self.bytes += res * n
-                more = bool(flags & IORING_CQE_F_MORE)
-                self.expected_notifs += n if more else 0
-                if not (more and self.wait_notif):
-                    self.done += n
+    def add(self, flags: list[int], res: list[int]) -> None:
+        notifs, more = flags.count(IORING_CQE_F_NOTIF), flags.count(IORING_CQE_F_MORE)
+        sends = flags.count(0) + more
+        if sends + notifs != len(flags) or (res and min(res) < 0 and not self._failed_ok(flags, res)):
+            raise self._error(flags, res)
+        copied = res.count(self._COPIED)
+        self.requests += sends
+        self.bytes += sum(res) - copied * self._COPIED
+        self.expected_notifs += more
+        self.notified += notifs
+        if self.usage:
+            self.copied += copied
+            self.zerocopied += notifs - copied
+        self.done += (sends - more + notifs) if self.wait_notif else sends
+
+    def _failed_ok(self, flags: list[int], res: list[int]) -> bool:
+        """Only notifications carry a negative res (the COPIED bit)."""
+        return all(f == IORING_CQE_F_NOTIF for f, r in zip(flags, res) if r < 0)
+
+    @staticmethod
+    def _error(flags: list[int], res: list[int]) -> OSError:
+        for f, r in zip(flags, res):
+            if r < 0 and f != IORING_CQE_F_NOTIF:
+                return OSError(-r, f"io_uring send failed: {os.strerror(-r)}")
+        return OSError(errno.EPROTO, f"unexpected CQE flags {sorted(set(flags))}")
 
     def outstanding(self, submitted: int) -> int:
         """Requests or notifications the kernel still owes."""

@@ -1,0 +1,181 @@
+"""`zctrace bench --suite`: real workloads, real probes, tiny counts; no timed assertions."""
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from zctrace import bench, benchsuite, cli
+from zctrace.btf import Btf
+from zctrace.probes import Session
+from zctrace.workload.senders import WorkloadSpec
+
+ZCTRACE = [sys.executable, "-m", "zctrace.cli"]
+COUNT = 200
+
+
+def run(args, **kw):
+    return subprocess.run(ZCTRACE + args, capture_output=True, text=True, timeout=300, **kw)
+
+
+def test_seed_tables_end_to_end(tmp_path):
+    """Reduced sizes, sink (UDP) and loopback (UDP, TCP), with the C reference beside each cell."""
+    out = {k: tmp_path / f"seed.{k}" for k in ("json", "csv", "png")}
+    r = run(["bench", "--suite", "seed-tables", "--size", "1000,4000", "--count", str(COUNT),
+             "--target", "sink", "--target", "loopback", "--reference", "--json", str(out["json"]),
+             "--csv", str(out["csv"]), "--plot", str(out["png"])])
+    assert r.returncode == 0, r.stderr
+    cells = 2 * len(benchsuite.SEED_COLUMNS) * 3  # sizes x columns x (sink udp, loopback udp, tcp)
+    assert f"bench {cells}/{cells}:" in r.stderr  # plain progress lines off a terminal
+    for title in ("sink udp: requests/s", "loopback tcp: requests/s", "IO size", "zc fixed 8 lazy",
+                  "PY/C", "Python/C requests/s"):
+        assert title in r.stdout
+
+    doc = json.loads(out["json"].read_text())
+    assert doc["suite"] == "seed-tables" and doc["tier"] and doc["date"] and doc["command"]
+    assert len(doc["results"]) == cells
+    for res in doc["results"]:
+        assert {"mode", "proto", "size", "target", "requests", "requests_per_s", "bytes_per_s",
+                "kernel", "traced", "column", "cpu_us_per_request", "speedup_vs_copy",
+                "verdict"} <= res.keys()
+        assert res["requests"] == COUNT and res["requests_per_s"] > 0
+        assert res["reference"]["requests"] == COUNT and res["python_c_ratio"] > 0
+        assert res["lost"] == {}
+    udp4k = {(r["target"], r["column"]): r for r in doc["results"] if r["size"] == 4000
+             and r["proto"] == "udp"}
+    assert udp4k[("sink", "msg_zc/32")]["verdict"] == "zerocopy"
+    assert udp4k[("loopback", "msg_zc/32")]["verdict"] == "COPIED"  # local delivery
+    assert udp4k[("sink", "copy")]["verdict"] == "-"
+    lazy = udp4k[("sink", "zc-fixed/8-lazy")]
+    assert lazy["kernel"]["zerocopied"] == lazy["reference"]["kernel"]["zerocopied"] == COUNT
+    assert "*" in r.stdout  # loopback cells are marked as not really zero-copy
+
+    rows = list(csv.DictReader(out["csv"].open()))
+    assert len(rows) == cells and set(benchsuite.CSV_FIELDS) == set(rows[0])
+    assert {row["column"] for row in rows} == {c.key for c in benchsuite.SEED_COLUMNS}
+    png = out["png"].read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_overhead_suite_reports_ratios(tmp_path):
+    path = tmp_path / "overhead.json"
+    r = run(["bench", "--suite", "overhead", "--size", "1000", "--count", str(COUNT), "--repeat", "2",
+             "--json", str(path), "--check"])
+    assert r.returncode == 0, r.stderr
+    assert "TRACED/UNTRACED" in r.stdout
+    doc = json.loads(path.read_text())
+    assert len(doc["overhead"]) == len(benchsuite.OVERHEAD_COLUMNS)
+    for o in doc["overhead"]:
+        assert o["ratio"] > 0 and o["cpu_per_request_ratio"] > 0
+        assert o["runs"] == 2 and o["exact"] is True
+    traced = [res["traced_run"] for res in doc["results"]]
+    assert traced.count(True) == traced.count(False) == 2 * len(benchsuite.OVERHEAD_COLUMNS)
+    assert traced[:3] == [True] * 3 and traced[6:9] == [False] * 3  # round 2 starts untraced
+
+
+@pytest.fixture(scope="module")
+def tracer():
+    with Session.open("tracepoint", Btf.load(), pids=[os.getpid()]) as session:
+        yield session
+
+
+def test_check_compares_real_cells(tracer, capsys):
+    """Real traced cells pass; the same cells with one request moved, or a lost event, fail."""
+    cells = bench.run([WorkloadSpec(mode=m, target="sink", size=1000, count=COUNT)
+                       for m in ("msg_zerocopy", "uring_zc")], tracer)
+    assert bench.check_status(cells) == 0
+    for cell in cells:
+        moved = dict(cell.traced, zerocopied=cell.traced["zerocopied"] - 1, copied=1)
+        assert bench.check_status([dataclasses.replace(cell, traced=moved)]) == 1
+        assert "differ from the kernel's" in capsys.readouterr().err
+        assert bench.check_status([dataclasses.replace(cell, lost={"stats_full": 1})]) == 1
+        assert "lost events" in capsys.readouterr().err
+
+
+def test_check_exit_status_through_the_cli(monkeypatch, capsys):
+    """The suite's --check path, with the tracer's counts of real cells off by one request."""
+    real = bench.traced_counts
+
+    def off_by_one(snap, spec):
+        counts = real(snap, spec)
+        if counts["requests"]:
+            counts["zerocopied"] -= 1
+        return counts
+
+    argv = ["bench", "--suite", "seed-tables", "--size", "1000", "--count", str(COUNT), "--check"]
+    monkeypatch.setattr(bench, "traced_counts", off_by_one)
+    assert cli.main(argv) == 1
+    assert "differ from the kernel's" in capsys.readouterr().err
+
+
+def test_remote_target_on_the_loopback_address():
+    """ADDR:PORT sends to whatever listens there (here a UDP socket of ours on 127.0.0.1)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(0.2)
+        port = rx.getsockname()[1]
+        stop = threading.Event()
+
+        def drain():
+            while not stop.is_set():
+                try:
+                    rx.recv(65536)
+                except OSError:
+                    pass
+
+        t = threading.Thread(target=drain, daemon=True)
+        t.start()
+        try:
+            r = run(["bench", "--target", f"127.0.0.1:{port}", "--mode", "copy", "--mode", "uring",
+                     "--size", "1000", "--count", str(COUNT), "--no-trace", "--json", "-"])
+        finally:
+            stop.set()
+            t.join()
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout[r.stdout.index("{"):])
+    assert [(x["target"], x["requests"]) for x in doc["results"]] == [(f"127.0.0.1:{port}", COUNT)] * 2
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_plain_lines_otherwise():
+    tty, plain = _Tty(), io.StringIO()
+    for stream in (tty, plain):
+        p = benchsuite.Progress(4, stream)
+        for i in range(4):
+            p.step(f"cell {i}")
+        p.close()
+    assert "\r[" + "#" * benchsuite.Progress.WIDTH + "] 4/4" in tty.getvalue()
+    assert tty.getvalue().endswith("\n") and tty.getvalue().count("\n") == 1
+    assert plain.getvalue().splitlines() == [f"zctrace: bench {i + 1}/4: cell {i}" for i in range(4)]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--suite", "nope"], "invalid choice"),
+    (["--suite", "seed-tables", "--mode", "copy"], "drop --mode"),
+    (["--csv", "x.csv"], "--csv needs --suite"),
+    (["--suite", "overhead", "--plot", "x.png"], "--plot needs --suite seed-tables"),
+    (["--suite", "overhead", "--reference"], "--reference needs --suite seed-tables"),
+    (["--suite", "overhead", "--no-trace"], "drop --no-trace"),
+    (["--suite", "seed-tables", "--size", "70000"], "too big for one UDP datagram"),
+    (["--target", "nowhere"], "unknown target"),
+    (["--target", "192.0.2.1:0"], "port must be between"),
+    (["--target", "example:80"], "ADDR:PORT with an IP address"),
+    (["--notif", "sometimes"], "invalid choice"),
+    (["--batch", "2000", "--mode", "copy"], "batch must be between"),
+    (["--repeat", "0"], "must be positive"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    r = run(["bench", *args])
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and message in r.stderr and "Traceback" not in r.stderr
