@@ -326,7 +326,7 @@ static void run_uring(int fd, char *buf, double deadline)
 			left -= n;
 		}
 		submitted += n;
-		ring_push(&r, n, 1);
+		ring_push(&r, n, submitted - st.requests > 1 ? submitted - st.requests : 1);
 		ring_reap(&r, usage, wait_notif);
 	}
 	t_end = mono() + FINAL_WAIT;

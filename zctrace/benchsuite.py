@@ -112,8 +112,17 @@ class SuiteCell:
 
     @property
     def python_c_ratio(self) -> float | None:
+        """Python's requests/s over C's (1 = Python costs nothing; < 1 = slower)."""
         ref = self.reference
         return self.cell.requests_per_s / ref.requests_per_s if ref and ref.requests_per_s else None
+
+    @property
+    def python_c_cpu(self) -> float | None:
+        """Python's CPU time per request over C's (1 = same work; > 1 = Python's own cost)."""
+        ref = self.reference
+        if not (ref and ref.requests and ref.cpu_seconds):
+            return None
+        return self.cell.cpu_per_request / (ref.cpu_seconds / ref.requests)
 
 
 # --- progress --------------------------------------------------------------------------------
@@ -311,7 +320,7 @@ def render_seed(cells: list[SuiteCell], tier: str | None) -> str:
     head = ["TARGET", "PROTO", "SIZE", "COLUMN", "REQ/S", "MB/S", "CPU/REQ", "VS COPY", "VERDICT"]
     with_ref = any(sc.reference for sc in cells)
     if with_ref:
-        head += ["C REQ/S", "C CPU/REQ", "PY/C"]
+        head += ["C REQ/S", "C CPU/REQ", "PY/C REQ/S", "PY/C CPU"]
     rows = []
     for sc in cells:
         c = sc.cell
@@ -322,12 +331,15 @@ def render_seed(cells: list[SuiteCell], tier: str | None) -> str:
         if with_ref:
             ref = sc.reference
             row += ([f"{ref.requests_per_s:,.0f}", f"{ref.cpu_seconds / ref.requests * 1e6:.2f} us",
-                     f"{sc.python_c_ratio:.2f}"] if ref and ref.requests else ["-", "-", "-"])
+                     f"{sc.python_c_ratio:.2f}", f"{sc.python_c_cpu:.2f}"]
+                    if sc.python_c_ratio and sc.python_c_cpu else ["-"] * 4)
         rows.append(row)
     out.append(report.table(head, rows))
     if with_ref:
-        out.append("\nPython/C requests/s (geometric mean over sizes, same run, same cells):")
-        out.append(report.table(["COLUMN", "PY/C", "MIN", "MAX"], python_c_summary(cells)))
+        out.append("\nPython against C in the same cells of this run (geometric means over the "
+                   "cells; requests/s: 1 = as fast, CPU per request: 1 = no cost of its own):")
+        out.append(report.table(["COLUMN", "PY/C REQ/S", "MIN", "MAX", "PY/C CPU/REQ", "MIN", "MAX"],
+                                python_c_summary(cells)))
     return "\n".join(out)
 
 
@@ -341,12 +353,16 @@ def _seed_cell(sc: SuiteCell | None, up: dict[int, float]) -> str:
 
 
 def python_c_summary(cells: list[SuiteCell]) -> list[list[str]]:
+    """Per column: geometric mean, min and max of Python/C requests/s and CPU per request."""
     rows = []
     for col in SEED_COLUMNS:
-        ratios = [sc.python_c_ratio for sc in cells if sc.column is col and sc.python_c_ratio]
-        if ratios:
-            rows.append([col.key, f"{statistics.geometric_mean(ratios):.2f}", f"{min(ratios):.2f}",
-                         f"{max(ratios):.2f}"])
+        mine = [sc for sc in cells if sc.column is col and sc.python_c_ratio and sc.python_c_cpu]
+        if mine:
+            row = [col.key]
+            for ratios in ([sc.python_c_ratio for sc in mine], [sc.python_c_cpu for sc in mine]):
+                row += [f"{statistics.geometric_mean(ratios):.2f}", f"{min(ratios):.2f}",
+                        f"{max(ratios):.2f}"]
+            rows.append(row)
     return rows
 
 
@@ -414,7 +430,8 @@ CSV_FIELDS = ("target", "proto", "size", "column", "mode", "notify_batch", "infl
               "batch", "traced_run", "round", "requests", "seconds", "cpu_seconds", "requests_per_s",
               "bytes_per_s", "cpu_us_per_request", "speedup_vs_copy", "verdict", "kernel_zerocopied",
               "kernel_copied", "kernel_unknown", "traced_zerocopied", "traced_copied", "traced_unknown",
-              "lost", "match", "c_requests_per_s", "c_cpu_us_per_request", "python_c_ratio")
+              "lost", "match", "c_requests_per_s", "c_cpu_us_per_request", "python_c_ratio",
+              "python_c_cpu")
 
 
 def _record(sc: SuiteCell, spec: WorkloadSpec, up: dict[int, float]) -> dict:
@@ -425,13 +442,15 @@ def _record(sc: SuiteCell, spec: WorkloadSpec, up: dict[int, float]) -> dict:
                 "notif": spec.notif, "batch": spec.batch, "traced_run": sc.traced_run,
                 "round": sc.round, "cpu_us_per_request": round(c.cpu_per_request * 1e6, 3),
                 "speedup_vs_copy": round(up[id(sc)], 4) if id(sc) in up else None,
-                "verdict": sc.verdict, "reference": None, "python_c_ratio": None})
+                "verdict": sc.verdict, "reference": None, "python_c_ratio": None,
+                "python_c_cpu": None})
     if ref is not None:
         doc["reference"] = {"requests": ref.requests, "seconds": round(ref.seconds, 6),
                             "cpu_seconds": round(ref.cpu_seconds, 6),
                             "requests_per_s": round(ref.requests_per_s, 1),
                             "kernel": {"zerocopied": ref.zerocopied, "copied": ref.copied}}
         doc["python_c_ratio"] = round(sc.python_c_ratio, 4) if sc.python_c_ratio else None
+        doc["python_c_cpu"] = round(sc.python_c_cpu, 4) if sc.python_c_cpu else None
     return doc
 
 

@@ -3,7 +3,9 @@
 Modes: ``copy`` (send), ``msg_zerocopy`` (SO_ZEROCOPY + MSG_ZEROCOPY, notifications read from
 the error queue every ``notify_batch`` sends, like the kernel selftest msg_zerocopy -l),
 ``uring`` (IORING_OP_SEND), ``uring_zc`` (IORING_OP_SEND_ZC) and ``uring_zc_fixed`` (SEND_ZC
-from a registered buffer), the io_uring modes keeping ``inflight`` requests in flight.
+from a registered buffer), the io_uring modes keeping ``inflight`` requests in flight: like the
+published benchmark (and liburing's send-zerocopy example) they submit the free part of the window
+and wait for all its send completions, then refill.
 
 The loops are batched so that the kernel, not Python, sets the pace: the socket modes send
 ``batch`` requests per sendmmsg(2) call (1: one send(2) each), the io_uring modes submit every
@@ -391,7 +393,7 @@ def _run_uring(spec: WorkloadSpec, sock: socket.socket, buf: mmap.mmap) -> Workl
                 n = min(n, left)
                 left -= n
             submitted += n
-            push(n, 1)
+            push(n, max(1, submitted - tally.requests))  # every send CQE of the window
             add(*reap())
         t_end = time.monotonic() + FINAL_WAIT  # then missing notifications stay unknown
         while tally.outstanding(submitted) and time.monotonic() < t_end:
