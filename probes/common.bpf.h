@@ -195,12 +195,10 @@ static __always_inline void zc_msgzc_range(u64 sk, u32 lo, u32 hi, int copied, i
 {
 	struct zc_sock *st = zc_socks.lookup(&sk);
 
-	if (!st || st->next_id == st->first_id)
+	if (!st)
 		return; /* a socket we never saw send */
 	if (lo < st->first_id)
-		lo = st->first_id;
-	if (hi >= st->next_id)
-		hi = st->next_id - 1;
+		lo = st->first_id; /* ids sent before tracing started */
 	struct zc_stats *s = zc_stats_get(st->tgid, ZC_API_MSG_ZEROCOPY, st->proto, 0);
 	if (!s || hi < lo)
 		return;

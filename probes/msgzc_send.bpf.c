@@ -4,8 +4,8 @@
  * advances across the syscall. That is exact for send/sendto/sendmsg/sendmmsg, TCP and UDP,
  * including TCP's coalescing of consecutive sends into one notification range. Sends with
  * MSG_ZEROCOPY that never got an id are `not attempted`, with the reason the kernel had.
- * Per socket it keeps the ids seen (to clip notification ranges), who sent them (cgroup,
- * netns, inode, egress device) and whether the route predicts a copy at send time.
+ * Per socket it keeps the first id seen (to ignore notifications of earlier sends), who sent
+ * them (cgroup, netns, inode, egress device) and whether the route predicts a copy at send time.
  */
 
 struct zc_call {
@@ -18,42 +18,6 @@ struct zc_call {
 	u8 pad;
 };
 BPF_HASH(zc_send_calls, u64, struct zc_call, 10240);
-
-static __always_inline int zc_send_enter(int fd, u64 flags, u64 mmsg)
-{
-	u64 id = bpf_get_current_pid_tgid();
-
-	if (!(flags & ZC_MSG_ZEROCOPY) || !zc_tracked(id >> 32))
-		return 0;
-	void *sk = zc_fd_to_sock(fd);
-	if (!sk)
-		return 0;
-	struct zc_call call = {.sk = (u64)sk, .mmsg = mmsg, .is_mmsg = mmsg != 0};
-	unsigned long skflags = 0;
-	u16 ipproto = 0;
-	ZC_READ(call.zckey, sk, ZC_OFF_sock_sk_zckey);
-	ZC_READ(skflags, sk, ZC_OFF_sock_skc_flags);
-	ZC_READ(ipproto, sk, ZC_OFF_sock_sk_protocol);
-	call.zc_enabled = (skflags >> ZC_SOCK_ZEROCOPY) & 1;
-	call.proto = zc_proto_of(ipproto);
-	zc_send_calls.update(&id, &call);
-	return 0;
-}
-
-static __always_inline u64 zc_mmsg_bytes(u64 vec, long n)
-{
-	u64 total = 0;
-
-	for (int i = 0; i < 64; i++) {
-		u32 len = 0;
-		if (i >= n)
-			break;
-		/* struct mmsghdr { struct user_msghdr msg_hdr (56 bytes); unsigned int msg_len; } */
-		bpf_probe_read_user(&len, sizeof(len), (const char *)vec + i * 64 + 56);
-		total += len;
-	}
-	return total;
-}
 
 /* Would this send be copied at send time? (__ip_append_data / tcp_sendmsg_locked rules, read
  * from the socket's cached route: no SG -> copy; UDP needs CHECKSUM_PARTIAL, i.e. payload and
@@ -124,6 +88,87 @@ static __always_inline void zc_sock_identity(void *sk, struct zc_sock *st)
 		ZC_READ(st->ino, inode, ZC_OFF_inode_i_ino);
 }
 
+static __always_inline u64 zc_mmsg_bytes(u64 vec, long n)
+{
+	u64 total = 0;
+
+	for (int i = 0; i < 64; i++) {
+		u32 len = 0;
+		if (i >= n)
+			break;
+		/* struct mmsghdr { struct user_msghdr msg_hdr (56 bytes); unsigned int msg_len; } */
+		bpf_probe_read_user(&len, sizeof(len), (const char *)vec + i * 64 + 56);
+		total += len;
+	}
+	return total;
+}
+
+/* Bytes a sendmsg asks to send: the sum of its first iovecs (for the send-time prediction). */
+static __always_inline u64 zc_msghdr_len(u64 umsg)
+{
+	u64 iov = 0, iovlen = 0, total = 0;
+
+	/* struct user_msghdr: msg_iov at 16, msg_iovlen at 24; struct iovec { base; len; } */
+	bpf_probe_read_user(&iov, sizeof(iov), (const char *)umsg + 16);
+	bpf_probe_read_user(&iovlen, sizeof(iovlen), (const char *)umsg + 24);
+	for (int i = 0; i < 8; i++) {
+		u64 len = 0;
+		if (i >= iovlen)
+			break;
+		bpf_probe_read_user(&len, sizeof(len), (const char *)iov + i * 16 + 8);
+		total += len;
+	}
+	return total;
+}
+
+/* The socket's state, created on its first send seen. It must exist before the send runs:
+ * on a device that frees the packet at once, the completion comes inside the syscall. */
+static __always_inline struct zc_sock *zc_sock_get(void *sk, u32 tgid, u8 proto, u32 zckey)
+{
+	u64 key = (u64)sk;
+	struct zc_sock *st = zc_socks.lookup(&key);
+
+	if (st && st->tgid == tgid)
+		return st;
+	struct zc_sock fresh = {.tgid = tgid, .proto = proto, .first_id = zckey};
+	zc_sock_identity(sk, &fresh); /* a new socket, or a reused address */
+	if (zc_socks.update(&key, &fresh)) {
+		zc_error(ZC_ERR_SOCKS_FULL);
+		return 0;
+	}
+	return zc_socks.lookup(&key);
+}
+
+/* `len`: bytes asked (sendto), or 0 to read them from `umsg` (sendmsg, first of sendmmsg). */
+static __always_inline int zc_send_enter(int fd, u64 flags, u64 len, u64 umsg, u64 mmsg)
+{
+	u64 id = bpf_get_current_pid_tgid();
+
+	if (!(flags & ZC_MSG_ZEROCOPY) || !zc_tracked(id >> 32))
+		return 0;
+	void *sk = zc_fd_to_sock(fd);
+	if (!sk)
+		return 0;
+	struct zc_call call = {.sk = (u64)sk, .mmsg = mmsg, .is_mmsg = mmsg != 0};
+	unsigned long skflags = 0;
+	u16 ipproto = 0;
+	ZC_READ(call.zckey, sk, ZC_OFF_sock_sk_zckey);
+	ZC_READ(skflags, sk, ZC_OFF_sock_skc_flags);
+	ZC_READ(ipproto, sk, ZC_OFF_sock_sk_protocol);
+	call.zc_enabled = (skflags >> ZC_SOCK_ZEROCOPY) & 1;
+	call.proto = zc_proto_of(ipproto);
+	zc_send_calls.update(&id, &call);
+	if (!call.zc_enabled)
+		return 0;
+	struct zc_sock *st = zc_sock_get(sk, id >> 32, call.proto, call.zckey);
+	if (st) {
+		u32 ifindex = 0;
+		st->append_reason = zc_predict_copy(sk, call.proto, len ? len : zc_msghdr_len(umsg), &ifindex);
+		st->ifindex = ifindex;
+	}
+	return 0;
+}
+
 static __always_inline int zc_send_exit(long ret)
 {
 	u64 id = bpf_get_current_pid_tgid();
@@ -153,31 +198,17 @@ static __always_inline int zc_send_exit(long ret)
 	zc_add(s, ZC_REQUESTS, taken);
 	zc_add(s, ZC_BYTES, bytes);
 	zc_send_time(c.sk, now - 1);
-
 	struct zc_sock *st = zc_socks.lookup(&c.sk);
-	if (!st || st->tgid != (u32)(id >> 32)) { /* new socket, or a reused address */
-		struct zc_sock fresh = {.tgid = id >> 32, .proto = c.proto, .first_id = c.zckey};
-		zc_sock_identity((void *)c.sk, &fresh);
-		if (zc_socks.update(&c.sk, &fresh)) {
-			zc_error(ZC_ERR_SOCKS_FULL);
-			return 0;
-		}
-		st = zc_socks.lookup(&c.sk);
-		if (!st)
-			return 0;
+	if (st) {
+		__sync_fetch_and_add(&st->requests, taken);
+		__sync_fetch_and_add(&st->bytes, bytes);
 	}
-	u32 ifindex = 0;
-	st->append_reason = zc_predict_copy((void *)c.sk, c.proto, taken ? bytes / taken : 0, &ifindex);
-	st->ifindex = ifindex;
-	st->next_id = now;
-	__sync_fetch_and_add(&st->requests, taken);
-	__sync_fetch_and_add(&st->bytes, bytes);
 	return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
 {
-	return zc_send_enter(args->fd, args->flags, 0);
+	return zc_send_enter(args->fd, args->flags, args->len, 0, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_sendto)
@@ -187,7 +218,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendto)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
 {
-	return zc_send_enter(args->fd, args->flags, 0);
+	return zc_send_enter(args->fd, args->flags, 0, (u64)args->msg, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
@@ -197,7 +228,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg)
 {
-	return zc_send_enter(args->fd, args->flags, (u64)args->mmsg);
+	return zc_send_enter(args->fd, args->flags, 0, (u64)args->mmsg, (u64)args->mmsg);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg)

@@ -113,10 +113,10 @@ struct zc_sock {
 	__u8 append_reason;          /* predicted at the last send from the route: no_sg/no_csum/over_mtu */
 	__u8 late_reason;            /* tracepoint tier: seen delivered locally */
 	__u8 pad;
-	__u32 first_id;
-	__u32 next_id;
+	__u32 first_id;              /* notification id of the first send seen */
 	__u32 ifindex;
 	__u32 netns;
+	__u32 pad2;
 	__u64 ino;
 	__u64 cgroup;
 	__u64 requests;
