@@ -7,7 +7,7 @@ PY=${PYTHON:-python3}
 export DEBIAN_FRONTEND=noninteractive
 
 apt-get update -qq
-apt-get install -y -qq python3-bpfcc iproute2 bpftool linux-headers-amd64 tmux >/dev/null
+apt-get install -y -qq python3-bpfcc iproute2 bpftool linux-headers-amd64 tmux prometheus >/dev/null
 
 # bcc compiles against kernel headers; use the running kernel's if Debian has them, else
 # Debian's default headers (struct offsets never come from them: zctrace reads BTF).

@@ -1,0 +1,1 @@
+"""`zctrace export`: a Prometheus exporter daemon over the probes' maps (see exporters/README.md)."""

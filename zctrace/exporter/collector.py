@@ -1,0 +1,344 @@
+"""The Prometheus collector: one snapshot of the probes' maps per scrape, turned into metric
+families (no per-event instrumentation; the BPF maps are the counters).
+
+Each family comes from one small function. A part that fails leaves the others standing and
+counts in zctrace_scrape_errors_total; the self-metrics (probe health, build info, scrape
+errors) are always served, so a scrape never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from importlib import metadata
+from typing import Callable, Iterable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from .. import snapshot
+from ..model import NOT_ATTEMPTED_COUNTERS
+from ..probes import Session, load_manifest
+from ..reasons import classify
+from . import bpfinfo
+from .fold import Debut, Folded, Folder, Owner
+
+log = logging.getLogger("zctrace.exporter")
+
+VERDICTS = ("zerocopied", "copied", "unknown", "not_attempted")
+_REASON = "copied_reason:"  # prefix of the copy-reason counters merged into the process rows
+# Latency buckets: log2 slot s of the probes holds [2^(s-1), 2^s) ns; export 1 us .. 17 s.
+LATENCY_SLOTS = range(10, 35)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One attach point of a probe program, with the bcc function behind it (if loaded)."""
+
+    program: str
+    target: str
+    up: bool
+    fd: int | None
+
+
+def probes_of(session: Session) -> list[Probe]:
+    """Every attach point the session's tier declares: attached, failed, or not loaded."""
+    funcs = session.bpf.funcs if session.bpf is not None else {}
+
+    def fd(target: str) -> int | None:
+        if ":" in target:
+            cat, event = target.split(":")
+            names = [f"tracepoint__{cat}__{event}"]
+        else:
+            names = [f"kfunc__{target}", f"kprobe__{target}", f"raw_tracepoint__{target}"]
+        return next((funcs[n.encode()].fd for n in names if n.encode() in funcs), None)
+
+    found = [Probe(s.program, s.target, s.attached, fd(s.target) if s.attached else None)
+             for s in session.statuses]
+    for prog in load_manifest():
+        if prog.name in session.skipped:
+            kfuncs = prog.kfuncs if session.tier != "tracepoint" else ()
+            found += [Probe(prog.name, t, False, None) for t in prog.tracepoints + kfuncs]
+    return found
+
+
+@dataclass
+class ExportOptions:
+    top_comms: int = 10
+    per_pid: bool = False
+    stats_forced: bool = False  # this daemon holds a BPF_ENABLE_STATS fd
+
+
+def late_copy_caller(stack: tuple[str, ...]) -> str:
+    """The kernel function that called skb_copy_ubufs: the first frame past it and the BPF
+    trampoline frames ('unknown' when the stack was not recorded)."""
+    for frame in stack:
+        name = frame.split(".")[0]
+        if name != "skb_copy_ubufs" and not name.startswith("bpf_") and name != "[unknown]":
+            return name
+    return "unknown"
+
+
+@dataclass(eq=False)
+class ZctraceCollector(Collector):
+    """Serves one Session's maps; thread-safe (scrapes are serialized)."""
+
+    session: Session
+    options: ExportOptions = field(default_factory=ExportOptions)
+    scrape_errors: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._folder = Folder(self.options.top_comms, self.options.per_pid)
+        self._debut = Debut()  # for the families outside the folder
+        self._probes = probes_of(self.session)
+        self._maps = bpfinfo.module_maps(self.session.bpf)
+        self._process_labels = ["comm", "pid"] if self.options.per_pid else ["comm"]
+        self._kernel_events = any(p.name == "zc_kernel" for p in self.session.programs)
+        try:
+            version = metadata.version("zctrace")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        self._build = (version, self.session.tier, os.uname().release)
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            start = time.perf_counter()
+            families: list[Metric] = []
+            for part in (self._traced, self._bpf_programs, self._bpf_maps):
+                try:
+                    families += part()
+                except Exception as e:  # a scrape must never fail: count it, log it, go on
+                    self.scrape_errors += 1
+                    log.warning("scrape: %s failed: %s: %s", part.__name__.strip("_"), type(e).__name__, e)
+            families += self._health(time.perf_counter() - start)
+        return iter(families)
+
+    # Families from the snapshot -------------------------------------------------------------
+
+    def _traced(self) -> list[Metric]:
+        snap = snapshot.take(self.session.bpf)
+        folded = self._folder.update(with_reasons(snap))
+        labels = self._process_labels
+        out = [requests(folded, labels), not_attempted(folded, labels), sent_bytes(folded, labels),
+               notifications(folded, labels), copy_fallbacks(folded, labels),
+               undecided(snap.rows, folded, self._folder.owner, labels),
+               notification_latency(snap, self._debut), lost_events(snap)]
+        if self._kernel_events:
+            out += kernel_events(snap) + late_copies(snap, self._debut)
+        return out
+
+    # Self-metrics ---------------------------------------------------------------------------
+
+    def _bpf_programs(self) -> list[Metric]:
+        on = self.options.stats_forced or bpfinfo.stats_sysctl()
+        note = "" if on else (" Zero while kernel.bpf_stats_enabled=0 (sysctl -w "
+                              "kernel.bpf_stats_enabled=1, or zctrace export --bpf-stats).")
+        labels = ["probe", "target"]
+        run_time = CounterMetricFamily("zctrace_bpf_program_run_seconds",
+                                       "CPU time spent in each zctrace BPF program." + note, labels=labels)
+        runs = CounterMetricFamily("zctrace_bpf_program_runs", "Runs of each zctrace BPF program." + note,
+                                   labels=labels)
+        misses = CounterMetricFamily("zctrace_bpf_program_recursion_misses",
+                                     "Events lost: the kernel skipped the program (it was already "
+                                     "running on that CPU).", labels=labels)
+        for p in self._probes:
+            if p.fd is None:
+                continue
+            st = bpfinfo.prog_stats(p.fd)
+            run_time.add_metric([p.program, p.target], st.run_time_ns / 1e9)
+            runs.add_metric([p.program, p.target], st.run_count)
+            misses.add_metric([p.program, p.target], st.recursion_misses)
+        enabled = GaugeMetricFamily("zctrace_bpf_stats_enabled",
+                                    "1 if BPF program run statistics are being counted.", value=int(on))
+        return [run_time, runs, misses, enabled]
+
+    def _bpf_maps(self) -> list[Metric]:
+        entries = GaugeMetricFamily("zctrace_bpf_map_entries",
+                                    "Entries in use in each zctrace BPF map that refuses new entries "
+                                    "when full (hash and stack trace maps).", labels=["map"])
+        size = GaugeMetricFamily("zctrace_bpf_map_max_entries", "Capacity of each zctrace BPF map.",
+                                 labels=["map"])
+        for m in self._maps:
+            entries.add_metric([m.name], m.entries())
+            size.add_metric([m.name], m.max_entries)
+        return [entries, size]
+
+    def _health(self, seconds: float) -> list[Metric]:
+        up = GaugeMetricFamily("zctrace_probe_up", "1 if the probe is attached at this attach point.",
+                               labels=["probe", "target", "tier"])
+        for p in self._probes:
+            up.add_metric([p.program, p.target, self.session.tier], int(p.up))
+        info = GaugeMetricFamily("zctrace_build_info", "zctrace version, probe tier and kernel release.",
+                                 labels=["version", "tier", "kernel"])
+        info.add_metric(list(self._build), 1)
+        errors = CounterMetricFamily("zctrace_scrape_errors", "Scrapes where part of the metrics "
+                                     "could not be read (see the daemon's log).", value=self.scrape_errors)
+        duration = GaugeMetricFamily("zctrace_scrape_duration_seconds",
+                                     "Time this scrape spent reading the BPF maps and programs.",
+                                     value=seconds)
+        return [up, info, errors, duration]
+
+
+# Per-process families (one function each) -----------------------------------------------------
+
+def with_reasons(snap: snapshot.Snapshot) -> list[snapshot.StatsRow]:
+    """The process rows, each with its copied requests per reason as extra counters (so the
+    folding keeps them monotonic too). Reason rows whose process row was lost (zc_stats full,
+    see zctrace_lost_events_total) are left out."""
+    extra: dict[tuple[int, str, str], dict[str, int]] = {}
+    for r in snap.reasons:
+        reason = _REASON + (classify(r.stack) if r.code == "late_copy" else r.code)
+        counters = extra.setdefault((r.pid, r.api, r.proto), {})
+        counters[reason] = counters.get(reason, 0) + r.requests
+    return [replace(row, counters={**row.counters, **extra.get((row.pid, row.api, row.proto), {})})
+            for row in snap.rows]
+
+
+def _process_values(owner: Owner, labels: list[str]) -> list[str]:
+    return [owner.comm, owner.pid] if "pid" in labels else [owner.comm]
+
+
+def _each(folded: Folded) -> Iterable[tuple[Owner, str, str, dict[str, int]]]:
+    for (owner, api, proto), c in sorted(folded.series.items()):
+        yield owner, api, proto, c
+
+
+def requests(folded: Folded, labels: list[str]) -> Metric:
+    fam = CounterMetricFamily(
+        "zctrace_zerocopy_requests",
+        "Zerocopy send requests by the kernel's verdict: zerocopied, copied, unknown (completed "
+        "without a verdict on this tier: io_uring without REPORT_USAGE), not_attempted (the kernel "
+        "never tried: see zctrace_zerocopy_not_attempted_total). Requests awaiting a verdict are in "
+        "zctrace_zerocopy_undecided_requests.",
+        labels=["verdict", "api", "proto"] + labels)
+    for owner, api, proto, c in _each(folded):
+        values = {"zerocopied": c.get("zerocopied", 0), "copied": c.get("copied", 0),
+                  "unknown": c.get("unreported", 0),
+                  "not_attempted": sum(c.get(k, 0) for k in NOT_ATTEMPTED_COUNTERS)}
+        for verdict in VERDICTS:
+            fam.add_metric([verdict, api, proto] + _process_values(owner, labels), values[verdict])
+    return fam
+
+
+def not_attempted(folded: Folded, labels: list[str]) -> Metric:
+    fam = CounterMetricFamily("zctrace_zerocopy_not_attempted",
+                              "Zerocopy sends the kernel silently (or with an error) did as plain sends, by reason.",
+                              labels=["reason", "api", "proto"] + labels)
+    for owner, api, proto, c in _each(folded):
+        for key, reason in NOT_ATTEMPTED_COUNTERS.items():
+            fam.add_metric([reason, api, proto] + _process_values(owner, labels), c.get(key, 0))
+    return fam
+
+
+def sent_bytes(folded: Folded, labels: list[str]) -> Metric:
+    fam = CounterMetricFamily("zctrace_zerocopy_bytes", "Bytes sent by zerocopy send requests.",
+                              labels=["api", "proto"] + labels)
+    for owner, api, proto, c in _each(folded):
+        fam.add_metric([api, proto] + _process_values(owner, labels), c.get("bytes", 0))
+    return fam
+
+
+def notifications(folded: Folded, labels: list[str]) -> Metric:
+    fam = CounterMetricFamily("zctrace_zerocopy_notifications",
+                              "Completion notifications (MSG_ZEROCOPY error-queue ranges, io_uring "
+                              "notification CQEs); one may cover many requests.", labels=["api"] + labels)
+    total: dict[tuple[str, ...], int] = {}
+    for owner, api, _, c in _each(folded):
+        key = (api, *_process_values(owner, labels))
+        total[key] = total.get(key, 0) + c.get("notifications", 0)
+    for key, n in total.items():
+        fam.add_metric(list(key), n)
+    return fam
+
+
+def copy_fallbacks(folded: Folded, labels: list[str]) -> Metric:
+    fam = CounterMetricFamily("zctrace_copy_fallbacks",
+                              "Zerocopy requests the kernel copied after all, by the reason the probes found "
+                              "(zctrace/reasons.py; `unknown`: this tier saw no evidence).",
+                              labels=["reason", "api", "proto"] + labels)
+    for owner, api, proto, c in _each(folded):
+        for key, n in sorted(c.items()):
+            if key.startswith(_REASON):
+                fam.add_metric([key[len(_REASON):], api, proto] + _process_values(owner, labels), n)
+    return fam
+
+
+def undecided(rows: list[snapshot.StatsRow], folded: Folded,
+              owner_of: Callable[[snapshot.StatsRow], Owner], labels: list[str]) -> Metric:
+    fam = GaugeMetricFamily("zctrace_zerocopy_undecided_requests",
+                            "Zerocopy requests without a verdict yet: completions in flight, or (tracepoint "
+                            "tier) notifications the application has not read.",
+                            labels=["api", "proto"] + labels)
+    now: dict[tuple[str, ...], int] = {}
+    for row in rows:
+        c = row.counters
+        n = max(0, c.get("requests", 0) - c.get("zerocopied", 0) - c.get("copied", 0) - c.get("unreported", 0))
+        key = (row.api, row.proto, *_process_values(folded.label_of[owner_of(row)], labels))
+        now[key] = now.get(key, 0) + n
+    for owner, api, proto, _ in _each(folded):  # a gauge for every exported series, zeros included
+        now.setdefault((api, proto, *_process_values(owner, labels)), 0)
+    for key, n in sorted(now.items()):
+        fam.add_metric(list(key), n)
+    return fam
+
+
+def notification_latency(snap: snapshot.Snapshot, debut: Debut) -> Metric:
+    fam = HistogramMetricFamily(
+        "zctrace_notification_latency_seconds",
+        "Time from a zerocopy send to its completion notification (fentry/kprobe), or to the "
+        "application reading it (tracepoint tier: MSG_ZEROCOPY read, io_uring CQE). Buckets only: "
+        "the probes keep log2 buckets, no sum; the +Inf bucket is the count.", labels=["api"])
+    for (hist, api), slots in sorted(snap.hists.items()):
+        if hist != "latency":
+            continue
+        buckets = [(floatToGoString(2 ** slot / 1e9), sum(n for s, n in slots.items() if s <= slot))
+                   for slot in LATENCY_SLOTS] + [("+Inf", sum(slots.values()))]
+        fam.add_metric([api], [(le, debut.value(("latency", api, le), n)) for le, n in buckets], None)
+    return fam
+
+
+def lost_events(snap: snapshot.Snapshot) -> Metric:
+    fam = CounterMetricFamily("zctrace_lost_events",
+                              "Events the probes could not record because a BPF map was full "
+                              "(stats_full: a new process, socks_full: a new socket, reasons_full: a "
+                              "copy reason).", labels=["cause"])
+    for cause, n in sorted(snap.errors.items()):
+        fam.add_metric([cause], n)
+    return fam
+
+
+# Kernel-side families (fentry/kprobe tiers) ---------------------------------------------------
+
+def kernel_events(snap: snapshot.Snapshot) -> list[Metric]:
+    count = CounterMetricFamily("zctrace_kernel_events",
+                                "Kernel zerocopy events: pages attached (iter_stream, fill_from_iter), "
+                                "notification ranges (uarg_realloc), late copies (copy_ubufs).", labels=["event"])
+    nbytes = CounterMetricFamily("zctrace_kernel_event_bytes", "Bytes of the kernel zerocopy events.",
+                                 labels=["event"])
+    for event, (n, b) in sorted(snap.kevents.items()):
+        count.add_metric([event], n)
+        nbytes.add_metric([event], b)
+    return [count, nbytes]
+
+
+def late_copies(snap: snapshot.Snapshot, debut: Debut) -> list[Metric]:
+    count = CounterMetricFamily("zctrace_late_copies",
+                                "Late copies of zerocopy frags (skb_copy_ubufs) by the kernel function "
+                                "that asked for them.", labels=["caller"])
+    nbytes = CounterMetricFamily("zctrace_late_copy_bytes", "Bytes of the late copies, by caller.",
+                                 labels=["caller"])
+    by_caller: dict[str, tuple[int, int]] = {}
+    for site in snap.copy_sites:
+        caller = late_copy_caller(site.stack)
+        n, b = by_caller.get(caller, (0, 0))
+        by_caller[caller] = (n + site.count, b + site.bytes)
+    for caller, (n, b) in sorted(by_caller.items()):
+        count.add_metric([caller], debut.value(("late", caller), n))
+        nbytes.add_metric([caller], debut.value(("late_bytes", caller), b))
+    return [count, nbytes]

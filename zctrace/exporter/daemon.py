@@ -1,0 +1,92 @@
+"""`zctrace export`: attach the probes, serve /metrics until SIGTERM or SIGINT, detach, exit 0."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from ..errors import ZctraceError
+from ..probes import TIERS
+from .server import DEFAULT_LISTEN
+
+DEFAULT_TOP_COMMS = 10
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                   help=f"address to serve /metrics on (default {DEFAULT_LISTEN})")
+    p.add_argument("--tier", choices=TIERS, help="force a probe tier instead of the best available")
+    p.add_argument("--top-comms", type=_count, default=DEFAULT_TOP_COMMS, metavar="N",
+                   help=f"keep a comm label for the top N processes by bytes, fold the rest into "
+                        f"comm=\"other\" (default {DEFAULT_TOP_COMMS}; with --per-pid: top N processes)")
+    p.add_argument("--per-pid", action="store_true", help="add a pid label (more series)")
+    p.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    p.add_argument("--basic-auth-file", metavar="FILE",
+                   help="require HTTP basic auth; FILE holds user:password lines")
+    p.add_argument("--bpf-stats", action="store_true",
+                   help="count BPF program run time while running (BPF_ENABLE_STATS; needs CAP_SYS_ADMIN)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from prometheus_client import ProcessCollector
+    from prometheus_client.registry import CollectorRegistry
+
+    from ..cli import _open_session
+    from .collector import ExportOptions, ZctraceCollector
+    from .server import MetricsServer, TlsFiles, parse_listen, read_basic_auth
+
+    logging.basicConfig(format="zctrace: %(message)s", level=logging.INFO, stream=sys.stderr)
+    host, port = parse_listen(args.listen)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ZctraceError("give both --tls-cert and --tls-key, or neither")
+    tls = TlsFiles(args.tls_cert, args.tls_key) if args.tls_cert else None
+    users = read_basic_auth(args.basic_auth_file) if args.basic_auth_file else None
+    if users is not None and tls is None:
+        print("zctrace: warning: basic auth over plain HTTP sends the password in the clear", file=sys.stderr)
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    registry = CollectorRegistry()
+    server = MetricsServer(registry, host, port, tls, users)  # bind before the slow probe build
+    stats_fd = None
+    try:
+        session = _open_session(args.tier, None)
+        with session:
+            if args.bpf_stats:
+                from .bpfinfo import enable_stats
+                try:
+                    stats_fd = enable_stats()
+                except OSError as e:
+                    print(f"zctrace: warning: --bpf-stats: {e.strerror}", file=sys.stderr)
+            registry.register(ZctraceCollector(session, ExportOptions(
+                args.top_comms, args.per_pid, stats_forced=stats_fd is not None)))
+            ProcessCollector(registry=registry)
+            server.start()
+            scheme = "https" if tls else "http"
+            shown = f"[{server.address[0]}]" if ":" in server.address[0] else server.address[0]
+            print(f"zctrace: serving {scheme}://{shown}:{server.address[1]}/metrics", file=sys.stderr)
+            while not stop.wait(3600):
+                pass
+            server.stop()
+    finally:
+        server.httpd.server_close()
+        if stats_fd is not None:
+            os.close(stats_fd)
+    print("zctrace: stopped, probes detached", file=sys.stderr)
+    return 0

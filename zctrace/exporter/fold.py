@@ -1,0 +1,122 @@
+"""Cap the process labels of the per-process counters without a counter ever going down.
+
+The probes count per (pid, api, proto) row. Exported series are per (owner, api, proto), the
+owner being the comm (or comm and pid with --per-pid). At each scrape:
+
+- the top N owners by bytes (then requests) are *named*: their series count their increases;
+- everyone else's increases since the previous scrape go to the owner `other`;
+- an owner that drops out of the top N keeps its series, *frozen* at its value, so sums over
+  owners never decrease; if it comes back its series resumes from there. At most N frozen
+  owners are kept (the biggest); one evicted beyond that stops being exported (the only case
+  where an instant sum over owners can drop; rate() and increase() are unaffected).
+
+So every exported series is monotonic, there are at most 2N+1 owners, and an owner entering
+the top N starts its series at its increase from then on (what it sent before stays in
+`other`).
+
+A series (and each counter of it) is exported as 0 the first time, and with its value from the
+next scrape on: Prometheus ignores the first sample of a new series in rate() and increase(),
+so a short-lived process would otherwise be invisible to them. Sums over owners therefore lag
+by one scrape for new series, and never decrease.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..snapshot import StatsRow
+
+OTHER = "other"
+
+
+@dataclass(frozen=True, order=True)
+class Owner:
+    """The process labels of a series: comm, and pid only with --per-pid ('' otherwise)."""
+
+    comm: str
+    pid: str = ""
+
+
+OTHER_OWNER = Owner(OTHER)
+SeriesKey = tuple[Owner, str, str]  # (owner, api, proto)
+
+
+@dataclass
+class Folded:
+    """One scrape's view: cumulative counters per exported series, and where each row's owner
+    counts now (itself if named, else `other`)."""
+
+    series: dict[SeriesKey, dict[str, int]]
+    label_of: dict[Owner, Owner]
+
+
+@dataclass
+class Debut:
+    """Remembers which series were exported: a new one shows 0 once (see the module doc)."""
+
+    seen: set = field(default_factory=set)
+
+    def value(self, key: object, value: float) -> float:
+        if key in self.seen:
+            return value
+        self.seen.add(key)
+        return 0
+
+    def forget(self, keep) -> None:
+        """Forget series for which `keep(key)` is false (bounded memory)."""
+        self.seen = {k for k in self.seen if keep(k)}
+
+
+@dataclass
+class Folder:
+    """Turns successive snapshots of monotonic per-row counters into capped, monotonic series."""
+
+    top: int
+    per_pid: bool = False
+    _last: dict[tuple[int, str, str], tuple[str, dict[str, int]]] = field(default_factory=dict)
+    _acc: dict[SeriesKey, dict[str, int]] = field(default_factory=dict)
+    _frozen: set[Owner] = field(default_factory=set)
+    _named: set[Owner] = field(default_factory=set)
+    _debut: Debut = field(default_factory=Debut)
+
+    def owner(self, row: StatsRow) -> Owner:
+        return Owner(row.comm, str(row.pid) if self.per_pid else "")
+
+    def update(self, rows: list[StatsRow]) -> Folded:
+        volume: dict[Owner, tuple[int, int]] = {}
+        for row in rows:
+            b, n = volume.get(self.owner(row), (0, 0))
+            volume[self.owner(row)] = (b + row.counters.get("bytes", 0), n + sum(row.counters.values()))
+        named = set(sorted(volume, key=lambda o: (-volume[o][0], -volume[o][1], o))[:self.top])
+        label_of = {o: o if o in named else OTHER_OWNER for o in volume}
+
+        last: dict[tuple[int, str, str], tuple[str, dict[str, int]]] = {}
+        for row in rows:
+            key = (row.pid, row.api, row.proto)
+            prev_comm, prev = self._last.get(key, (row.comm, {}))
+            if prev_comm != row.comm:  # the row was deleted and reused by another process
+                prev = {}
+            acc = self._acc.setdefault((label_of[self.owner(row)], row.api, row.proto), {})
+            for name, value in row.counters.items():
+                before = prev.get(name, 0)
+                acc[name] = acc.get(name, 0) + (value - before if value >= before else value)
+            last[key] = (row.comm, row.counters)
+        self._last = last
+        # Owners no row names any more are forgotten (bounded memory); `other` is forever.
+        self._acc = {k: v for k, v in self._acc.items() if k[0] == OTHER_OWNER or k[0] in volume}
+        self._frozen = self._keep_frozen(((self._frozen | self._named) - named) & volume.keys())
+        self._named = named
+        self._debut.forget(lambda k: k[0] in self._acc)
+        shown = named | self._frozen | {OTHER_OWNER}
+        series = {k: {name: self._debut.value((k, name), n) for name, n in v.items()}
+                  for k, v in self._acc.items() if k[0] in shown}
+        return Folded(series, label_of)
+
+    def _keep_frozen(self, frozen: set[Owner]) -> set[Owner]:
+        """The `top` biggest frozen owners."""
+        size: dict[Owner, tuple[int, int]] = {}
+        for (owner, _, _), c in self._acc.items():
+            if owner in frozen:
+                b, n = size.get(owner, (0, 0))
+                size[owner] = (b + c.get("bytes", 0), n + sum(c.values()))
+        return set(sorted(size, key=lambda o: (-size[o][0], -size[o][1], o))[:self.top])
