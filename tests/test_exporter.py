@@ -665,6 +665,30 @@ def test_a_probe_that_fails_to_attach_shows_probe_up_0_and_the_rest_keeps_counti
     assert fams["zctrace_scrape_errors"].samples[0].value == 0
 
 
+@pytest.mark.vm
+@pytest.mark.parametrize("tier", ["fentry", "kprobe"])
+def test_kernel_side_families_on_the_fentry_and_kprobe_tiers(tmp: Path, tier: str):
+    """Late copies by caller, kernel events and copy reasons from the kernel's own callbacks."""
+    with Session.open(tier, Btf.load(), pids=[os.getpid()]) as session:
+        collector = ZctraceCollector(session, ExportOptions())
+        comm = f"zv{tier[0]}{TAG}"
+        run = run_workload(comm_python(tmp, comm), "--mode", "msg_zerocopy", "--target", "loopback",
+                           "--size", "4000", "--count", "100")
+        for _ in range(2):  # a new series shows 0 at its first scrape
+            fams = scrape_families(collector)
+    assert {(s.labels["tier"], s.value) for s in fams["zctrace_probe_up"].samples} == {(tier, 1)}
+    copied = [s.value for s in fams["zctrace_zerocopy_requests"].samples
+              if s.labels["comm"] == comm and s.labels["verdict"] == "copied"]
+    assert copied == [run["kernel_copied"]] == [100]
+    reasons = {s.labels["reason"]: s.value for s in fams["zctrace_copy_fallbacks"].samples
+               if s.labels["comm"] == comm}
+    assert reasons == {"local_delivery": 100}
+    late = {s.labels["caller"]: s.value for s in fams["zctrace_late_copies"].samples}
+    events = {s.labels["event"]: s.value for s in fams["zctrace_kernel_events"].samples}
+    assert late and "unknown" not in late and all(re.fullmatch(r"[A-Za-z_]\w*", c) for c in late), late
+    assert sum(late.values()) == events["copy_ubufs"] >= 100
+
+
 # Last: stopping --------------------------------------------------------------------------------
 
 def test_sigterm_detaches_everything_and_exits_0(exporters):
