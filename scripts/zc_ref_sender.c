@@ -319,14 +319,18 @@ static void run_uring(int fd, char *buf, double deadline)
 		s->user_data = i;
 	}
 	while (left < 0 ? mono() < deadline : left > 0) {
-		long n = cfg.inflight - (submitted - st.done);
+		long unsent = submitted - st.requests;
+		long owed = unsent + st.expected_notifs - st.notified + unsent;
+		long n = cfg.inflight - (submitted - st.done), room = ((long)r.cq_entries - owed) / 2;
 
+		n = n < room ? n : room;
+		n = n > 0 ? n : 0;
 		if (left >= 0) {
 			n = n < left ? n : left;
 			left -= n;
 		}
 		submitted += n;
-		ring_push(&r, n, submitted - st.requests > 1 ? submitted - st.requests : 1);
+		ring_push(&r, n, unsent + n > 1 ? unsent + n : 1);
 		ring_reap(&r, usage, wait_notif);
 	}
 	t_end = mono() + FINAL_WAIT;

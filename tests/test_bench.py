@@ -175,6 +175,7 @@ def test_progress_bar_on_a_terminal_plain_lines_otherwise():
     (["--notif", "sometimes"], "invalid choice"),
     (["--batch", "2000", "--mode", "copy"], "batch must be between"),
     (["--repeat", "0"], "must be positive"),
+    (["--target", "127.0.0.1:1", "--proto", "tcp", "--mode", "copy", "--no-trace"], "Connection refused"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message):
     r = run(["bench", *args])

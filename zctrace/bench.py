@@ -256,11 +256,18 @@ def render(cells: list[Cell], tier: str | None) -> str:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from .cli import _open_session
     check_args(args)
-    if args.suite:
-        from .benchsuite import run_suite
-        return run_suite(args)
+    try:
+        if args.suite:
+            from .benchsuite import run_suite
+            return run_suite(args)
+        return _run_cells(args)
+    except (OSError, RuntimeError) as e:  # a target that cannot be set up, a refused connection
+        raise ZctraceError(f"bench failed: {e}") from e
+
+
+def _run_cells(args: argparse.Namespace) -> int:
+    from .cli import _open_session
     specs = _specs(args)
     done = 0
 

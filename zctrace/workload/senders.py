@@ -387,13 +387,18 @@ def _run_uring(spec: WorkloadSpec, sock: socket.socket, buf: mmap.mmap) -> Workl
         cpu0 = time.thread_time()
         t0 = time.monotonic()
         deadline = t0 + spec.duration if spec.duration is not None else 0.0
+        cq_room = ring.cq_entries
         while left if left is not None else time.monotonic() < deadline:
-            n = inflight - (submitted - tally.done)
+            # Never more CQEs owed than the CQ holds (lazy notifications pile up otherwise).
+            unsent = submitted - tally.requests
+            n = min(inflight - (submitted - tally.done),
+                    (cq_room - tally.outstanding(submitted) - unsent) // 2)
+            n = max(n, 0)
             if left is not None:
                 n = min(n, left)
                 left -= n
             submitted += n
-            push(n, max(1, submitted - tally.requests))  # every send CQE of the window
+            push(n, max(1, unsent + n))  # every send CQE of the window
             add(*reap())
         t_end = time.monotonic() + FINAL_WAIT  # then missing notifications stay unknown
         while tally.outstanding(submitted) and time.monotonic() < t_end:
