@@ -20,7 +20,8 @@
 	bpf_probe_read_kernel(&(dst), sizeof(dst), (const char *)(base) + (off))
 
 BPF_HASH(zc_stats, struct zc_key, struct zc_stats, 10240);
-BPF_HASH(zc_socks, u64, struct zc_sock, 65536);
+/* LRU: sockets are never seen closing; the least recently sending one makes room. */
+BPF_TABLE("lru_hash", u64, struct zc_sock, zc_socks, 65536);
 BPF_HASH(zc_reasons, struct zc_reason_key, u64, 4096);
 BPF_HASH(zc_hists, struct zc_hist_key, u64, 512);
 BPF_ARRAY(zc_kevents, struct zc_kev, ZC_NR_KEVENTS);

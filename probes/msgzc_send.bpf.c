@@ -158,6 +158,8 @@ static __always_inline int zc_send_enter(int fd, u64 flags, u64 len, u64 umsg, u
 	call.zc_enabled = (skflags >> ZC_SOCK_ZEROCOPY) & 1;
 	call.proto = zc_proto_of(ipproto);
 	zc_send_calls.update(&id, &call);
+	/* Before the send runs: its completions may come inside the syscall. */
+	zc_stats_get(id >> 32, ZC_API_MSG_ZEROCOPY, call.proto, 1);
 	if (!call.zc_enabled)
 		return 0;
 	struct zc_sock *st = zc_sock_get(sk, id >> 32, call.proto, call.zckey);

@@ -11,19 +11,31 @@
 #define ZC_ND_COPIED 2
 #define ZC_MAX_CHAIN 16
 
-BPF_HASH(zc_notif_flags, u64, u8, 65536);
+struct zc_nd {
+	u8 flags;
+	u8 proto; /* from the skb's socket: the notification request has none */
+};
+BPF_HASH(zc_notif_flags, u64, struct zc_nd, 65536);
 
 ZC_KFUNC3(io_tx_ubuf_complete, skb, uarg, success)
 {
 	u64 nd = (u64)uarg - ZC_OFF_io_notif_data_uarg;
-	u8 zero = 0, *flags = zc_notif_flags.lookup_or_try_init(&nd, &zero);
+	struct zc_nd zero = {}, *st = zc_notif_flags.lookup_or_try_init(&nd, &zero);
+	void *sk = 0;
+	u16 ipproto = 0;
 
-	if (!flags)
+	if (!st)
 		return 0;
 	if (((u64)success & 0xff) && skb)
-		*flags |= ZC_ND_USED;
+		st->flags |= ZC_ND_USED;
 	else if (!((u64)success & 0xff))
-		*flags |= ZC_ND_COPIED;
+		st->flags |= ZC_ND_COPIED;
+	if (skb && !st->proto) {
+		ZC_READ(sk, skb, ZC_OFF_sk_buff_sk);
+		if (sk)
+			ZC_READ(ipproto, sk, ZC_OFF_sock_sk_protocol);
+		st->proto = zc_proto_of(ipproto);
+	}
 	return 0;
 }
 
@@ -33,7 +45,8 @@ ZC_KFUNC1(io_notif_tw_complete, notif)
 
 	for (int i = 0; i < ZC_MAX_CHAIN && nd; i++) {
 		u64 req = nd - ZC_OFF_io_kiocb_cmd, ctx = 0, user_data = 0;
-		u8 *flagsp = zc_notif_flags.lookup(&nd), flags = flagsp ? *flagsp : 0;
+		struct zc_nd *ndp = zc_notif_flags.lookup(&nd);
+		u8 flags = ndp ? ndp->flags : 0, proto = ndp ? ndp->proto : 0;
 
 		zc_notif_flags.delete(&nd);
 		ZC_READ(ctx, (void *)req, ZC_OFF_io_kiocb_ctx);
@@ -44,13 +57,15 @@ ZC_KFUNC1(io_notif_tw_complete, notif)
 		if (stackid)
 			zc_late_copies.delete(&uarg);
 		if (ring && !zc_uring_take_failed(ctx, user_data)) {
-			struct zc_stats *s = zc_stats_get(ring->tgid, ZC_API_IO_URING, ring->proto, 0);
+			if (!proto)
+				proto = ring->proto;
+			struct zc_stats *s = zc_stats_get(ring->tgid, ZC_API_IO_URING, proto, 1);
 			zc_latency(ZC_API_IO_URING, ctx, user_data);
 			if (!(flags & ZC_ND_COPIED) && (flags & ZC_ND_USED)) {
 				zc_add(s, ZC_ZEROCOPIED, 1);
 			} else {
 				zc_add(s, ZC_COPIED, 1);
-				zc_reason_add(ring->tgid, ZC_API_IO_URING, ring->proto,
+				zc_reason_add(ring->tgid, ZC_API_IO_URING, proto,
 					      stackid ? ZC_R_LATE_COPY :
 					      (flags & ZC_ND_COPIED) ? ZC_R_UNKNOWN : ZC_R_IO_URING_NOT_USED,
 					      late_stack, 1);

@@ -28,7 +28,7 @@ struct zc_ring {
 	u8 report;      /* ZC_RING_REPORTS / ZC_RING_SILENT, from its latest notification */
 	u8 pad;
 };
-BPF_HASH(zc_rings, u64, struct zc_ring, 4096);
+BPF_TABLE("lru_hash", u64, struct zc_ring, zc_rings, 4096); /* LRU: rings are never seen closing */
 
 struct zc_ureq {
 	u64 ctx;
@@ -73,8 +73,12 @@ TRACEPOINT_PROBE(io_uring, io_uring_submit_req)
 	if ((args->opcode != ZC_IORING_OP_SEND_ZC && args->opcode != ZC_IORING_OP_SENDMSG_ZC) ||
 	    !zc_tracked(tgid))
 		return 0;
-	struct zc_ring ring = {.tgid = tgid};
-	zc_rings.lookup_or_try_init(&ctx, &ring); /* req->file is not assigned yet: proto comes later */
+	struct zc_ring *ring = zc_rings.lookup(&ctx);
+	if (ring && ring->tgid == tgid)
+		return 0;
+	struct zc_ring fresh = {.tgid = tgid}; /* a new ring, or a freed ring's address reused;
+						  req->file is not assigned yet: proto comes later */
+	zc_rings.update(&ctx, &fresh);
 	return 0;
 }
 

@@ -54,14 +54,14 @@ def reasons_after(tracer, endpoint=None, **spec) -> tuple[bench.Cell, dict[str, 
 @pytest.mark.parametrize("mode", ["msg_zerocopy", "uring_zc"])
 def test_local_delivery(tracer, target, mode):
     cell, reasons = reasons_after(tracer, mode=mode, target=target, size=4000)
-    assert cell.kernel["copied"] == N
+    assert cell.kernel["copied"] == N, cell
     assert reasons == {"local_delivery": N}
 
 
 @pytest.mark.parametrize("mode", ["msg_zerocopy", "uring_zc"])
 def test_really_zerocopied_has_no_reason(tracer, mode):
     cell, reasons = reasons_after(tracer, mode=mode, target="sink", size=4000)
-    assert cell.kernel["zerocopied"] == N
+    assert cell.kernel["zerocopied"] == N, cell
     assert reasons == {}
     assert report(tracer).totals.top_reason == "-"
 
@@ -71,7 +71,7 @@ def test_udp_over_the_mtu_is_copied_at_send(tracer, mode, reason):
     with open_target("sink", "udp") as ep, IPRoute() as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname=ep.ifname)[0], mtu=1500)
         cell, reasons = reasons_after(tracer, ep, mode=mode, target="sink", size=4000)
-    assert cell.kernel["copied"] == N
+    assert cell.kernel["copied"] == N, cell
     assert reasons == {reason: N}
 
 
@@ -82,7 +82,7 @@ def test_no_scatter_gather_is_copied_at_send(tracer):
         eth.set_features(ep.ifname, features)
         assert not eth.get_features(ep.ifname).features["tx-scatter-gather"].enable
         cell, reasons = reasons_after(tracer, ep, mode="msg_zerocopy", target="sink", size=1000)
-    assert cell.kernel["copied"] == N
+    assert cell.kernel["copied"] == N, cell
     assert reasons == {"no_sg": N}
 
 
@@ -159,7 +159,7 @@ def test_packet_tap(tracer, dummy):
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003)) as tap:
         tap.bind((dummy.ifname, 0))
         cell, reasons = reasons_after(tracer, dummy, mode="msg_zerocopy", target="dummy", size=1000)
-    assert cell.kernel["copied"] == N
+    assert cell.kernel["copied"] == N, cell
     assert reasons == ({"unknown": N} if tracer.tier == "tracepoint" else {"packet_tap": N})
 
 

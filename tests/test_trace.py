@@ -44,8 +44,8 @@ def test_every_probe_of_the_tier_attaches(tracer):
 @pytest.mark.parametrize("size", [1000, 4000, 60000])
 def test_msg_zerocopy_to_sink_is_zerocopied(tracer, size):
     c = cell(tracer, mode="msg_zerocopy", target="sink", size=size)
-    assert c.requests == N
-    assert c.kernel["zerocopied"] == N
+    assert c.requests == N, c
+    assert c.kernel["zerocopied"] == N, c
     assert c.traced == {"requests": N, "zerocopied": N, "copied": 0, "unknown": 0, "not_attempted": 0}
 
 
@@ -53,21 +53,21 @@ def test_msg_zerocopy_to_sink_is_zerocopied(tracer, size):
 def test_published_dummy_device_setup_is_zerocopied(tracer, dummy, mode):
     """The published benchmark's setup: dummy device, MTU 65535, a route through it."""
     (c,) = bench.run_on(dummy, [WorkloadSpec(mode=mode, target="dummy", size=4000, count=N)], tracer)
-    assert c.kernel["zerocopied"] == N
+    assert c.kernel["zerocopied"] == N, c
     assert (c.traced["requests"], c.traced["zerocopied"]) == (N, N)
 
 
 @pytest.mark.parametrize("proto", ["udp", "tcp"])
 def test_msg_zerocopy_over_loopback_is_copied(tracer, proto):
     c = cell(tracer, mode="msg_zerocopy", target="loopback", proto=proto, size=4000)
-    assert c.kernel["copied"] == N
-    assert c.traced["requests"] == N
+    assert c.kernel["copied"] == N, c
+    assert c.traced["requests"] == N, c
     assert (c.traced["zerocopied"], c.traced["copied"]) == (0, N)
 
 
 def test_msg_zerocopy_to_a_receiver_namespace_is_copied(tracer):
     c = cell(tracer, mode="msg_zerocopy", target="netns", size=1000)
-    assert c.kernel["copied"] == N
+    assert c.kernel["copied"] == N, c
     assert (c.traced["requests"], c.traced["copied"]) == (N, N)
 
 
@@ -75,33 +75,33 @@ def test_msg_zerocopy_to_a_receiver_namespace_is_copied(tracer):
 @pytest.mark.parametrize("target,verdict", [("sink", "zerocopied"), ("loopback", "copied")])
 def test_io_uring_send_zc_with_report_usage(tracer, mode, target, verdict):
     c = cell(tracer, mode=mode, target=target, size=4000, report_usage=True)
-    assert c.kernel[verdict] == N
-    assert c.traced["requests"] == N
-    assert c.traced[verdict] == N
-    assert c.traced["unknown"] == 0
+    assert c.kernel[verdict] == N, c
+    assert c.traced["requests"] == N, c
+    assert c.traced[verdict] == N, c
+    assert c.traced["unknown"] == 0, c
 
 
 @pytest.mark.parametrize("target,verdict", [("sink", "zerocopied"), ("loopback", "copied")])
 def test_io_uring_send_zc_without_report_usage(tracer, target, verdict):
     c = cell(tracer, mode="uring_zc", target=target, size=4000, report_usage=False)
-    assert c.kernel["unknown"] == N  # the application cannot know
-    assert c.traced["requests"] == N
+    assert c.kernel["unknown"] == N, c  # the application cannot know
+    assert c.traced["requests"] == N, c
     if tracer.tier == "tracepoint":
-        assert c.traced["unknown"] == N  # nor can this tier: no guess
+        assert c.traced["unknown"] == N, c  # nor can this tier: no guess
     else:
-        assert c.traced[verdict] == N  # the notification path knows
+        assert c.traced[verdict] == N, c  # the notification path knows
 
 
 def test_msg_zerocopy_without_so_zerocopy_is_not_attempted(tracer):
     c = cell(tracer, mode="msg_zerocopy", target="sink", size=1000, so_zerocopy=False)
-    assert c.kernel["zerocopied"] + c.kernel["copied"] == 0
+    assert c.kernel["zerocopied"] + c.kernel["copied"] == 0, c
     assert c.traced == {"requests": 0, "zerocopied": 0, "copied": 0, "unknown": 0, "not_attempted": N}
 
 
 @pytest.mark.parametrize("mode", ["copy", "uring"])
 def test_plain_sends_are_not_counted(tracer, mode):
     c = cell(tracer, mode=mode, target="sink", size=1000)
-    assert c.requests == N
+    assert c.requests == N, c
     assert c.traced == {"requests": 0, "zerocopied": 0, "copied": 0, "unknown": 0, "not_attempted": 0}
 
 

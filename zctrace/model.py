@@ -89,13 +89,14 @@ class ProcessReport:
 
 @dataclass
 class Histogram:
-    """A log2 histogram: buckets[i] = (upper bound, count in that bucket)."""
+    """A log2 histogram: buckets[i] = (exclusive upper bound, count in that bucket)."""
 
     buckets: list[tuple[float, int]]
 
     @classmethod
     def from_slots(cls, slots: dict[int, int], scale: float = 1.0) -> Histogram:
-        return cls([((2 ** (slot + 1)) * scale, n) for slot, n in sorted(slots.items())])
+        """From bcc's bpf_log2l() slots: slot s holds values in [2^(s-1), 2^s)."""
+        return cls([((2 ** slot) * scale, n) for slot, n in sorted(slots.items())])
 
     @property
     def count(self) -> int:
