@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-shot setup on Debian 12 (as root): system packages, kernel headers for bcc, tracefs,
-# bcc importable from this Python, then the project itself.
+# bcc importable from this Python, the project itself, then what the full-kernel VM tests
+# need (scripts/setup-vm.sh; skip it with ZCTRACE_NO_VM=1 if you only want the tool).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -34,4 +35,6 @@ ln -sfn /usr/lib/python3/dist-packages/bcc /opt/zctrace-bcc/bcc
 echo /opt/zctrace-bcc > "$site/zctrace-bcc.pth"
 
 $PY -m pip install -q -e '.[test,bench]'
-$PY -c 'import bcc, zctrace' && echo "zctrace setup done"
+$PY -c 'import bcc, zctrace'
+[ "${ZCTRACE_NO_VM:-0}" = 1 ] || bash scripts/setup-vm.sh
+echo "zctrace setup done"
