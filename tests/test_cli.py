@@ -86,7 +86,7 @@ def test_trace_exit_status_is_the_commands():
     (["trace", "-p", "abc"], "not a PID"),
     (["trace", "-p", "999999999"], "no process with PID"),
     (["trace", "--tier", "ebpf"], "invalid choice"),
-    (["trace", "--duration", "-1"], "duration must be positive"),
+    (["trace", "--duration", "-1"], "seconds must be positive"),
     (["trace", "--", "/no/such/command"], "command not found"),
     (["trace", "-p", "1", "--", "true"], "not both"),
     (["bench", "--mode", "teleport"], "invalid choice"),

@@ -78,8 +78,8 @@ def test_top_without_a_terminal_prints_snapshots():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--iterations", "0"], "iterations must be positive"),
-    (["--interval", "-1"], "duration must be positive"),
+    (["--iterations", "0"], "refreshes must be positive"),
+    (["--interval", "-1"], "seconds must be positive"),
     (["-p", "999999999"], "no process with PID"),
 ])
 def test_top_bad_input_is_one_line_and_exit_2(args, message):

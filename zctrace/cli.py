@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Sequence
 
-from . import model, report, snapshot, tiers
+from . import argtypes, model, report, snapshot, tiers
 from .btf import Btf, BtfError
 from .errors import ZctraceError
 from .probes import TIERS, Session, require_root
@@ -21,26 +21,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise ZctraceError(message)
-
-
-def _pid(text: str) -> int:
-    try:
-        pid = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a PID: {text!r}") from None
-    if pid <= 0:
-        raise argparse.ArgumentTypeError(f"not a PID: {text!r}")
-    return pid
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
-    return value
 
 
 def _cgroup_id(path: str) -> int:
@@ -170,10 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_doctor)
 
     t = sub.add_parser("trace", help="trace zerocopy sends and report per-process verdicts")
-    t.add_argument("-p", "--pid", type=_pid, action="append", help="trace this process (repeatable)")
+    t.add_argument("-p", "--pid", type=argtypes.pid, action="append", help="trace this process (repeatable)")
     t.add_argument("--comm", help="report only processes with this command name")
     t.add_argument("--cgroup", help="report only processes in this cgroup (v2 path, e.g. system.slice/x.service)")
-    t.add_argument("--duration", type=_seconds, help="stop after this many seconds")
+    t.add_argument("--duration", type=argtypes.seconds, help="stop after this many seconds")
     t.add_argument("--tier", choices=TIERS, help="force a probe tier instead of the best available")
     t.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-' = stdout)")
     t.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...: run and trace CMD")

@@ -20,7 +20,7 @@ import struct
 import time
 from dataclasses import asdict, dataclass, field
 
-from . import netdev, tiers
+from . import argtypes, netdev, tiers
 from .btf import VMLINUX, Btf, BtfError
 from .errors import ZctraceError
 from .probes import Session, load_manifest
@@ -71,20 +71,10 @@ class Finding:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", type=_size, metavar="BYTES",
+    p.add_argument("--size", type=argtypes.positive(int, "bytes"), metavar="BYTES",
                    help="bytes per send of your application: checks UDP payload against each "
                         f"MTU and sizes the memlock estimate (default {DEFAULT_SEND_SIZE})")
     p.add_argument("--json", metavar="FILE", help="also write the findings as JSON ('-' = stdout)")
-
-
-def _size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of bytes: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
-    return value
 
 
 def diagnose(size: int | None = None) -> dict:

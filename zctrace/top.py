@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import model, snapshot
+from . import argtypes, model, snapshot
 from .probes import TIERS, Session
 from .report import human_bytes, table
 
@@ -26,22 +26,11 @@ MAX_SOCKETS = 10
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .cli import _pid, _seconds
-    p.add_argument("-p", "--pid", type=_pid, action="append", help="watch this process (repeatable)")
+    p.add_argument("-p", "--pid", type=argtypes.pid, action="append", help="watch this process (repeatable)")
     p.add_argument("--comm", help="show only processes with this command name")
     p.add_argument("--tier", choices=TIERS, help="force a probe tier instead of the best available")
-    p.add_argument("--interval", type=_seconds, default=1.0, help="seconds between refreshes (default 1)")
-    p.add_argument("--iterations", type=_count, help="stop after this many refreshes")
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of refreshes: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"iterations must be positive: {text!r}")
-    return value
+    p.add_argument("--interval", type=argtypes.seconds, default=1.0, help="seconds between refreshes (default 1)")
+    p.add_argument("--iterations", type=argtypes.positive(int, "refreshes"), help="stop after this many refreshes")
 
 
 @dataclass
