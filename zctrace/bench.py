@@ -15,6 +15,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 from . import model, report, snapshot
+from .argtypes import positive, seconds
 from .errors import ZctraceError
 from .probes import TIERS
 
@@ -86,18 +87,6 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-        return value
-    return parse
-
-
 def _target(text: str) -> str:
     from .workload.senders import remote_endpoint
     from .workload.targets import TARGETS
@@ -123,18 +112,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", action="append", type=_target,
                    help="where to send: loopback, sink, netns, dummy or ADDR:PORT (repeatable; "
                         "default loopback and sink, for --suite sink)")
-    p.add_argument("--duration", type=_positive(float), default=None,
+    p.add_argument("--duration", type=seconds, default=None,
                    help=f"seconds per cell (default {DEFAULT_DURATION}; --suite: 1)")
-    p.add_argument("--count", type=_positive(int), help="requests per cell instead of a duration")
-    p.add_argument("--notify-batch", type=_positive(int), default=32,
+    p.add_argument("--count", type=positive(int, "requests"), help="requests per cell instead of a duration")
+    p.add_argument("--notify-batch", type=positive(int, "sends"), default=32,
                    help="read MSG_ZEROCOPY notifications every N sends (default 32)")
-    p.add_argument("--inflight", type=_positive(int), default=8, help="io_uring requests in flight (default 8)")
+    p.add_argument("--inflight", type=positive(int, "requests"), default=8,
+                   help="io_uring requests in flight (default 8)")
     p.add_argument("--report-usage", action=argparse.BooleanOptionalAction, default=True,
                    help="io_uring IORING_SEND_ZC_REPORT_USAGE (default on)")
     p.add_argument("--notif", choices=NOTIF_POLICIES, default="wait",
                    help="io_uring SEND_ZC: a request is in flight until its notification (wait, "
                         "default) or only until its send completion (lazy)")
-    p.add_argument("--batch", type=_positive(int), default=32,
+    p.add_argument("--batch", type=positive(int, "sends"), default=32,
                    help="copy/msg_zerocopy: sends per sendmmsg call, 1 = one send() each (default 32)")
     p.add_argument("--no-trace", action="store_true", help="run the workload without the tracer")
     p.add_argument("--tier", choices=TIERS, help="force a probe tier")
@@ -148,7 +138,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="PNG", help="--suite seed-tables: plot req/s against IO size")
     p.add_argument("--reference", action="store_true",
                    help="--suite seed-tables: run the C reference sender beside every cell (needs gcc)")
-    p.add_argument("--repeat", type=_positive(int), default=3,
+    p.add_argument("--repeat", type=positive(int, "rounds"), default=3,
                    help="--suite overhead: traced/untraced rounds per cell (default 3)")
 
 
