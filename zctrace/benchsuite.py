@@ -31,7 +31,9 @@ from typing import TextIO
 from . import report
 from .bench import Cell, check_status, open_endpoint, run_on
 from .errors import ZctraceError
+from .probes import Session
 from .workload.senders import WorkloadSpec, validate
+from .workload.targets import Endpoint
 
 SUITES = ("seed-tables", "overhead")
 SEED_SIZES = (600, 1000, 1200, 1500, 4000, 8000, 65000)
@@ -179,7 +181,7 @@ def build_reference() -> Path:
     return binary
 
 
-def run_reference(binary: Path, endpoint, spec: WorkloadSpec) -> Reference:
+def run_reference(binary: Path, endpoint: Endpoint, spec: WorkloadSpec) -> Reference:
     """Run the C sender with `spec`'s loop on `endpoint` (already set up) and read its result."""
     argv = [str(binary), "-a", endpoint.addr[0], "-p", str(endpoint.addr[1]), "-P", spec.proto,
             "-s", str(spec.size), "-m", spec.mode, "-N", str(spec.notify_batch),
@@ -208,7 +210,11 @@ def _targets_protos(args: argparse.Namespace) -> list[tuple[str, str]]:
     return pairs
 
 
-def _plan(args: argparse.Namespace, columns: tuple[Column, ...]) -> list[tuple[str, str, int, Column]]:
+Plan = list[tuple[str, str, int, Column]]  # (target, proto, size, column) in run order
+
+
+def _plan(args: argparse.Namespace, columns: tuple[Column, ...]) -> Plan:
+    """Every cell of the suite, each validated before anything runs."""
     sizes = [s for group in args.size for s in group] if args.size else list(SEED_SIZES)
     plan = [(t, p, size, col) for (t, p) in _targets_protos(args) for size in sizes for col in columns]
     for t, p, size, col in plan:
@@ -219,12 +225,9 @@ def _plan(args: argparse.Namespace, columns: tuple[Column, ...]) -> list[tuple[s
     return plan
 
 
-def _label(t: str, p: str, size: int, col: Column) -> str:
-    return f"{t} {p} {size} B {col.key}"
-
-
-def _run_plan(plan, session, progress: Progress, args: argparse.Namespace,
+def _run_plan(plan: Plan, session: Session | None, progress: Progress, args: argparse.Namespace,
               reference: Path | None = None, traced_run: bool = True, rnd: int = 0) -> list[SuiteCell]:
+    """Run `plan` (opening each target once), the C reference after each cell if given."""
     out = []
     for (t, p), group in itertools.groupby(plan, key=lambda x: x[:2]):
         with open_endpoint(t, p) as endpoint:
@@ -233,16 +236,16 @@ def _run_plan(plan, session, progress: Progress, args: argparse.Namespace,
                 (cell,) = run_on(endpoint, [spec], session)
                 ref = run_reference(reference, endpoint, spec) if reference else None
                 out.append(SuiteCell(col, cell, ref, traced_run, rnd))
-                progress.step(f"{_label(t, p, size, col)}: {cell.requests_per_s:,.0f} req/s")
+                progress.step(f"{t} {p} {size} B {col.key}: {cell.requests_per_s:,.0f} req/s")
     return out
 
 
-def _open_session(args: argparse.Namespace, quiet: bool = False):
+def _open_session(args: argparse.Namespace, quiet: bool = False) -> Session:
+    """Probes for this process (the tier line and probe warnings on stderr unless `quiet`)."""
     from .cli import _open_session as open_verbose
     if not quiet:
         return open_verbose(args.tier, [os.getpid()])
     from .btf import Btf
-    from .probes import Session
     return Session.open(args.tier, Btf.load(), pids=[os.getpid()])
 
 
