@@ -70,12 +70,16 @@ TRACEPOINT_PROBE(io_uring, io_uring_submit_req)
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	u64 ctx = (u64)args->ctx;
 
-	if ((args->opcode != ZC_IORING_OP_SEND_ZC && args->opcode != ZC_IORING_OP_SENDMSG_ZC) ||
-	    !zc_tracked(tgid))
+	if (args->opcode != ZC_IORING_OP_SEND_ZC && args->opcode != ZC_IORING_OP_SENDMSG_ZC)
 		return 0;
 	struct zc_ring *ring = zc_rings.lookup(&ctx);
 	if (ring && ring->tgid == tgid)
 		return 0;
+	if (!zc_tracked(tgid)) {
+		if (ring) /* a traced ring's freed address, reused by an untraced process */
+			zc_rings.delete(&ctx);
+		return 0;
+	}
 	struct zc_ring fresh = {.tgid = tgid}; /* a new ring, or a freed ring's address reused;
 						  req->file is not assigned yet: proto comes later */
 	zc_rings.update(&ctx, &fresh);

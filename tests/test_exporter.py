@@ -267,7 +267,7 @@ def start_workload(python: str, *args: str) -> subprocess.Popen:
 
 
 def finish(proc: subprocess.Popen) -> dict:
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=300)  # a bound: python starts slowly in the TCG VM
     assert proc.returncode == 0, err
     return json.loads(out)
 

@@ -69,8 +69,9 @@ def zerocopy_receive(conn: socket.socket, total: int) -> dict[str, int]:
 
 
 def test_tcp_zerocopy_receive_matches_what_the_application_got(tracer):
-    """The sender uses MSG_ZEROCOPY: its page-aligned pages reach the receive queue as whole
-    pages (copied whole on local delivery), which TCP_ZEROCOPY_RECEIVE can map."""
+    """The sender uses MSG_ZEROCOPY: on 6.18 its page-aligned pages reach the receive queue as
+    whole pages (copied whole on local delivery), which TCP_ZEROCOPY_RECEIVE maps; 6.12 copies
+    them into partial pages, so everything goes through the copy buffer there."""
     tracer.clear()
     payload = mmap.mmap(-1, 64 << 10)
     payload.write(b"r" * len(payload))
@@ -89,6 +90,6 @@ def test_tcp_zerocopy_receive_matches_what_the_application_got(tracer):
     (rx,) = model.build(snapshot.take(tracer.bpf), tracer.tier).receive
     assert rx["pid"] == os.getpid()
     assert own["mapped"] + own["copied"] + own["skipped"] == TOTAL
-    assert own["mapped"] > 0 and own["copied"] + own["skipped"] > 0
+    assert own["calls"] > 1 and own["copied"] + own["skipped"] > 0
     assert {k: rx[k] for k in own} == own
     assert rx["errors"] == 0
