@@ -176,6 +176,16 @@ class Prometheus:
     def query(self, expr: str) -> list[dict]:
         return self.get("query", query=expr)["result"]
 
+    def wait_for_scrapes_after(self, t: float, timeout: float = 30) -> None:
+        """Until every target was scraped (successfully) at least once after time `t`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            last = [float(s["value"][1]) for s in self.query("timestamp(up == 1)")]
+            if len(last) >= 2 and min(last) > t:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"no scrape of every target after {t} within {timeout} s")
+
     def value(self, expr: str) -> float | None:
         result = self.query(expr)
         return float(result[0]["value"][1]) if result else None
@@ -293,7 +303,7 @@ def workloads(tmp: Path, prom: Prometheus) -> dict[str, list[dict]]:
                     ("A", ["--target", "sink", "--count", "300"]),
                     ("E", ["--target", "sink", "--count", "400"])):
         done[comm[x]].append(run_workload(py[x], "--mode", "msg_zerocopy", "--size", "4000", *args))
-        time.sleep(1.5)  # at least one scrape of each step
+        prom.wait_for_scrapes_after(time.time())  # each step is seen by a scrape of its own
     return done
 
 
@@ -378,9 +388,13 @@ def test_comm_cap_folds_into_other_and_no_counter_ever_goes_down(prom: Prometheu
     e, a = f"zcE{TAG}", f"zcA{TAG}"
     if comms == {e, a, OTHER}:
         mine = sum(r["requests"] for runs in workloads.values() for r in runs)
-        assert prom.value(f"sum({top1})") >= mine - 200 - 120
-        assert prom.value(f'sum({top1[:-1]},comm="{e}"}})') == 150 + 400
-        assert prom.value(f'sum({top1[:-1]},comm="{a}"}})') == 300
+
+        def converged() -> None:  # the last step reaches Prometheus a scrape or two later
+            by_comm = {x["metric"]["comm"]: x["value"][1] for x in prom.query(f"sum by (comm) ({top1})")}
+            assert prom.value(f"sum({top1})") >= mine - 200 - 120, by_comm
+            assert prom.value(f'sum({top1[:-1]},comm="{e}"}})') == 150 + 400, by_comm
+            assert prom.value(f'sum({top1[:-1]},comm="{a}"}})') == 300, by_comm
+        wait_for(converged)
 
 
 def test_probe_up_is_1_for_every_attached_probe(prom: Prometheus, exporters):
