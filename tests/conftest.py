@@ -9,8 +9,6 @@ import os
 
 import pytest
 
-from zctrace.workload.targets import open_target
-
 IN_VM = os.environ.get("ZCTRACE_IN_VM") == "1"
 
 # tests/vm_selfcheck/ holds a deliberately failing vm test: collected only on request.
@@ -27,9 +25,29 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+# Probe tiers a tracer test runs on: the tracepoint tier on the host; fentry, kprobe and the
+# tracepoint tier again inside the full-kernel VM.
+TIERS = [
+    pytest.param("tracepoint", id="tracepoint"),
+    pytest.param("tracepoint", marks=pytest.mark.vm, id="tracepoint-vm"),
+    pytest.param("kprobe", marks=pytest.mark.vm, id="kprobe"),
+    pytest.param("fentry", marks=pytest.mark.vm, id="fentry"),
+]
+
+
+@pytest.fixture(scope="module", params=TIERS)
+def tracer(request):
+    """Probes of one tier, attached for this test process (and its children), per module."""
+    from zctrace.btf import Btf
+    from zctrace.probes import Session
+    with Session.open(request.param, Btf.load(), pids=[os.getpid()]) as session:
+        yield session
+
+
 @pytest.fixture
 def dummy():
     """The dummy-device target (the published benchmark's sink), where the kernel has one."""
+    from zctrace.workload.targets import open_target
     with contextlib.ExitStack() as stack:
         try:
             endpoint = stack.enter_context(open_target("dummy", "udp"))

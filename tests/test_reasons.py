@@ -19,26 +19,13 @@ import pytest
 from pyroute2 import Ethtool, IPRoute
 
 from zctrace import bench, model, snapshot
-from zctrace.btf import Btf
-from zctrace.probes import Session
 from zctrace.workload.senders import WorkloadSpec
 from zctrace.workload.targets import open_target
 from zctrace.workload.uring import Ring
 
-TIERS = [
-    pytest.param("tracepoint", id="tracepoint"),
-    pytest.param("tracepoint", marks=pytest.mark.vm, id="tracepoint-vm"),
-    pytest.param("kprobe", marks=pytest.mark.vm, id="kprobe"),
-    pytest.param("fentry", marks=pytest.mark.vm, id="fentry"),
-]
 N = 100
 SO_ZEROCOPY, MSG_ZEROCOPY = 60, 0x4000000
 
-
-@pytest.fixture(scope="module", params=TIERS)
-def tracer(request):
-    with Session.open(request.param, Btf.load(), pids=[os.getpid()]) as session:
-        yield session
 
 
 def report(tracer) -> model.Report:

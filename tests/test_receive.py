@@ -7,16 +7,9 @@ import select
 import socket
 import threading
 
-import pytest
 
 from zctrace import model, snapshot
-from zctrace.btf import Btf
-from zctrace.probes import Session
 
-TIERS = [
-    pytest.param("tracepoint", id="tracepoint"),
-    pytest.param("fentry", marks=pytest.mark.vm, id="fentry"),
-]
 TOTAL = 4 << 20
 CHUNK = 256 << 10
 libc = ctypes.CDLL(None, use_errno=True)
@@ -31,11 +24,6 @@ class TcpZerocopyReceive(ctypes.Structure):
                 ("copybuf_len", ctypes.c_int32), ("flags", ctypes.c_uint32), ("msg_control", ctypes.c_uint64),
                 ("msg_controllen", ctypes.c_uint64), ("msg_flags", ctypes.c_uint32), ("reserved", ctypes.c_uint32)]
 
-
-@pytest.fixture(scope="module", params=TIERS)
-def tracer(request):
-    with Session.open(request.param, Btf.load(), pids=[os.getpid()]) as session:
-        yield session
 
 
 def zerocopy_receive(conn: socket.socket, total: int) -> dict[str, int]:

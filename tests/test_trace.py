@@ -4,31 +4,17 @@ Each test runs per probe tier: the tracepoint tier on the host; fentry, kprobe a
 tracepoint tier again inside the full-kernel VM (python3 -m zctrace.vmtest).
 """
 
-import os
 import socket
 import time
 
 import pytest
 
 from zctrace import bench, snapshot
-from zctrace.btf import Btf
-from zctrace.probes import Session
 from zctrace.workload.senders import WorkloadSpec
 from zctrace.workload.targets import open_target
 
-TIERS = [
-    pytest.param("tracepoint", id="tracepoint"),
-    pytest.param("tracepoint", marks=pytest.mark.vm, id="tracepoint-vm"),
-    pytest.param("kprobe", marks=pytest.mark.vm, id="kprobe"),
-    pytest.param("fentry", marks=pytest.mark.vm, id="fentry"),
-]
 N = 200
 
-
-@pytest.fixture(scope="module", params=TIERS)
-def tracer(request):
-    with Session.open(request.param, Btf.load(), pids=[os.getpid()]) as session:
-        yield session
 
 
 def cell(tracer, **kw) -> bench.Cell:

@@ -6,27 +6,22 @@ import argparse
 from typing import Callable
 
 
-def positive(kind: type, what: str) -> Callable[[str], int | float]:
-    """A parser for a positive `kind` (int or float); `what` names it in the error."""
+def _checked(kind: type, not_a_number: str, not_positive: str) -> Callable[[str], int | float]:
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number of {what}: {text!r}") from None
+            raise argparse.ArgumentTypeError(f"{not_a_number}: {text!r}") from None
         if value <= 0:
-            raise argparse.ArgumentTypeError(f"{what} must be positive: {text!r}")
+            raise argparse.ArgumentTypeError(f"{not_positive}: {text!r}")
         return value
     return parse
 
 
-def pid(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a PID: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"not a PID: {text!r}")
-    return value
+def positive(kind: type, what: str) -> Callable[[str], int | float]:
+    """A parser for a positive `kind` (int or float); `what` names it in the error."""
+    return _checked(kind, f"not a number of {what}", f"{what} must be positive")
 
 
+pid = _checked(int, "not a PID", "not a PID")
 seconds = positive(float, "seconds")
