@@ -10,6 +10,7 @@ import errno
 import fcntl
 import os
 import socket
+import stat
 import subprocess
 import struct
 import sys
@@ -193,6 +194,11 @@ def tun_device():
     goes away when its file descriptor is closed."""
     TUNSETIFF, TUNSETOFFLOAD, IFF_TUN, IFF_NO_PI, TUN_F_CSUM = 0x400454CA, 0x400454D0, 1, 0x1000, 1
     name = f"zc{os.getpid()}t"
+    if not os.path.exists("/dev/net/tun"):  # a minimal system (the VM): load tun, make its node
+        subprocess.run(["modprobe", "tun"], capture_output=True)
+        if not os.path.exists("/dev/net/tun"):
+            os.makedirs("/dev/net", exist_ok=True)
+            os.mknod("/dev/net/tun", 0o666 | stat.S_IFCHR, os.makedev(10, 200))
     fd = os.open("/dev/net/tun", os.O_RDWR)
     try:
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
