@@ -9,7 +9,7 @@ struct zc_copy_site {
 	u64 count;
 	u64 bytes;
 };
-BPF_STACK_TRACE(zc_copy_stacks, 1024);
+BPF_STACK_TRACE(zc_copy_stacks, 4096);
 BPF_HASH(zc_copy_sites, int, struct zc_copy_site, 1024);
 
 ZC_KFUNC2(skb_zerocopy_iter_stream, sk, skb)
@@ -36,7 +36,8 @@ ZC_KFUNC2(msg_zerocopy_realloc, sk, size)
 ZC_KFUNC1(skb_copy_ubufs, skb)
 {
 	u32 len = 0;
-	int stackid = zc_copy_stacks.get_stackid(ctx, 0);
+	/* REUSE: a new stack whose bucket is taken replaces it rather than getting no id */
+	int stackid = zc_copy_stacks.get_stackid(ctx, BPF_F_REUSE_STACKID);
 	struct zc_copy_site zero = {}, *site = zc_copy_sites.lookup_or_try_init(&stackid, &zero);
 	u64 uarg = zc_skb_uarg(skb);
 
