@@ -8,6 +8,7 @@
 #include "zctrace.h"
 
 #define ZC_MSG_ZEROCOPY 0x4000000
+#define ZC_MSG_MORE 0x8000
 #define ZC_MSG_ERRQUEUE 0x2000
 #define ZC_ENOBUFS 105
 #define ZC_EOPNOTSUPP 95

@@ -21,8 +21,10 @@ BPF_HASH(zc_send_calls, u64, struct zc_call, 10240);
 
 /* Would this send be copied at send time? (__ip_append_data / tcp_sendmsg_locked rules, read
  * from the socket's cached route: no SG -> copy; UDP needs CHECKSUM_PARTIAL, i.e. payload and
- * headers within the MTU (or UDP GSO) and checksum offload.) Also the egress ifindex. */
-static __always_inline u8 zc_predict_copy(void *sk, u8 proto, u64 len, u32 *ifindex)
+ * headers within the MTU (or UDP GSO), checksum offload, and a datagram that is not corked:
+ * MSG_MORE or UDP_CORK without GSO, or an append to a pending corked datagram, checksums in
+ * software.) Also the egress ifindex. */
+static __always_inline u8 zc_predict_copy(void *sk, u8 proto, u64 len, u64 flags, u32 *ifindex)
 {
 	void *dst = 0, *dev = 0;
 	u64 features = 0;
@@ -53,7 +55,18 @@ static __always_inline u8 zc_predict_copy(void *sk, u8 proto, u64 len, u32 *ifin
 		return ZC_R_OVER_MTU;
 	u64 csum = (1ULL << ZC_NETIF_F_HW_CSUM_BIT) |
 		   (1ULL << (family == ZC_AF_INET6 ? ZC_NETIF_F_IPV6_CSUM_BIT : ZC_NETIF_F_IP_CSUM_BIT));
-	return features & csum ? ZC_R_NONE : ZC_R_NO_CSUM_OFFLOAD;
+	if (!(features & csum))
+		return ZC_R_NO_CSUM_OFFLOAD;
+	int pending = 0;
+	u32 cork = 0;
+	ZC_READ(pending, sk, ZC_OFF_udp_sock_pending);
+#ifdef ZC_UDP_CORK_OFF
+	ZC_READ(cork, sk, ZC_UDP_CORK_OFF);
+	cork = (cork >> ZC_UDP_CORK_BIT) & 1;
+#endif
+	if (pending || ((flags & ZC_MSG_MORE || cork) && !gso))
+		return ZC_R_NO_CSUM_OFFLOAD;
+	return ZC_R_NONE;
 }
 
 /* ENOBUFS from msg_zerocopy_alloc: optmem (sock_omalloc) if the socket's optmem is used up,
@@ -165,7 +178,8 @@ static __always_inline int zc_send_enter(int fd, u64 flags, u64 len, u64 umsg, u
 	struct zc_sock *st = zc_sock_get(sk, id >> 32, call.proto, call.zckey);
 	if (st) {
 		u32 ifindex = 0;
-		st->append_reason = zc_predict_copy(sk, call.proto, len ? len : zc_msghdr_len(umsg), &ifindex);
+		st->append_reason = zc_predict_copy(sk, call.proto, len ? len : zc_msghdr_len(umsg), flags,
+						     &ifindex);
 		st->ifindex = ifindex;
 	}
 	return 0;

@@ -44,7 +44,7 @@ enum zc_reason {
 	ZC_R_BPF_REDIRECT = 5,       /* a BPF redirect */
 	ZC_R_OTHER = 6,              /* another caller of skb_copy_ubufs (stack kept) */
 	ZC_R_NO_SG = 7,              /* egress device without scatter-gather: copied at send */
-	ZC_R_NO_CSUM_OFFLOAD = 8,    /* UDP without checksum offload: copied at send */
+	ZC_R_NO_CSUM_OFFLOAD = 8,    /* UDP without CHECKSUM_PARTIAL (no csum offload, corked): copied at send */
 	ZC_R_OVER_MTU = 9,           /* UDP datagram over the MTU without GSO: copied at send */
 	ZC_R_IO_URING_NOT_USED = 10, /* io_uring: no skb ever carried the pages */
 	ZC_R_UNKNOWN = 11,           /* copied, and this tier has no evidence why */

@@ -17,7 +17,7 @@ import pytest
 from pyroute2 import Ethtool, IPRoute
 
 from zctrace import bench, model, snapshot
-from zctrace.workload.senders import WorkloadSpec
+from zctrace.workload.senders import ErrQueue, WorkloadSpec
 from zctrace.workload.targets import open_target
 from zctrace.workload.uring import Ring
 
@@ -71,6 +71,32 @@ def test_no_scatter_gather_is_copied_at_send(tracer):
         cell, reasons = reasons_after(tracer, ep, mode="msg_zerocopy", target="sink", size=1000)
     assert cell.kernel["copied"] == N, cell
     assert reasons == {"no_sg": N}
+
+
+@pytest.mark.parametrize("cork", ["msg_more", "udp_cork"])
+def test_corked_udp_is_copied_at_send(tracer, cork):
+    """A corked UDP datagram (MSG_MORE, or UDP_CORK, without GSO) is checksummed in software,
+    not CHECKSUM_PARTIAL: __ip_append_data copies every part, even with checksum offload."""
+    UDP_CORK, MSG_MORE = 1, 0x8000
+    tracer.clear()
+    with open_target("sink", "udp") as ep, socket.socket(ep.family, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)
+        s.connect(ep.addr)
+        notes = ErrQueue(s)
+        for _ in range(N // 2):  # each datagram sent in two parts: N requests
+            if cork == "udp_cork":
+                s.setsockopt(socket.IPPROTO_UDP, UDP_CORK, 1)
+                s.send(b"c" * 500, MSG_ZEROCOPY)
+                s.send(b"c" * 500, MSG_ZEROCOPY)
+                s.setsockopt(socket.IPPROTO_UDP, UDP_CORK, 0)
+            else:
+                s.send(b"m" * 500, MSG_ZEROCOPY | MSG_MORE)
+                s.send(b"m" * 500, MSG_ZEROCOPY)
+        assert notes.wait(N, 10), (notes.copied, notes.zerocopied)
+    assert (notes.copied, notes.zerocopied) == (N, 0)
+    totals = report(tracer).totals
+    assert totals.zc_requests == N
+    assert totals.copied_reasons == {"no_csum_offload": N}
 
 
 @contextlib.contextmanager

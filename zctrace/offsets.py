@@ -54,6 +54,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "file_f_inode": ("file", "f_inode"),
     "inode_i_ino": ("inode", "i_ino"),
     "udp_sock_gso_size": ("udp_sock", "gso_size"),
+    "udp_sock_pending": ("udp_sock", "pending"),
 }
 # macro -> enumerator whose value it carries
 ENUM_VALUES = {
@@ -69,7 +70,7 @@ ENUM_VALUES = {
 def kernel_macros() -> set[str]:
     """Every macro name this module can supply."""
     return ({f"ZC_OFF_{s}" for s in FIELDS} | {f"ZC_SHIFT_{s}" for s in FIELDS} | set(ENUM_VALUES)
-            | {"ZC_NOTIF_CHAIN"})
+            | {"ZC_NOTIF_CHAIN", "ZC_UDP_CORK_OFF", "ZC_UDP_CORK_BIT"})
 
 
 def kernel_defines(btf: Btf) -> tuple[dict[str, int], dict[str, str]]:
@@ -93,4 +94,19 @@ def kernel_defines(btf: Btf) -> tuple[dict[str, int], dict[str, str]]:
             missing[macro] = str(e)
     if "ZC_OFF_io_notif_data_next" in defines:
         defines["ZC_NOTIF_CHAIN"] = 1  # linked notifications (6.10+)
+    defines.update(_udp_cork(btf))
     return defines, missing
+
+
+def _udp_cork(btf: Btf) -> dict[str, int]:
+    """Where UDP_CORK lives: bit UDP_FLAGS_CORK of udp_sock.udp_flags (6.5+), else the int
+    udp_sock.corkflag (bit 0). Optional: the probes guard their use with #ifdef."""
+    try:
+        return {"ZC_UDP_CORK_OFF": btf.field("udp_sock", "udp_flags").offset,
+                "ZC_UDP_CORK_BIT": btf.enum_value("UDP_FLAGS_CORK")}
+    except BtfError:
+        pass
+    try:
+        return {"ZC_UDP_CORK_OFF": btf.field("udp_sock", "corkflag").offset, "ZC_UDP_CORK_BIT": 0}
+    except BtfError:
+        return {}

@@ -40,7 +40,8 @@ ADVICE = {
     "bpf_redirect": "a BPF program redirects the packet, which copies zerocopy frags",
     "other": "copied late by skb_copy_ubufs from another caller: see the stack (--json)",
     "no_sg": "the egress device has no scatter-gather: enable it (ethtool -K DEV sg on)",
-    "no_csum_offload": "UDP needs TX checksum offload on the egress device (ethtool -K DEV tx on)",
+    "no_csum_offload": ("UDP zerocopy needs a CHECKSUM_PARTIAL datagram: TX checksum offload on the egress "
+                        "device (ethtool -K DEV tx on) and no corking (MSG_MORE/UDP_CORK) without UDP_SEGMENT"),
     "over_mtu": "UDP payload plus headers exceed the MTU: raise the MTU or use UDP_SEGMENT (GSO)",
     "io_uring_not_used": "no skb took the pages (the send path copied): check MTU, checksum offload, socket type",
     "unknown": "copied, and this probe tier has no evidence why: the fentry/kprobe tiers see late copies",

@@ -234,7 +234,7 @@ _sendmmsg.restype = ctypes.c_int
 _sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
 
 
-class _ErrQueue:
+class ErrQueue:
     """Zerocopy completion ranges read from a socket's error queue, counted per request.
 
     recvmsg(2) goes through ctypes into a reused control buffer: an empty queue is a return
@@ -318,7 +318,7 @@ class _Mmsg:
 def _run_socket(spec: WorkloadSpec, sock: socket.socket, buf: mmap.mmap) -> WorkloadResult:
     zc = spec.mode == "msg_zerocopy"
     flags = MSG_ZEROCOPY if zc else 0
-    errq = _ErrQueue(sock) if zc else None
+    errq = ErrQueue(sock) if zc else None
     group = spec.notify_batch if zc else max(spec.batch, _CLOCK_EVERY)  # sends between drains
     chunk = min(spec.batch, group)
     mmsg = _Mmsg(buf, chunk) if chunk > 1 else None
