@@ -34,6 +34,9 @@ TIERS = [
     pytest.param("fentry", marks=pytest.mark.vm, id="fentry"),
 ]
 
+# Where a test that needs no particular tier runs: on the host, and again inside the VM.
+HOST_AND_VM = [pytest.param("host", id="host"), pytest.param("vm", marks=pytest.mark.vm, id="vm")]
+
 
 @pytest.fixture(scope="module", params=TIERS)
 def tracer(request):

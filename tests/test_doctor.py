@@ -16,17 +16,26 @@ from zctrace import doctor, netdev
 from zctrace.workload.senders import WorkloadSpec, run_workload
 from zctrace.workload.targets import open_target
 
+from conftest import HOST_AND_VM
+
 ZCTRACE = [sys.executable, "-m", "zctrace.cli"]
+TIMEOUT = 900  # a safety net only: the VM (TCG) runs the doctor's probe checks 20-50x slower
 _seq = count()
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, veth, BPF)")
+
+
+@pytest.fixture(autouse=True, params=HOST_AND_VM)
+def where(request) -> str:
+    """Every doctor test runs on the host kernel and again on the VM's full kernel."""
+    return request.param
 
 
 def run_doctor(*args: str, netns: str | None = None) -> tuple[dict, str]:
     """Run `zctrace doctor --json` (inside `netns` if given); return (JSON, human output)."""
     enter = ["nsenter", f"--net=/run/netns/{netns}"] if netns else []
     r = subprocess.run(enter + ZCTRACE + ["doctor", "--json", "-", *args],
-                       capture_output=True, text=True, timeout=180)
+                       capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 0, r.stderr
     human, _, doc = r.stdout.partition("\n{")
     return json.loads("{" + doc), human
@@ -61,12 +70,12 @@ def ip(netns: str, *args: str) -> None:
 def in_netns(netns: str, code: str, *args: str, prefix: tuple[str, ...] = ()) -> str:
     """Run Python `code` with `args` inside `netns`, under the `prefix` command; its stdout."""
     r = subprocess.run(["nsenter", f"--net=/run/netns/{netns}", *prefix, sys.executable, "-c",
-                        code, *args], capture_output=True, text=True, timeout=120)
+                        code, *args], capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 0, r.stderr
     return r.stdout
 
 
-def test_loopback_cannot_and_the_sink_can():
+def test_loopback_cannot_and_the_sink_can(where):
     with open_target("sink", "udp") as ep:
         doc, human = run_doctor()
         sink = iface(doc, ep.ifname)
@@ -77,6 +86,12 @@ def test_loopback_cannot_and_the_sink_can():
     assert {"kernel", "btf", "root", "tiers", "active_tier", "kernel_functions", "probes",
             "io_uring"} <= doc.keys()
     assert doc["io_uring"] == {"send_zc": True, "sendmsg_zc": True}
+    # The active tier is the best one that loads; the VM's full kernel loads all three.
+    usable = [t["tier"] for t in doc["tiers"] if t["ok"]]
+    assert doc["active_tier"] == usable[0]
+    if where == "vm":
+        assert usable == ["fentry", "kprobe", "tracepoint"]
+        assert all(p["attached"] for p in doc["probes"]), doc["probes"]
 
     lo = iface(doc, "lo")
     assert (lo["kind"], lo["udp"], lo["tcp"]) == ("loopback", "no", "no")
@@ -116,6 +131,15 @@ def test_veth_without_scatter_gather_says_no():
     reasons = {f["reason"] for f in findings(doc, "interface", "zdpeer")}
     assert reasons == {"over_mtu", "local_delivery"}
     assert doc["network_namespace"] != os.readlink("/proc/self/ns/net")
+
+
+def test_dummy_device_can(dummy):
+    """The published benchmarks' sink: a dummy device frees every packet, zerocopy succeeds."""
+    doc, _ = run_doctor("--size", "4000")
+    dev = iface(doc, dummy.ifname)
+    assert dev["kind"] == "dummy" and (dev["udp"], dev["tcp"]) == ("yes", "no")
+    (f,) = findings(doc, "interface", dummy.ifname)
+    assert f["status"] == "ok" and "dummy" in f["detail"]
 
 
 def test_packet_tap_is_found_and_named():
@@ -190,7 +214,7 @@ def fill(ns: str, size: int, prefix: tuple[str, ...] = (), python: str = sys.exe
     """(datagrams held in the queue when the kernel refused a send, optmem_max of the netns).
     One more may have been in flight at that moment: the one the bucket let through."""
     r = subprocess.run(["nsenter", f"--net=/run/netns/{ns}", *prefix, python, "-c", _FILL,
-                        str(size)], capture_output=True, text=True, timeout=120)
+                        str(size)], capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 0, r.stderr
     sent, err, optmem = r.stdout.split()
     assert err == "ENOBUFS"
@@ -201,10 +225,12 @@ def fill(ns: str, size: int, prefix: tuple[str, ...] = (), python: str = sys.exe
 
 
 def test_optmem_estimate_matches_the_kernel():
+    """The per-send optmem cost is measured (it is the notification skb's truesize, which
+    differs between kernel builds: 832 B on the host's 6.18, 960 B on Debian's 6.12)."""
     with held_queue(1000) as ns:
         held, optmem = fill(ns, 1000)
-    assert optmem // doctor.OPTMEM_PER_SEND in (held, held + 1)
     f = doctor.optmem_finding()
+    assert optmem // f.facts["bytes_per_send"] in (held, held + 1)
     assert f.facts["optmem_max"] == int(open("/proc/sys/net/core/optmem_max").read())
     assert f.status == ("ok" if f.facts["sends_in_flight"] >= doctor.WANT_INFLIGHT else "warn")
 
@@ -247,5 +273,5 @@ def test_io_uring_and_socket_findings():
 
 @pytest.mark.parametrize("size", ["0", "-5", "lots"])
 def test_bad_size_is_one_line_and_exit_2(size):
-    r = subprocess.run(ZCTRACE + ["doctor", "--size", size], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(ZCTRACE + ["doctor", "--size", size], capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr

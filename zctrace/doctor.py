@@ -34,10 +34,9 @@ MSG_ZEROCOPY = 0x4000000
 SCM_ZC_NOTIFICATION = 78  # the never-merged series' number; SO_DEVMEM_LINEAR in mainline
 _ZC_INFO_ELEM = 12  # the series' struct zc_info_elem {u32 lo, hi; u8 zerocopy} (padded)
 
-# sk_omem_alloc held by one MSG_ZEROCOPY send until it completes: one sk_buff from
-# sock_omalloc. Measured on x86-64 6.18 (ss -m "o" with sends held in a tbf qdisc: 157 sends
-# of 1000 B filled optmem_max 131072, then ENOBUFS); TCP coalesces consecutive sends into one.
-OPTMEM_PER_SEND = 832
+# SO_MEMINFO (getsockopt) and its SK_MEMINFO_OPTMEM slot: the socket's sk_omem_alloc.
+_SO_MEMINFO, _SK_MEMINFO_VARS, _SK_MEMINFO_OPTMEM = 55, 9, 6
+_SO_ZEROCOPY, _MSG_ZEROCOPY, _UDP_CORK = 60, 0x4000000, 1
 # Uncompleted zerocopy sends per socket we expect a sender to need before it reads
 # notifications; the old 20 KiB optmem_max allowed only 24.
 WANT_INFLIGHT = 128
@@ -127,17 +126,36 @@ def _interface_findings(iface: netdev.Interface, v: netdev.Assessment) -> list[F
 
 # --- limits ----------------------------------------------------------------------------------
 
+def optmem_per_send() -> int:
+    """sk_omem_alloc one MSG_ZEROCOPY send holds until it completes (the truesize of its
+    notification skb, which depends on the kernel's build), measured: a send into a corked UDP
+    datagram keeps its notification on the socket until the datagram is sent."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, _SO_ZEROCOPY, 1)
+        s.setsockopt(socket.IPPROTO_UDP, _UDP_CORK, 1)
+        s.connect(("127.0.0.1", 9))
+        s.send(b"\0", _MSG_ZEROCOPY)
+        meminfo = struct.unpack(f"{_SK_MEMINFO_VARS}I", s.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO,
+                                                                     4 * _SK_MEMINFO_VARS))
+    return meminfo[_SK_MEMINFO_OPTMEM]
+
+
 def optmem_finding() -> Finding:
     """net.core.optmem_max: how many MSG_ZEROCOPY sends per socket can await completion."""
     optmem = int(_read("/proc/sys/net/core/optmem_max"))
-    sends = optmem // OPTMEM_PER_SEND
-    facts = {"optmem_max": optmem, "bytes_per_send": OPTMEM_PER_SEND, "sends_in_flight": sends}
+    try:
+        per_send = optmem_per_send()
+    except OSError as e:
+        return Finding("optmem_max", "net.core.optmem_max", "warn", f"{optmem} B",
+                       f"cannot measure what one MSG_ZEROCOPY send holds: {e.strerror or e}")
+    sends = optmem // per_send
+    facts = {"optmem_max": optmem, "bytes_per_send": per_send, "sends_in_flight": sends}
     detail = (f"about {sends} MSG_ZEROCOPY sends per socket can await completion (each holds "
-              f"~{OPTMEM_PER_SEND} B of optmem until then; TCP coalesces consecutive sends); "
+              f"{per_send} B of optmem until then, measured; TCP coalesces consecutive sends); "
               "one more fails with ENOBUFS")
     if sends >= WANT_INFLIGHT:
         return Finding("optmem_max", "net.core.optmem_max", "ok", f"{optmem} B", detail, facts=facts)
-    want = 1 << (WANT_INFLIGHT * OPTMEM_PER_SEND - 1).bit_length()
+    want = 1 << (WANT_INFLIGHT * per_send - 1).bit_length()
     return Finding("optmem_max", "net.core.optmem_max", "warn", f"{optmem} B", detail,
                    f"raise net.core.optmem_max (sysctl -w net.core.optmem_max={want}) or read "
                    "notifications sooner", "enobufs_optmem", facts)
