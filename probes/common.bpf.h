@@ -193,7 +193,7 @@ static __always_inline void *zc_fd_to_sock(int fd)
  * `verdict`: this tier takes its verdict from here (else only count what the app read);
  * `late`/`stackid`: a late copy seen for this range (fentry/kprobe tiers). */
 static __always_inline void zc_msgzc_range(u64 sk, u32 lo, u32 hi, int copied, int verdict,
-					   int read, u8 late, int stackid)
+					   int read, u8 late, int stackid, u64 bytes)
 {
 	struct zc_sock *st = zc_socks.lookup(&sk);
 
@@ -210,6 +210,7 @@ static __always_inline void zc_msgzc_range(u64 sk, u32 lo, u32 hi, int copied, i
 	if (!verdict)
 		return;
 	zc_add(s, ZC_NOTIFICATIONS, 1);
+	zc_add(s, ZC_COMPLETED_BYTES, bytes);
 	zc_hist(ZC_HIST_RANGE, ZC_API_MSG_ZEROCOPY, n);
 	zc_latency(ZC_API_MSG_ZEROCOPY, sk, hi);
 	if (!copied) {

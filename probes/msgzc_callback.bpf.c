@@ -5,20 +5,22 @@
  * the application ever reads its error queue. Each range is seen separately, also those the
  * error queue would merge (skb_zerocopy_notify_extend does not compare ee_code). A copied
  * range takes its reason from the late copy zc_kernel saw for this uarg, else from the
- * send-time prediction (msgzc_send).
+ * send-time prediction (msgzc_send). Its byte length, taken off the bytes sent, gives the bytes
+ * still pinned.
  */
 
 ZC_KFUNC1(__msg_zerocopy_callback, uarg)
 {
 	void *skb = (char *)uarg - ZC_OFF_sk_buff_cb; /* skb_from_uarg(): uarg lives in skb->cb */
 	u64 sk = 0;
-	u32 id = 0, zcword = 0;
-	u16 len = 0;
+	u32 id = 0, zcword = 0, bytelen = 0;
+	u16 len = 0, proto = 0;
 
 	ZC_READ(sk, skb, ZC_OFF_sk_buff_sk);
 	ZC_READ(id, uarg, ZC_OFF_ubuf_info_msgzc_id);
 	ZC_READ(len, uarg, ZC_OFF_ubuf_info_msgzc_len);
 	ZC_READ(zcword, uarg, ZC_OFF_ubuf_info_msgzc_zerocopy);
+	ZC_READ(bytelen, uarg, ZC_OFF_ubuf_info_msgzc_bytelen);
 	if (!sk || !len)
 		return 0; /* aborted range: the kernel posts nothing */
 	int zerocopy = (zcword >> ZC_SHIFT_ubuf_info_msgzc_zerocopy) & 1;
@@ -26,7 +28,12 @@ ZC_KFUNC1(__msg_zerocopy_callback, uarg)
 	int *stackid = zc_late_copies.lookup(&key), late_stack = stackid ? *stackid : -1;
 	if (stackid)
 		zc_late_copies.delete(&key);
+	/* bytelen sums the sizes msg_zerocopy_realloc was given: for UDP each includes the 8-byte
+	 * header (udp_sendmsg passes ulen), the send syscall's return value does not. */
+	ZC_READ(proto, (void *)sk, ZC_OFF_sock_sk_protocol);
+	if (proto == ZC_IPPROTO_UDP)
+		bytelen -= 8 * (u32)len;
 	zc_msgzc_range(sk, id, id + len - 1, !zerocopy, 1, 0,
-		       stackid ? ZC_R_LATE_COPY : ZC_R_NONE, late_stack);
+		       stackid ? ZC_R_LATE_COPY : ZC_R_NONE, late_stack, bytelen);
 	return 0;
 }

@@ -53,6 +53,7 @@ FAMILIES = {  # name -> (type, labels) of what a tracepoint-tier exporter serves
     "zctrace_zerocopy_notifications": ("counter", {"api", "comm"}),
     "zctrace_copy_fallbacks": ("counter", {"reason", "api", "proto", "comm"}),
     "zctrace_zerocopy_undecided_requests": ("gauge", {"api", "proto", "comm"}),
+    "zctrace_zerocopy_pinned_bytes": ("gauge", {"api", "proto", "comm"}),
     "zctrace_notification_latency_seconds": ("histogram", {"api", "le"}),
     "zctrace_lost_events": ("counter", {"cause"}),
     "zctrace_bpf_program_run_seconds": ("counter", {"probe", "target"}),

@@ -5,11 +5,12 @@ tracepoint tier again inside the full-kernel VM (python3 -m zctrace.vmtest).
 """
 
 import socket
+import subprocess
 import time
 
 import pytest
 
-from zctrace import bench, snapshot
+from zctrace import bench, model, snapshot
 from zctrace.workload.senders import WorkloadSpec
 from zctrace.workload.targets import open_target
 
@@ -108,3 +109,37 @@ def test_notifications_never_read(tracer):
         assert traced["unknown"] == N
     else:
         assert traced["zerocopied"] == N
+
+
+def test_pinned_bytes_while_the_queue_holds_the_sends(tracer):
+    """Sends held in a qdisc keep their pages pinned until the packets are freed: the fentry and
+    kprobe tiers count those bytes from the completion's byte length; the tracepoint tier sees
+    no completion and claims nothing."""
+    n, size = 40, 1000
+    tracer.clear()
+    with open_target("sink", "udp") as ep, socket.socket(ep.family, socket.SOCK_DGRAM) as s:
+        # 1 byte/s with a bucket of one datagram: the first may pass, the rest wait
+        subprocess.run(["tc", "qdisc", "replace", "dev", ep.ifname, "root", "tbf", "rate", "8bit",
+                        "burst", str(size + 100), "limit", "100000000"], check=True)
+        s.setsockopt(socket.SOL_SOCKET, 60, 1)  # SO_ZEROCOPY
+        s.setsockopt(socket.SOL_SOCKET, 32, 16 << 20)  # SO_SNDBUFFORCE: held sends must not block
+        for _ in range(n):  # unconnected: the one that passes must not turn into ECONNREFUSED
+            s.sendto(b"p" * size, 0x4000000, ep.addr)  # MSG_ZEROCOPY
+        time.sleep(0.5)
+        held = model.build(snapshot.take(tracer.bpf), tracer.tier).totals
+        # dropping the queue frees the packets: every request completes
+        subprocess.run(["tc", "qdisc", "replace", "dev", ep.ifname, "root", "pfifo", "limit", "0"],
+                       check=True)
+        deadline = time.monotonic() + 10
+        while True:
+            done = model.build(snapshot.take(tracer.bpf), tracer.tier).totals
+            if tracer.tier == "tracepoint" or done.unknown == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert held.zc_requests == n and held.bytes == n * size
+    if tracer.tier == "tracepoint":
+        assert held.pinned_bytes == done.pinned_bytes == 0
+        return
+    assert n - 2 <= held.unknown <= n, held
+    assert held.pinned_bytes == held.unknown * size, held
+    assert (done.unknown, done.pinned_bytes, done.zerocopied + done.copied) == (0, 0, n), done

@@ -120,7 +120,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, previous)
         rep = model.build(snapshot.take(session.bpf), session.tier, probe_statuses(session), comm=args.comm,
                           cgroup=cgroup)
-    print(report.render(rep))
+    print(report.render(rep, args.verbose))
     if args.json:
         report.write_json(rep.to_json(), args.json)
     return status
@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--duration", type=argtypes.seconds, help="stop after this many seconds")
     t.add_argument("--tier", choices=TIERS, help="force a probe tier instead of the best available")
     t.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-' = stdout)")
+    t.add_argument("-v", "--verbose", action="store_true",
+                   help="also list late copies by kernel call site, with their stacks (fentry/kprobe tiers)")
     t.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...: run and trace CMD")
     t.set_defaults(func=cmd_trace)
 

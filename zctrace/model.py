@@ -16,7 +16,7 @@ from .snapshot import Snapshot, StatsRow
 NOT_ATTEMPTED_COUNTERS = {"na_so_zerocopy_unset": "so_zerocopy_unset", "na_enobufs_optmem": "enobufs_optmem",
                           "na_enobufs_memlock": "enobufs_memlock", "na_eopnotsupp": "eopnotsupp"}
 _SUMMED = ("zc_requests", "bytes", "zerocopied", "copied", "unknown", "not_attempted", "notifications",
-           "unread")
+           "unread", "pinned_bytes")
 
 
 def _merge(into: dict[str, int], other: dict[str, int]) -> None:
@@ -36,6 +36,7 @@ class Counts:
     copied_reasons: dict[str, int] = field(default_factory=dict)
     notifications: int = 0
     unread: int = 0  # fentry/kprobe: MSG_ZEROCOPY requests notified but not read by the application
+    pinned_bytes: int = 0  # fentry/kprobe: bytes of MSG_ZEROCOPY requests not completed yet (pages pinned)
 
     @classmethod
     def from_counters(cls, c: dict[str, int], kernel_verdicts: bool = False) -> Counts:
@@ -45,7 +46,8 @@ class Counts:
                    copied=c["copied"], unknown=max(0, c["requests"] - decided),
                    not_attempted=sum(reasons.values()), not_attempted_reasons=reasons,
                    notifications=c["notifications"],
-                   unread=max(0, decided - c["read_requests"]) if kernel_verdicts else 0)
+                   unread=max(0, decided - c["read_requests"]) if kernel_verdicts else 0,
+                   pinned_bytes=max(0, c["bytes"] - c["completed_bytes"]) if kernel_verdicts else 0)
 
     def add(self, other: Counts) -> None:
         for name in _SUMMED:
@@ -183,5 +185,5 @@ def build(snapshot: Snapshot, tier: str, probes: list[dict] | None = None, comm:
         notification_ranges=Histogram.from_slots(ranges) if ranges else None,
         probes=probes or [], lost={k: v for k, v in snapshot.errors.items() if v},
         kernel_events={k: {"count": c, "bytes": b} for k, (c, b) in snapshot.kevents.items() if c},
-        copy_sites=[{"stack": list(s.stack[:8]), "count": s.count, "bytes": s.bytes}
-                    for s in snapshot.copy_sites])
+        copy_sites=[{"reason": classify(s.stack), "stack": list(s.stack[:8]), "count": s.count,
+                     "bytes": s.bytes} for s in snapshot.copy_sites])

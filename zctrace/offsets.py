@@ -25,6 +25,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "ubuf_info_msgzc_id": ("ubuf_info_msgzc", "id"),
     "ubuf_info_msgzc_len": ("ubuf_info_msgzc", "len"),
     "ubuf_info_msgzc_zerocopy": ("ubuf_info_msgzc", "zerocopy"),
+    "ubuf_info_msgzc_bytelen": ("ubuf_info_msgzc", "bytelen"),
     "io_kiocb_file": ("io_kiocb", "file"),
     "io_kiocb_cmd": ("io_kiocb", "cmd"),
     "io_kiocb_opcode": ("io_kiocb", "opcode"),

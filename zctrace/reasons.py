@@ -38,7 +38,7 @@ ADVICE = {
     "tx_timestamp": "TX timestamps carry the payload: add SOF_TIMESTAMPING_OPT_TSONLY",
     "tun_tap": "tun/tap or netkit transmit copies zerocopy frags",
     "bpf_redirect": "a BPF program redirects the packet, which copies zerocopy frags",
-    "other": "copied late by skb_copy_ubufs from another caller: see the stack (--json)",
+    "other": "copied late (skb_copy_ubufs) by a caller zctrace does not know: see its stack (trace --verbose)",
     "no_sg": "the egress device has no scatter-gather: enable it (ethtool -K DEV sg on)",
     "no_csum_offload": ("UDP zerocopy needs a CHECKSUM_PARTIAL datagram: TX checksum offload on the egress "
                         "device (ethtool -K DEV tx on) and no corking (MSG_MORE/UDP_CORK) without UDP_SEGMENT"),

@@ -44,7 +44,8 @@ def _seconds(s: float) -> str:
     return f"{s * 1e6:.0f} us" if s < 1e-3 else f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
 
 
-def render(report: Report) -> str:
+def render(report: Report, verbose: bool = False) -> str:
+    """The report as text; `verbose` adds every late-copy call site with its kernel stack."""
     rows = [_row(p.pid, p.comm, f.api, f.proto, f.counts) for p in report.processes for f in p.flows]
     rows.append(_row("TOTAL", "", "", "", report.totals))
     out = [table(_HEAD, rows)]
@@ -58,6 +59,9 @@ def render(report: Report) -> str:
                 "IORING_SEND_ZC_REPORT_USAGE; the fentry/kprobe tiers see every completion"
                 if report.tier == "tracepoint" else "completions still in flight")
         out.append(f"unknown: {hint}")
+    if t.pinned_bytes:
+        out.append(f"pinned: {human_bytes(t.pinned_bytes)} of MSG_ZEROCOPY sends not completed yet "
+                   "(user pages held by the kernel; charged to RLIMIT_MEMLOCK without CAP_IPC_LOCK)")
     if t.unread:
         out.append(f"error queue: {t.unread} notified requests never read by the application")
     if report.sockets:
@@ -81,6 +85,11 @@ def render(report: Report) -> str:
                          [(f"  {r['pid']}", r["comm"], r["calls"], human_bytes(r["mapped"]),
                            human_bytes(r["copied"]), human_bytes(r["skipped"]), r["errors"])
                           for r in report.receive]))
+    if verbose and report.copy_sites:
+        out.append("\nlate copies by kernel call site (skb_copy_ubufs; innermost frame first):")
+        for site in report.copy_sites:
+            out.append(f"  {site['reason']:<18} {site['count']:>10} copies {human_bytes(site['bytes']):>9}  "
+                       + " <- ".join(site["stack"]))
     if report.lost:
         out.append("lost: " + ", ".join(f"{k} {v}" for k, v in report.lost.items()) + " (BPF maps full)")
     if not report.processes and not report.receive:

@@ -128,6 +128,7 @@ class ZctraceCollector(Collector):
         out = [requests(folded, labels), not_attempted(folded, labels), sent_bytes(folded, labels),
                notifications(folded, labels), copy_fallbacks(folded, labels),
                undecided(snap.rows, folded, self._folder.owner, labels),
+               pinned(snap.rows, folded, self._folder.owner, labels, self.session.tier != "tracepoint"),
                notification_latency(snap, self._debut), lost_events(snap)]
         if self._kernel_events:
             out += kernel_events(snap) + late_copies(snap, self._debut)
@@ -275,13 +276,29 @@ def undecided(rows: list[snapshot.StatsRow], folded: Folded,
                             "Zerocopy requests without a verdict yet: completions in flight, or (tracepoint "
                             "tier) notifications the application has not read.",
                             labels=["api", "proto"] + labels)
+    return _row_gauge(fam, rows, folded, owner_of, labels, lambda row: row.counters["requests"] - row.counters[
+        "zerocopied"] - row.counters["copied"] - row.counters["unreported"])
+
+
+def pinned(rows: list[snapshot.StatsRow], folded: Folded, owner_of: Callable[[snapshot.StatsRow], Owner],
+           labels: list[str], kernel_verdicts: bool) -> Metric:
+    fam = GaugeMetricFamily("zctrace_zerocopy_pinned_bytes",
+                            "Bytes of MSG_ZEROCOPY requests not completed yet: user pages the kernel still "
+                            "holds (fentry/kprobe tiers; 0 on the tracepoint tier, which cannot see completions).",
+                            labels=["api", "proto"] + labels)
+    return _row_gauge(fam, rows, folded, owner_of, labels, lambda row: row.counters["bytes"] - row.counters[
+        "completed_bytes"] if kernel_verdicts and row.api == "msg_zerocopy" else 0)
+
+
+def _row_gauge(fam: GaugeMetricFamily, rows: list[snapshot.StatsRow], folded: Folded,
+               owner_of: Callable[[snapshot.StatsRow], Owner], labels: list[str],
+               value: Callable[[snapshot.StatsRow], int]) -> Metric:
+    """A gauge summed over the rows of each exported series (never below 0), zeros included."""
     now: dict[tuple[str, ...], int] = {}
     for row in rows:
-        c = row.counters
-        n = max(0, c.get("requests", 0) - c.get("zerocopied", 0) - c.get("copied", 0) - c.get("unreported", 0))
         key = (row.api, row.proto, *_process_values(folded.label_of[owner_of(row)], labels))
-        now[key] = now.get(key, 0) + n
-    for owner, api, proto, _ in _each(folded):  # a gauge for every exported series, zeros included
+        now[key] = now.get(key, 0) + max(0, value(row))
+    for owner, api, proto, _ in _each(folded):
         now.setdefault((api, proto, *_process_values(owner, labels)), 0)
     for key, n in sorted(now.items()):
         fam.add_metric(list(key), n)
