@@ -98,6 +98,23 @@ def _stack(bpf, stackid: int) -> tuple[str, ...]:
     return tuple(bpf.ksym(a, show_offset=False).decode(errors="replace") for a in addrs)
 
 
+_modules_seen = [""]
+
+
+def _forget_stale_ksyms(bpf) -> None:
+    """bcc reads /proc/kallsyms once per process: addresses in a module loaded since (tun on
+    the first tun device, ...) would take the name of the nearest older symbol. Forget bcc's
+    kernel symbols whenever the loaded modules changed."""
+    try:
+        with open("/proc/modules") as f:  # name size refs users state address: names, addresses
+            modules = " ".join(f"{line.split()[0]}@{line.split()[-1]}" for line in f if line.strip())
+    except OSError:
+        return
+    if modules != _modules_seen[0]:
+        getattr(type(bpf), "_sym_caches", {}).pop(-1, None)
+        _modules_seen[0] = modules
+
+
 def _has(bpf, name: bytes) -> bool:
     try:
         bpf[name]
@@ -108,6 +125,7 @@ def _has(bpf, name: bytes) -> bool:
 
 def take(bpf) -> Snapshot:
     """Snapshot the maps of a loaded bcc module."""
+    _forget_stale_ksyms(bpf)
     rows = [StatsRow(pid=k.tgid, comm=v.comm.decode(errors="replace"), api=_name(APIS, k.api),
                      proto=_name(PROTOS, k.proto), cgroup=int(v.cgroup),
                      counters={name: int(v.c[i]) for i, name in enumerate(COUNTERS)})
