@@ -37,8 +37,19 @@ struct zc_ts_key {
 	u64 id;
 };
 BPF_TABLE("lru_hash", struct zc_ts_key, u64, zc_send_ts, 65536);
-/* Notification ubuf_info -> stack id of its first late copy (skb_copy_ubufs). */
-BPF_TABLE("lru_hash", u64, int, zc_late_copies, 65536);
+/* Notification ubuf_info -> its first late copy (skb_copy_ubufs): the reason code
+ * (ZC_R_LATE_COPY, classified by the stack on the Python side, or ZC_R_BPF_REDIRECT) and
+ * the stack id. */
+struct zc_late {
+	int stackid;
+	u8 reason;
+	u8 pad[3];
+};
+BPF_TABLE("lru_hash", u64, struct zc_late, zc_late_copies, 65536);
+/* Zerocopy skbs a tc BPF program redirected (skb_do_redirect, bpf_redirect.bpf.c): skb ->
+ * its ubuf_info, so a freed skb's address reused for another notification does not match.
+ * Forgotten when skb_copy_ubufs copies the skb; LRU: redirected skbs never copied age out. */
+BPF_TABLE("lru_hash", u64, u64, zc_redirected, 16384);
 
 static __always_inline int zc_tracked(u32 tgid)
 {
@@ -118,6 +129,19 @@ static __always_inline void zc_reason_add(u32 tgid, u8 api, u8 proto, u8 reason,
 		zc_error(ZC_ERR_REASONS_FULL);
 }
 
+/* The late copy recorded for notification `uarg`, forgotten once read (its completion):
+ * its reason code (ZC_R_NONE if none) and stack id (-1). */
+static __always_inline u8 zc_late_take(u64 uarg, int *stackid)
+{
+	struct zc_late *late = zc_late_copies.lookup(&uarg);
+	u8 reason = late ? late->reason : ZC_R_NONE;
+
+	*stackid = late ? late->stackid : -1;
+	if (late)
+		zc_late_copies.delete(&uarg);
+	return reason;
+}
+
 /* Latency from a recorded send time to now, into the histogram; forgets the send. */
 static __always_inline void zc_latency(u8 api, u64 owner, u64 id)
 {
@@ -191,7 +215,8 @@ static __always_inline void *zc_fd_to_sock(int fd)
 
 /* A completed MSG_ZEROCOPY notification range lo..hi (inclusive ids) of socket sk.
  * `verdict`: this tier takes its verdict from here (else only count what the app read);
- * `late`/`stackid`: a late copy seen for this range (fentry/kprobe tiers). */
+ * `late`/`stackid`: the reason and stack of a late copy seen for this range (fentry/kprobe
+ * tiers), else ZC_R_NONE. */
 static __always_inline void zc_msgzc_range(u64 sk, u32 lo, u32 hi, int copied, int verdict,
 					   int read, u8 late, int stackid, u64 bytes)
 {

@@ -4,9 +4,9 @@
  * of it: uarg->id, uarg->len and uarg->zerocopy are the range and the verdict, whether or not
  * the application ever reads its error queue. Each range is seen separately, also those the
  * error queue would merge (skb_zerocopy_notify_extend does not compare ee_code). A copied
- * range takes its reason from the late copy zc_kernel saw for this uarg, else from the
- * send-time prediction (msgzc_send). Its byte length, taken off the bytes sent, gives the bytes
- * still pinned.
+ * range takes its reason from the late copy zc_kernel saw for this uarg (its stack, or a BPF
+ * redirect), else from the send-time prediction (msgzc_send). Its byte length, taken off the
+ * bytes sent, gives the bytes still pinned.
  */
 
 ZC_KFUNC1(__msg_zerocopy_callback, uarg)
@@ -24,16 +24,13 @@ ZC_KFUNC1(__msg_zerocopy_callback, uarg)
 	if (!sk || !len)
 		return 0; /* aborted range: the kernel posts nothing */
 	int zerocopy = (zcword >> ZC_SHIFT_ubuf_info_msgzc_zerocopy) & 1;
-	u64 key = (u64)uarg;
-	int *stackid = zc_late_copies.lookup(&key), late_stack = stackid ? *stackid : -1;
-	if (stackid)
-		zc_late_copies.delete(&key);
+	int late_stack;
+	u8 late = zc_late_take((u64)uarg, &late_stack);
 	/* bytelen sums the sizes msg_zerocopy_realloc was given: for UDP each includes the 8-byte
 	 * header (udp_sendmsg passes ulen), the send syscall's return value does not. */
 	ZC_READ(proto, (void *)sk, ZC_OFF_sock_sk_protocol);
 	if (proto == ZC_IPPROTO_UDP)
 		bytelen -= 8 * (u32)len;
-	zc_msgzc_range(sk, id, id + len - 1, !zerocopy, 1, 0,
-		       stackid ? ZC_R_LATE_COPY : ZC_R_NONE, late_stack, bytelen);
+	zc_msgzc_range(sk, id, id + len - 1, !zerocopy, 1, 0, late, late_stack, bytelen);
 	return 0;
 }

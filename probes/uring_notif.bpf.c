@@ -52,10 +52,8 @@ ZC_KFUNC1(io_notif_tw_complete, notif)
 		ZC_READ(ctx, (void *)req, ZC_OFF_io_kiocb_ctx);
 		ZC_READ(user_data, (void *)req, ZC_OFF_io_kiocb_cqe_user_data);
 		struct zc_ring *ring = zc_rings.lookup(&ctx);
-		u64 uarg = nd + ZC_OFF_io_notif_data_uarg;
-		int *stackid = zc_late_copies.lookup(&uarg), late_stack = stackid ? *stackid : -1;
-		if (stackid)
-			zc_late_copies.delete(&uarg);
+		int late_stack;
+		u8 late = zc_late_take(nd + ZC_OFF_io_notif_data_uarg, &late_stack);
 		if (ring && !zc_uring_take_failed(ctx, user_data)) {
 			if (!proto)
 				proto = ring->proto;
@@ -66,7 +64,7 @@ ZC_KFUNC1(io_notif_tw_complete, notif)
 			} else {
 				zc_add(s, ZC_COPIED, 1);
 				zc_reason_add(ring->tgid, ZC_API_IO_URING, proto,
-					      stackid ? ZC_R_LATE_COPY :
+					      late ? late :
 					      (flags & ZC_ND_COPIED) ? ZC_R_UNKNOWN : ZC_R_IO_URING_NOT_USED,
 					      late_stack, 1);
 			}

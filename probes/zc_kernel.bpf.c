@@ -2,7 +2,10 @@
  *
  * skb_copy_ubufs keeps the kernel stack of each late copy: its caller is the reason
  * (local delivery, a packet tap, a TX timestamp, ...), resolved on the Python side; the stack
- * is remembered per notification (zc_late_copies) for the completion probes.
+ * is remembered per notification (zc_late_copies) for the completion probes. A copy of an skb
+ * a tc BPF program redirected (bpf_redirect.bpf.c) is ZC_R_BPF_REDIRECT whatever the copying
+ * frame: the copy happens later, where the redirect delivered the skb (local delivery after
+ * bpf_redirect(..., BPF_F_INGRESS), tun_net_xmit, ...), and the program chose that path.
  */
 
 struct zc_copy_site {
@@ -41,8 +44,16 @@ ZC_KFUNC1(skb_copy_ubufs, skb)
 	struct zc_copy_site zero = {}, *site = zc_copy_sites.lookup_or_try_init(&stackid, &zero);
 	u64 uarg = zc_skb_uarg(skb);
 
-	if (uarg) /* the first late copy of a notification gives its reason */
-		zc_late_copies.insert(&uarg, &stackid);
+	if (uarg) { /* the first late copy of a notification gives its reason */
+		struct zc_late late = {.stackid = stackid, .reason = ZC_R_LATE_COPY};
+		u64 key = (u64)skb, *redirected = zc_redirected.lookup(&key);
+		if (redirected) { /* a BPF program sent this skb where it is copied */
+			if (*redirected == uarg)
+				late.reason = ZC_R_BPF_REDIRECT;
+			zc_redirected.delete(&key);
+		}
+		zc_late_copies.insert(&uarg, &late);
+	}
 	ZC_READ(len, skb, ZC_OFF_sk_buff_len);
 	zc_kevent(ZC_KEV_COPY_UBUFS, len);
 	if (site) {

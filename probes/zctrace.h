@@ -42,7 +42,7 @@ enum zc_reason {
 	ZC_R_PACKET_TAP = 2,         /* dev_queue_xmit_nit: an AF_PACKET sniffer took a copy */
 	ZC_R_TX_TIMESTAMP = 3,       /* __skb_tstamp_tx without SOF_TIMESTAMPING_OPT_TSONLY */
 	ZC_R_TUN_TAP = 4,            /* tun/tap or netkit transmit */
-	ZC_R_BPF_REDIRECT = 5,       /* a BPF redirect */
+	ZC_R_BPF_REDIRECT = 5,       /* a tc BPF redirect (skb_do_redirect) to where the skb was copied */
 	ZC_R_OTHER = 6,              /* another caller of skb_copy_ubufs (stack kept) */
 	ZC_R_NO_SG = 7,              /* egress device without scatter-gather: copied at send */
 	ZC_R_NO_CSUM_OFFLOAD = 8,    /* UDP without CHECKSUM_PARTIAL (no csum offload, corked): copied at send */

@@ -2,7 +2,8 @@
 
 Per probe tier like test_trace.py: the tracepoint tier on the host; fentry, kprobe and the
 tracepoint tier inside the full-kernel VM. Reasons only the fentry/kprobe tiers can prove (a
-packet tap, TX timestamps) are `unknown` on the tracepoint tier, never a guess.
+packet tap, TX timestamps) are `unknown` on the tracepoint tier, never a guess; a BPF redirect
+to local delivery is `local_delivery` there (what it can prove).
 """
 
 import contextlib
@@ -241,3 +242,77 @@ def test_tx_timestamps_with_payload(tracer):
     reasons = report(tracer).totals.copied_reasons
     assert reasons == ({"unknown": N} if tracer.tier == "tracepoint" else {"tx_timestamp": N})
 
+
+# A tc egress program that turns each UDP/IPv4 packet around, as if the peer had sent it to
+# us (MAC and IPv4 addresses swapped: the IP and UDP checksums do not change), and redirects
+# it into the ingress of the device it leaves by: the host then delivers it locally.
+REFLECT = r"""
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+
+BPF_ARRAY(reflected, u64, 1);
+
+int reflect(struct __sk_buff *skb)
+{
+	int zero = 0;
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + sizeof(*eth);
+	unsigned char mac[ETH_ALEN];
+	__be32 addr;
+
+	if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->protocol != 17)
+		return TC_ACT_OK;
+	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+	addr = ip->daddr;
+	ip->daddr = ip->saddr;
+	ip->saddr = addr;
+	u64 *n = reflected.lookup(&zero);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def reflector():
+    from bcc import BPF
+    b = BPF(text=REFLECT)
+    b.load_func("reflect", BPF.SCHED_CLS)
+    yield b
+    b.cleanup()
+
+
+def reflect_on(b, ipr: IPRoute, ep) -> None:
+    """Attach the reflector to the egress of the endpoint's device, and wait until it turns
+    packets around (plain datagrams, before any zerocopy send is measured)."""
+    (index,) = ipr.link_lookup(ifname=ep.ifname)
+    ipr.tc("add", "clsact", index=index)
+    ipr.tc("add-filter", "bpf", index=index, handle=":1", fd=b.funcs[b"reflect"].fd, name="reflect",
+           parent="ffff:fff3", classid=1, direct_action=True)  # clsact egress
+    counter = b[b"reflected"]
+    start = counter[0].value
+    deadline = time.monotonic() + 10
+    with socket.socket(ep.family, socket.SOCK_DGRAM) as probe:
+        while counter[0].value == start:
+            assert time.monotonic() < deadline, f"the tc reflector on {ep.ifname} never saw a packet"
+            probe.sendto(b"?", ep.addr)
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("mode", ["msg_zerocopy", "uring_zc"])
+def test_bpf_redirect(tracer, reflector, mode):
+    """A tc program redirects the sink's zerocopy traffic back into this host, which copies it
+    on delivery. The copy's stack is local delivery (__netif_receive_skb_core on 6.12, no
+    redirect frame on it); the fentry/kprobe tiers saw the redirect (skb_do_redirect) and name
+    it, the tracepoint tier can prove only the local delivery."""
+    with open_target("sink", "udp") as ep, IPRoute() as ipr:
+        reflect_on(reflector, ipr, ep)
+        cell, reasons = reasons_after(tracer, ep, mode=mode, target="sink", size=1000)
+    assert cell.kernel["copied"] == N, cell
+    assert reasons == ({"local_delivery": N} if tracer.tier == "tracepoint" else {"bpf_redirect": N})

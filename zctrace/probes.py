@@ -220,7 +220,7 @@ class Session:
         """Forget everything counted so far (between benchmark cells). In-flight bookkeeping
         (calls inside syscalls, ring owners, failed io_uring sends) is kept."""
         for name in ("zc_stats", "zc_socks", "zc_reasons", "zc_hists", "zc_send_ts", "zc_late_copies",
-                     "zc_copy_sites", "zc_copy_stacks"):
+                     "zc_copy_sites", "zc_copy_stacks", "zc_redirected"):
             try:
                 self.bpf[name.encode()].clear()
             except KeyError:

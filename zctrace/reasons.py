@@ -11,6 +11,14 @@ NOT_ATTEMPTED = ("so_zerocopy_unset", "enobufs_optmem", "enobufs_memlock", "eopn
 
 # Callers of skb_copy_ubufs (KERNEL-NOTES, "Where late copies happen"): the innermost frame of
 # the stack that names one of these functions gives the reason.
+#
+# `bpf_redirect` is mostly not found here: the redirect itself does not copy (MSG_ZEROCOPY and
+# io_uring skbs carry SKBFL_DONT_ORPHAN, and dev_forward_skb uses skb_orphan_frags), the copy
+# comes later where the skb lands, on another stack (__netif_receive_skb_core after
+# bpf_redirect(..., BPF_F_INGRESS), tun_net_xmit after an egress redirect). The probes remember
+# the skbs skb_do_redirect redirected (probes/bpf_redirect.bpf.c) and report a later copy of one
+# as `bpf_redirect` themselves, whatever the copying frame: the BPF program chose the path that
+# copies. The frames below catch a copy inside the redirect where that probe is missing.
 _LATE_COPY_CALLERS = {
     "dev_queue_xmit_nit": "packet_tap",
     "__skb_tstamp_tx": "tx_timestamp",
@@ -37,7 +45,8 @@ ADVICE = {
     "packet_tap": "an AF_PACKET socket (tcpdump?) is capturing on the egress device: each send is copied for it",
     "tx_timestamp": "TX timestamps carry the payload: add SOF_TIMESTAMPING_OPT_TSONLY",
     "tun_tap": "tun/tap or netkit transmit copies zerocopy frags",
-    "bpf_redirect": "a BPF program redirects the packet, which copies zerocopy frags",
+    "bpf_redirect": "a tc BPF program redirected the packet to where it is copied (a local socket, tun/tap): "
+                    "redirect zerocopy traffic only to devices that transmit it",
     "other": "copied late (skb_copy_ubufs) by a caller zctrace does not know: see its stack (trace --verbose)",
     "no_sg": "the egress device has no scatter-gather: enable it (ethtool -K DEV sg on)",
     "no_csum_offload": ("UDP zerocopy needs a CHECKSUM_PARTIAL datagram: TX checksum offload on the egress "
