@@ -2,13 +2,16 @@
 
 Per probe tier like test_trace.py: the tracepoint tier on the host; fentry, kprobe and the
 tracepoint tier inside the full-kernel VM. Reasons only the fentry/kprobe tiers can prove (a
-packet tap, TX timestamps) are `unknown` on the tracepoint tier, never a guess; a BPF redirect
-to local delivery is `local_delivery` there (what it can prove).
+packet tap, TX timestamps, tun/tap) are `unknown` on the tracepoint tier, never a guess; a BPF
+redirect to local delivery is `local_delivery` there (what it can prove).
 """
 
 import contextlib
 import errno
+import fcntl
+import os
 import socket
+import stat
 import subprocess
 import struct
 import sys
@@ -37,6 +40,24 @@ def reasons_after(tracer, endpoint=None, **spec) -> tuple[bench.Cell, dict[str, 
     specs = [WorkloadSpec(count=N, **spec)]
     (cell,) = bench.run(specs, tracer) if endpoint is None else bench.run_on(endpoint, specs, tracer)
     return cell, report(tracer).totals.copied_reasons
+
+
+def copied_by_kernel(s: socket.socket, n: int) -> int:
+    """Requests the kernel's notifications on `s` call COPIED, reading until `n` are covered."""
+    copied = seen = 0
+    deadline = time.monotonic() + 10
+    while seen < n and time.monotonic() < deadline:
+        try:
+            _, anc, _, _ = s.recvmsg(0, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            time.sleep(0.01)
+            continue
+        for level, kind, data in anc:
+            if (level, kind) == (socket.SOL_IP, 11) and data[4] == 5:  # IP_RECVERR, zerocopy origin
+                lo, hi = struct.unpack_from("=II", data, 8)
+                seen += hi - lo + 1
+                copied += (hi - lo + 1) if data[6] & 1 else 0
+    return copied
 
 
 @pytest.mark.parametrize("target", ["loopback", "netns"])
@@ -223,24 +244,14 @@ def test_tx_timestamps_with_payload(tracer):
         s.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)
         s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TX_SCHED | SOFTWARE | OPT_ID)
         s.connect(ep.addr)
-        copied = 0
         for _ in range(N):
             s.send(b"t" * 1000, MSG_ZEROCOPY)
             time.sleep(0.001)
-        deadline = time.monotonic() + 2
-        while time.monotonic() < deadline and copied < N:
-            try:
-                _, anc, _, _ = s.recvmsg(0, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                time.sleep(0.01)
-                continue
-            for level, kind, data in anc:
-                if (level, kind) == (socket.SOL_IP, 11) and data[4] == 5:  # IP_RECVERR, zerocopy
-                    lo, hi = struct.unpack_from("=II", data, 8)
-                    copied += (hi - lo + 1) if data[6] & 1 else 0
+        copied = copied_by_kernel(s, N)
     assert copied == N
     reasons = report(tracer).totals.copied_reasons
     assert reasons == ({"unknown": N} if tracer.tier == "tracepoint" else {"tx_timestamp": N})
+
 
 
 # A tc egress program that turns each UDP/IPv4 packet around, as if the peer had sent it to
@@ -316,3 +327,49 @@ def test_bpf_redirect(tracer, reflector, mode):
         cell, reasons = reasons_after(tracer, ep, mode=mode, target="sink", size=1000)
     assert cell.kernel["copied"] == N, cell
     assert reasons == ({"local_delivery": N} if tracer.tier == "tracepoint" else {"bpf_redirect": N})
+
+
+@contextlib.contextmanager
+def tun_device():
+    """A tun device with checksum offload (so scatter-gather stays on) and a /30 on it; it
+    goes away when its file descriptor is closed, and is waited for until it has.
+
+    The /30 is from TEST-NET-2, outside 198.18.0.0/15 where the workload targets pick their
+    subnets (under their own lock, which this device does not take)."""
+    TUNSETIFF, TUNSETOFFLOAD, IFF_TUN, IFF_NO_PI, TUN_F_CSUM = 0x400454CA, 0x400454D0, 1, 0x1000, 1
+    name = f"zc{os.getpid()}t"
+    if not os.path.exists("/dev/net/tun"):  # a minimal system (the VM): load tun, make its node
+        subprocess.run(["modprobe", "tun"], capture_output=True)
+        if not os.path.exists("/dev/net/tun"):
+            os.makedirs("/dev/net", exist_ok=True)
+            os.mknod("/dev/net/tun", 0o666 | stat.S_IFCHR, os.makedev(10, 200))
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+        fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM)
+        with IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=name)[0]
+            ipr.addr("add", index=index, address="198.51.100.253", prefixlen=30)
+            ipr.link("set", index=index, state="up")
+        yield "198.51.100.254"
+    finally:
+        os.close(fd)
+        with IPRoute() as ipr:
+            deadline = time.monotonic() + 10
+            while ipr.link_lookup(ifname=name) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not ipr.link_lookup(ifname=name), f"{name} still exists 10 s after its fd closed"
+
+
+def test_tun_transmit(tracer):
+    """tun_net_xmit copies zerocopy frags before queueing the packet for its reader."""
+    tracer.clear()
+    with tun_device() as peer, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)
+        s.connect((peer, 9))
+        for _ in range(N):
+            s.send(b"t" * 1000, MSG_ZEROCOPY)
+        copied = copied_by_kernel(s, N)
+    assert copied == N
+    reasons = report(tracer).totals.copied_reasons
+    assert reasons == ({"unknown": N} if tracer.tier == "tracepoint" else {"tun_tap": N})
