@@ -126,14 +126,20 @@ def test_target_endpoint(name: str) -> None:
             assert str(os.getpid()) in ep.ifname
 
 
-def test_sink_has_drop_qdisc_and_static_neighbour() -> None:
-    with open_target("sink", "udp") as ep, IPRoute() as ipr:
+def test_sink_has_drop_qdisc_and_every_packet_reaches_it() -> None:
+    """No ARP on the sink (IFF_NOARP): each datagram goes straight to the drop qdisc."""
+    with open_target("sink", "udp") as ep, IPRoute() as ipr, socket.socket(ep.family, socket.SOCK_DGRAM) as s:
         (index,) = ipr.link_lookup(ifname=ep.ifname)
-        assert ipr.link("get", index=index)[0].get("IFLA_MTU") == 65535
+        (link,) = ipr.link("get", index=index)
+        assert link.get("IFLA_MTU") == 65535 and link["flags"] & 0x80  # IFF_NOARP
         qdiscs = [q for q in ipr.get_qdiscs(index=index) if q.get("TCA_KIND") == "pfifo"]
         assert qdiscs and qdiscs[0].get("TCA_OPTIONS")["limit"] == 0
-        neigh = [n for n in ipr.get_neighbours(ifindex=index) if n.get("NDA_DST") == ep.addr[0]]
-        assert neigh and neigh[0]["state"] == 0x80  # NUD_PERMANENT
+        for _ in range(10):
+            s.sendto(b"x", ep.addr)
+        (pfifo,) = [q for q in json.loads(subprocess.run(["tc", "-s", "-j", "qdisc", "show", "dev", ep.ifname],
+                                                        capture_output=True, text=True, check=True).stdout)
+                    if q["kind"] == "pfifo"]
+    assert pfifo["drops"] == 10
 
 
 def test_parallel_targets_do_not_collide() -> None:

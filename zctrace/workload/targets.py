@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -160,6 +161,10 @@ class _DrainThread(threading.Thread):
 
 def _sink(stack: ExitStack) -> Endpoint:
     veth = _veth_pair(stack, "s")
+    # No ARP on the sink (like a dummy device): its permanent neighbour entry has been seen to
+    # vanish a second after creation in the VM, and then packets wait for ARP replies the drop
+    # qdisc never lets out, so they never reach the device (tc egress, timestamps, taps).
+    subprocess.run(["ip", "link", "set", "dev", veth.host, "arp", "off"], check=True)
     with IPRoute() as ipr:
         (index,) = ipr.link_lookup(ifname=veth.host)
         ipr.tc("add", "pfifo", index=index, handle="1:", limit=0)
@@ -220,9 +225,21 @@ def _veth_pair(stack: ExitStack, tag: str) -> _Veth:
         nsr.link("set", index=pindex, mtu=VETH_MTU, state="up")
         nsr.addr("add", index=pindex, address=peer_addr, prefixlen=net.prefixlen)
         mac = nsr.link("get", index=pindex)[0].get("IFLA_ADDRESS")
-    with IPRoute() as ipr:
-        ipr.neigh("add", dst=peer_addr, lladdr=mac, ifindex=index, state=_NUD_PERMANENT)
+    _static_neighbour(index, peer_addr, mac)
     return _Veth(base, host, peer, host_addr, peer_addr)
+
+
+def _static_neighbour(index: int, addr: str, mac: str) -> None:
+    """A permanent neighbour entry for `addr` on device `index`, checked to be there: without
+    it packets wait for ARP, which the sink's drop qdisc eats, and never reach the device."""
+    with IPRoute() as ipr:
+        for _ in range(50):
+            ipr.neigh("replace", dst=addr, lladdr=mac, ifindex=index, state=_NUD_PERMANENT)
+            if any(n.get("NDA_DST") == addr and n["state"] == _NUD_PERMANENT
+                   for n in ipr.get_neighbours(ifindex=index)):
+                return
+            time.sleep(0.1)
+    raise RuntimeError(f"the kernel keeps no permanent neighbour {addr} on ifindex {index}")
 
 
 @contextmanager
