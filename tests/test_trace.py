@@ -4,6 +4,7 @@ Each test runs per probe tier: the tracepoint tier on the host; fentry, kprobe a
 tracepoint tier again inside the full-kernel VM (python3 -m zctrace.vmtest).
 """
 
+import os
 import socket
 import subprocess
 import time
@@ -12,7 +13,9 @@ import pytest
 
 from zctrace import bench, model, snapshot
 from zctrace.workload.senders import WorkloadSpec
+from zctrace.report import render
 from zctrace.workload.targets import open_target
+from zctrace.workload.uring import Ring
 
 N = 200
 
@@ -143,3 +146,31 @@ def test_pinned_bytes_while_the_queue_holds_the_sends(tracer):
     assert n - 2 <= held.unknown <= n, held
     assert held.pinned_bytes == held.unknown * size, held
     assert (done.unknown, done.pinned_bytes, done.zerocopied + done.copied) == (0, 0, n), done
+
+
+def test_io_uring_cqes_not_consumed(tracer):
+    """CQEs a ring holds that the application has not reaped (notifications among them) are
+    shown per ring, and are gone once it reaps them."""
+    n = 8
+    tracer.clear()
+    with open_target("sink", "udp") as ep, socket.socket(ep.family, socket.SOCK_DGRAM) as s, Ring(64) as ring:
+        s.connect(ep.addr)
+        for i in range(n):
+            ring.prep_send_zc(s.fileno(), b"r" * 1000, i)
+        ring.submit()
+        ino = os.fstat(ring.fd).st_ino
+
+        def mine() -> tuple[model.Report, dict]:
+            rep = model.build(snapshot.take(tracer.bpf), tracer.tier)
+            (row,) = [r for r in rep.rings if r["ino"] == ino]
+            return rep, row
+
+        deadline = time.monotonic() + 10
+        rep, row = mine()
+        while row["cq_pending"] < 2 * n and time.monotonic() < deadline:  # n sends + n notifications
+            time.sleep(0.05)
+            rep, row = mine()
+        assert row == {"pid": os.getpid(), "ino": ino, "cq_pending": 2 * n, "cq_overflow": 0}
+        assert f"{2 * n} CQEs not consumed" in render(rep)
+        assert len(ring.reap()) == 2 * n
+        assert mine()[1]["cq_pending"] == 0

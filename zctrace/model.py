@@ -127,6 +127,7 @@ class Report:
     lost: dict[str, int] = field(default_factory=dict)
     kernel_events: dict[str, dict[str, int]] = field(default_factory=dict)
     copy_sites: list[dict] = field(default_factory=list)
+    rings: list[dict] = field(default_factory=list)  # io_uring CQEs not consumed, per ring
 
     def to_json(self) -> dict:
         doc = asdict(self)
@@ -186,4 +187,5 @@ def build(snapshot: Snapshot, tier: str, probes: list[dict] | None = None, comm:
         probes=probes or [], lost={k: v for k, v in snapshot.errors.items() if v},
         kernel_events={k: {"count": c, "bytes": b} for k, (c, b) in snapshot.kevents.items() if c},
         copy_sites=[{"reason": classify(s.stack), "stack": list(s.stack[:8]), "count": s.count,
-                     "bytes": s.bytes} for s in snapshot.copy_sites])
+                     "bytes": s.bytes} for s in snapshot.copy_sites],
+        rings=[asdict(r) for r in snapshot.rings if r.pid in by_pid])

@@ -64,6 +64,11 @@ def render(report: Report, verbose: bool = False) -> str:
                    "(user pages held by the kernel; charged to RLIMIT_MEMLOCK without CAP_IPC_LOCK)")
     if t.unread:
         out.append(f"error queue: {t.unread} notified requests never read by the application")
+    for ring in report.rings:
+        if ring["cq_pending"] or ring["cq_overflow"]:
+            out.append(f"io_uring ring {ring['ino']} of pid {ring['pid']}: {ring['cq_pending']} CQEs not consumed by "
+                       f"the application, {ring['cq_overflow']} in the overflow list (notification CQEs among "
+                       "them keep their buffers in use)")
     if report.sockets:
         out.append("\nsockets (most copied first):")
         out.append(table(("  PID", "PROTO", "INODE", "NETNS", "IFINDEX", "REQUESTS", "ZEROCOPIED", "COPIED"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -72,6 +73,17 @@ class CopySite:
 
 
 @dataclass(frozen=True)
+class RingRow:
+    """An io_uring instance of a process that sent zerocopy requests, from /proc fdinfo: what
+    the kernel posted that the application has not consumed yet (all CQE kinds)."""
+
+    pid: int
+    ino: int
+    cq_pending: int   # CQEs in the CQ ring past the application's head (CqTail - CqHead)
+    cq_overflow: int  # CQEs in the kernel's overflow list: the CQ ring was full
+
+
+@dataclass(frozen=True)
 class Snapshot:
     taken_at: float
     rows: list[StatsRow]
@@ -82,6 +94,7 @@ class Snapshot:
     kevents: dict[str, tuple[int, int]] = field(default_factory=dict)  # event -> (count, bytes)
     copy_sites: list[CopySite] = field(default_factory=list)
     receive: list[ReceiveRow] = field(default_factory=list)
+    rings: list[RingRow] = field(default_factory=list)
 
 
 def _name(names: tuple[str, ...], i: int) -> str:
@@ -113,6 +126,30 @@ def _forget_stale_ksyms(bpf) -> None:
     if modules != _modules_seen[0]:
         getattr(type(bpf), "_sym_caches", {}).pop(-1, None)
         _modules_seen[0] = modules
+
+
+def _rings(pids: set[int]) -> list[RingRow]:
+    """The io_uring instances these processes hold, one row per ring (fds sharing it once)."""
+    rows: dict[tuple[int, int], RingRow] = {}
+    for pid in sorted(pids):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue  # gone, or not ours to see
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:[io_uring]":
+                    continue
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    lines = f.read().splitlines()
+            except OSError:
+                continue
+            info = dict(line.split(":", 1) for line in lines if ":" in line and not line[:1].isspace())
+            after = lines[lines.index("CqOverflowList:") + 1:] if "CqOverflowList:" in lines else []
+            overflow = next((i for i, line in enumerate(after) if not line[:1].isspace()), len(after))
+            pending = (int(info["CqTail"]) - int(info["CqHead"])) & 0xFFFFFFFF
+            rows[(pid, int(info["ino"]))] = RingRow(pid, int(info["ino"]), pending, overflow)
+    return list(rows.values())
 
 
 def _has(bpf, name: bytes) -> bool:
@@ -156,4 +193,5 @@ def take(bpf) -> Snapshot:
                    for k, v in bpf[b"zc_rx"].items()]
     return Snapshot(taken_at=time.time(), rows=sorted(rows, key=lambda r: (r.pid, r.api, r.proto)),
                     reasons=reasons, sockets=sockets, hists=hists, errors=errors, kevents=kevents,
-                    copy_sites=sorted(sites, key=lambda s: -s.bytes), receive=sorted(receive, key=lambda r: r.pid))
+                    copy_sites=sorted(sites, key=lambda s: -s.bytes), receive=sorted(receive, key=lambda r: r.pid),
+                    rings=_rings({int(v.tgid) for v in bpf[b"zc_rings"].values()}) if _has(bpf, b"zc_rings") else [])
