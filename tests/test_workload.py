@@ -243,6 +243,29 @@ def test_cli_bad_input_exits_2_with_one_line(args: list[str]) -> None:
     assert "Traceback" not in p.stderr
 
 
+def test_sigterm_to_a_target_user_without_its_own_handler_cleans_up() -> None:
+    """A program that opens a target and is stopped with SIGTERM (zctrace bench, a library
+    user) leaves no namespace or veth behind."""
+    child = ("import sys, time\n"
+             "from zctrace.workload.targets import open_target\n"
+             "with open_target('sink', 'udp'):\n"
+             "    print('ready', flush=True)\n"
+             "    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", child], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        assert leftovers(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert leftovers(proc.pid) == []
+
+
 def test_cli_sigterm_cleans_up() -> None:
     proc = subprocess.Popen([sys.executable, "-m", "zctrace.workload", "--mode", "copy",
                              "--target", "netns", "--duration", "60"], cwd=ROOT,

@@ -79,6 +79,7 @@ def open_target(name: str, proto: str) -> Iterator[Endpoint]:
     check_target(name, proto)
     owner = os.getpid()
     stack = ExitStack()
+    sigterm = _unwind_on_sigterm()
     try:
         # Setup is never interrupted half-way (an interrupt inside pyroute2's event loop or a
         # fork hook is lost or leaves pyroute2 broken); a signal lands once it is done.
@@ -99,6 +100,7 @@ def open_target(name: str, proto: str) -> Iterator[Endpoint]:
             os._exit(1)
         with _signals_deferred():
             stack.close()
+        sigterm.close()
 
 
 # --- loopback --------------------------------------------------------------------------------
@@ -353,6 +355,20 @@ def _stop_process(proc: subprocess.Popen) -> None:
 
 
 # --- teardown protection ---------------------------------------------------------------------
+
+def _unwind_on_sigterm() -> ExitStack:
+    """Until the returned stack is closed, SIGTERM unwinds (SystemExit) instead of killing the
+    process on the spot, which would leave the target's namespace and veth behind. Only where
+    SIGTERM still has its default action (main thread): a program's own handler is kept."""
+    restore = ExitStack()
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+        def stop(signum: int, _frame: object) -> None:
+            raise SystemExit(128 + signum)
+        signal.signal(signal.SIGTERM, stop)
+        restore.callback(signal.signal, signal.SIGTERM, signal.SIG_DFL)
+    return restore
+
 
 @contextmanager
 def _signals_deferred() -> Iterator[None]:
