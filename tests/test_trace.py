@@ -161,7 +161,7 @@ def test_io_uring_cqes_not_consumed(tracer):
         ino = os.fstat(ring.fd).st_ino
 
         def mine() -> tuple[model.Report, dict]:
-            rep = model.build(snapshot.take(tracer.bpf), tracer.tier)
+            rep = model.build(snapshot.take(tracer.bpf, rings=True), tracer.tier)
             (row,) = [r for r in rep.rings if r["ino"] == ino]
             return rep, row
 

@@ -118,7 +118,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
             pass
         finally:
             signal.signal(signal.SIGTERM, previous)
-        rep = model.build(snapshot.take(session.bpf), session.tier, probe_statuses(session), comm=args.comm,
+        rep = model.build(snapshot.take(session.bpf, rings=True), session.tier, probe_statuses(session), comm=args.comm,
                           cgroup=cgroup)
     print(report.render(rep, args.verbose))
     if args.json:

@@ -24,6 +24,11 @@ def _merge(into: dict[str, int], other: dict[str, int]) -> None:
         into[key] = into.get(key, 0) + n
 
 
+def pinned_bytes(c: dict[str, int]) -> int:
+    """Bytes of MSG_ZEROCOPY requests whose completion has not run (fentry/kprobe counters)."""
+    return max(0, c["bytes"] - c["completed_bytes"])
+
+
 @dataclass
 class Counts:
     zc_requests: int = 0
@@ -47,7 +52,7 @@ class Counts:
                    not_attempted=sum(reasons.values()), not_attempted_reasons=reasons,
                    notifications=c["notifications"],
                    unread=max(0, decided - c["read_requests"]) if kernel_verdicts else 0,
-                   pinned_bytes=max(0, c["bytes"] - c["completed_bytes"]) if kernel_verdicts else 0)
+                   pinned_bytes=pinned_bytes(c) if kernel_verdicts else 0)
 
     def add(self, other: Counts) -> None:
         for name in _SUMMED:

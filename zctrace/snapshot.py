@@ -160,8 +160,9 @@ def _has(bpf, name: bytes) -> bool:
     return True
 
 
-def take(bpf) -> Snapshot:
-    """Snapshot the maps of a loaded bcc module."""
+def take(bpf, rings: bool = False) -> Snapshot:
+    """Snapshot the maps of a loaded bcc module; `rings` adds the io_uring CQ state of the
+    processes that sent zerocopy requests (a walk of their /proc fds: for reports, not scrapes)."""
     _forget_stale_ksyms(bpf)
     rows = [StatsRow(pid=k.tgid, comm=v.comm.decode(errors="replace"), api=_name(APIS, k.api),
                      proto=_name(PROTOS, k.proto), cgroup=int(v.cgroup),
@@ -194,4 +195,4 @@ def take(bpf) -> Snapshot:
     return Snapshot(taken_at=time.time(), rows=sorted(rows, key=lambda r: (r.pid, r.api, r.proto)),
                     reasons=reasons, sockets=sockets, hists=hists, errors=errors, kevents=kevents,
                     copy_sites=sorted(sites, key=lambda s: -s.bytes), receive=sorted(receive, key=lambda r: r.pid),
-                    rings=_rings({int(v.tgid) for v in bpf[b"zc_rings"].values()}) if _has(bpf, b"zc_rings") else [])
+                    rings=_rings({int(v.tgid) for v in bpf[b"zc_rings"].values()}) if rings else [])

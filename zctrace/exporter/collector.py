@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from .. import snapshot
-from ..model import NOT_ATTEMPTED_COUNTERS
+from ..model import NOT_ATTEMPTED_COUNTERS, pinned_bytes
 from ..probes import Session, load_manifest
 from ..reasons import classify
 from . import bpfinfo
@@ -286,8 +286,8 @@ def pinned(rows: list[snapshot.StatsRow], folded: Folded, owner_of: Callable[[sn
                             "Bytes of MSG_ZEROCOPY requests not completed yet: user pages the kernel still "
                             "holds (fentry/kprobe tiers; 0 on the tracepoint tier, which cannot see completions).",
                             labels=["api", "proto"] + labels)
-    return _row_gauge(fam, rows, folded, owner_of, labels, lambda row: row.counters["bytes"] - row.counters[
-        "completed_bytes"] if kernel_verdicts and row.api == "msg_zerocopy" else 0)
+    return _row_gauge(fam, rows, folded, owner_of, labels, lambda row: pinned_bytes(row.counters)
+                      if kernel_verdicts and row.api == "msg_zerocopy" else 0)
 
 
 def _row_gauge(fam: GaugeMetricFamily, rows: list[snapshot.StatsRow], folded: Folded,

@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -98,9 +97,11 @@ def open_target(name: str, proto: str) -> Iterator[Endpoint]:
             # A fork child (pyroute2 forks for netns work) unwinding an exception through our
             # frames: the target is the parent's, so leave it alone and end the child here.
             os._exit(1)
-        with _signals_deferred():
-            stack.close()
-        sigterm.close()
+        try:
+            with _signals_deferred():
+                stack.close()
+        finally:
+            sigterm.close()
 
 
 # --- loopback --------------------------------------------------------------------------------
@@ -227,21 +228,9 @@ def _veth_pair(stack: ExitStack, tag: str) -> _Veth:
         nsr.link("set", index=pindex, mtu=VETH_MTU, state="up")
         nsr.addr("add", index=pindex, address=peer_addr, prefixlen=net.prefixlen)
         mac = nsr.link("get", index=pindex)[0].get("IFLA_ADDRESS")
-    _static_neighbour(index, peer_addr, mac)
-    return _Veth(base, host, peer, host_addr, peer_addr)
-
-
-def _static_neighbour(index: int, addr: str, mac: str) -> None:
-    """A permanent neighbour entry for `addr` on device `index`, checked to be there: without
-    it packets wait for ARP, which the sink's drop qdisc eats, and never reach the device."""
     with IPRoute() as ipr:
-        for _ in range(50):
-            ipr.neigh("replace", dst=addr, lladdr=mac, ifindex=index, state=_NUD_PERMANENT)
-            if any(n.get("NDA_DST") == addr and n["state"] == _NUD_PERMANENT
-                   for n in ipr.get_neighbours(ifindex=index)):
-                return
-            time.sleep(0.1)
-    raise RuntimeError(f"the kernel keeps no permanent neighbour {addr} on ifindex {index}")
+        ipr.neigh("add", dst=peer_addr, lladdr=mac, ifindex=index, state=_NUD_PERMANENT)
+    return _Veth(base, host, peer, host_addr, peer_addr)
 
 
 @contextmanager
