@@ -46,6 +46,10 @@ class VMError(Exception):
         self.code = code
 
 
+class VMSilent(VMError):
+    """vng ended before the guest printed anything: a start-up failure worth one retry."""
+
+
 def _version_key(path: str) -> list[int]:
     return [int(n) for n in re.findall(r"\d+", os.path.basename(path))]
 
@@ -154,6 +158,8 @@ def run(pytest_args: list[str], kernel: str | None = None, timeout: float = DEFA
         raise VMError(f"timed out after {timeout:.0f} s "
                       f"({'pytest still running' if booted_at else 'VM never booted'})",
                       EXIT_TIMEOUT)
+    if rc is None and not booted_at and not any(t.strip() for t in tail):
+        raise VMSilent(f"VM failed to boot (vng exit status {vng_rc}; last line: no output)")
     if rc is None:
         last = next((t.strip() for t in reversed(tail) if t.strip()), "no output")
         where = "pytest did not finish" if booted_at else "VM failed to boot"
@@ -184,8 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     # A CI runner that gives up sends SIGTERM: unwind so the VM is killed too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
-        return run(pytest_args + after, kernel=opts.kernel, timeout=opts.timeout,
-                   cpus=opts.cpus, memory=opts.memory)
+        try:
+            return run(pytest_args + after, kernel=opts.kernel, timeout=opts.timeout,
+                       cpus=opts.cpus, memory=opts.memory)
+        except VMSilent as e:  # seen once in CI (vng exit 255, no output): boot again, once
+            print(f"vmtest: {e}; booting again", file=sys.stderr, flush=True)
+            return run(pytest_args + after, kernel=opts.kernel, timeout=opts.timeout,
+                       cpus=opts.cpus, memory=opts.memory)
     except VMError as e:
         print(f"vmtest: error: {e}", file=sys.stderr, flush=True)
         return e.code
