@@ -57,3 +57,30 @@ def dummy():
         except RuntimeError as e:
             pytest.skip(f"{e}: runs in the VM")
         yield endpoint
+
+
+@contextlib.contextmanager
+def scratch_cgroup(name: str):
+    """A new cgroup v2 `name` (under the v2 mount) for the test's processes; removed after, with
+    any process left in it moved back to the root first."""
+    from zctrace import cgroups
+    from zctrace.errors import ZctraceError
+    try:
+        root = cgroups.mount()
+    except ZctraceError as e:
+        pytest.skip(str(e))
+    path = root / name
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [path]:
+            for pid in (sub / "cgroup.procs").read_text().split():
+                with contextlib.suppress(OSError):  # the process ended meanwhile
+                    (root / "cgroup.procs").write_text(pid)
+            sub.rmdir()
+
+
+def in_cgroup(path, argv: list[str]) -> list[str]:
+    """`argv`, run as a process that starts inside cgroup `path` (a shell moves itself, then execs)."""
+    return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(path), *argv]

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from conftest import in_cgroup, scratch_cgroup
 
 ZCTRACE = [sys.executable, "-m", "zctrace.cli"]
 WORKLOAD = [sys.executable, "-m", "zctrace.workload"]
@@ -76,6 +77,29 @@ def test_trace_pid_and_comm_filter(tmp_path):
         worker.wait(timeout=30)
 
 
+def test_trace_cgroup_filter_takes_the_subtree(tmp_path):
+    """--cgroup PARENT reports a process in PARENT/child and leaves out one outside PARENT."""
+    rep = tmp_path / "report.json"
+    loop = ["--mode", "msg_zerocopy", "--target", "loopback", "--duration", "120", "--json", "/dev/null"]
+    with scratch_cgroup(f"zctrace-test-{os.getpid()}") as parent:
+        (parent / "child").mkdir()
+        inside = subprocess.Popen(in_cgroup(parent / "child", WORKLOAD + loop))
+        outside = subprocess.Popen(WORKLOAD + loop)
+        try:
+            time.sleep(1.0)
+            r = run(["trace", "--cgroup", parent.name, "--duration", "2", "--json", str(rep)])
+            assert r.returncode == 0, r.stderr
+            report = json.loads(rep.read_text())
+            assert [p["pid"] for p in report["processes"]] == [inside.pid]
+            assert report["totals"]["zc_requests"] > 0
+            r = run(["trace", "-p", str(outside.pid), "--duration", "2", "--json", "-"])
+            assert json.loads(r.stdout[r.stdout.index("{"):])["totals"]["zc_requests"] > 0  # it was sending
+        finally:
+            for worker in (inside, outside):
+                worker.terminate()
+                worker.wait(timeout=30)
+
+
 def test_trace_exit_status_is_the_commands():
     r = run(["trace", "--", sys.executable, "-c", "raise SystemExit(3)"])
     assert r.returncode == 3
@@ -89,6 +113,7 @@ def test_trace_exit_status_is_the_commands():
     (["trace", "--duration", "-1"], "seconds must be positive"),
     (["trace", "--", "/no/such/command"], "command not found"),
     (["trace", "-p", "1", "--", "true"], "not both"),
+    (["trace", "--cgroup", "no/such/cgroup"], "no cgroup 'no/such/cgroup'"),
     (["bench", "--mode", "teleport"], "invalid choice"),
     (["bench", "--size", "0"], "positive"),
     (["bench", "--size", "70000"], "too big for one UDP datagram"),

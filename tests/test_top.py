@@ -81,6 +81,7 @@ def test_top_without_a_terminal_prints_snapshots():
     (["--iterations", "0"], "refreshes must be positive"),
     (["--interval", "-1"], "seconds must be positive"),
     (["-p", "999999999"], "no process with PID"),
+    (["--cgroup", "no/such/cgroup"], "no cgroup 'no/such/cgroup'"),
 ])
 def test_top_bad_input_is_one_line_and_exit_2(args, message):
     r = subprocess.run(ZCTRACE + ["top", *args], capture_output=True, text=True, timeout=60)

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Sequence
 
-from . import argtypes, model, report, snapshot, tiers
+from . import argtypes, cgroups, model, report, snapshot, tiers
 from .btf import Btf, BtfError
 from .errors import ZctraceError
 from .probes import TIERS, Session, require_root
@@ -21,15 +21,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise ZctraceError(message)
-
-
-def _cgroup_id(path: str) -> int:
-    """The cgroup v2 id of a cgroup directory (its inode number), as BPF reports it."""
-    full = path if path.startswith("/sys/fs/cgroup") else "/sys/fs/cgroup/" + path.lstrip("/")
-    try:
-        return os.stat(full).st_ino
-    except OSError:
-        raise ZctraceError(f"no cgroup {path!r} (looked for {full})") from None
 
 
 def _tier_line(active: str, checks: list[tiers.TierCheck]) -> str:
@@ -91,7 +82,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
             raise ZctraceError(f"no process with PID {pid}")
     if command and shutil.which(command[0]) is None:
         raise ZctraceError(f"command not found: {command[0]}")
-    cgroup = _cgroup_id(args.cgroup) if args.cgroup else None
+    cgroup = cgroups.resolve(args.cgroup) if args.cgroup else None
     pids = list(args.pid) if args.pid else ([] if command else None)
     session = _open_session(args.tier, pids)
     status = 0
@@ -119,7 +110,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         finally:
             signal.signal(signal.SIGTERM, previous)
         rep = model.build(snapshot.take(session.bpf, rings=True), session.tier, probe_statuses(session), comm=args.comm,
-                          cgroup=cgroup)
+                          cgroups=cgroups.subtree_ids(cgroup) if cgroup else None)
     print(report.render(rep, args.verbose))
     if args.json:
         report.write_json(rep.to_json(), args.json)
@@ -152,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("trace", help="trace zerocopy sends and report per-process verdicts")
     t.add_argument("-p", "--pid", type=argtypes.pid, action="append", help="trace this process (repeatable)")
     t.add_argument("--comm", help="report only processes with this command name")
-    t.add_argument("--cgroup", help="report only processes in this cgroup (v2 path, e.g. system.slice/x.service)")
+    t.add_argument("--cgroup", help="report only processes in this cgroup v2 or below it (path, e.g. system.slice)")
     t.add_argument("--duration", type=argtypes.seconds, help="stop after this many seconds")
     t.add_argument("--tier", choices=TIERS, help="force a probe tier instead of the best available")
     t.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-' = stdout)")

@@ -8,6 +8,7 @@ the reason the probes found (see zctrace/reasons.py).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 
 from .reasons import classify
@@ -155,14 +156,14 @@ def _counted(row: StatsRow) -> bool:
 
 
 def build(snapshot: Snapshot, tier: str, probes: list[dict] | None = None, comm: str | None = None,
-          cgroup: int | None = None, top_sockets: int = 20) -> Report:
-    """Aggregate a snapshot into per-process reports and totals; `comm` and `cgroup` filter."""
+          cgroups: Collection[int] | None = None, top_sockets: int = 20) -> Report:
+    """Aggregate a snapshot into per-process reports and totals; `comm` and `cgroups` (ids) filter."""
     kernel_verdicts = tier in ("fentry", "kprobe")
     by_pid: dict[int, ProcessReport] = {}
     flows: dict[tuple[int, str, str], Counts] = {}
     for row in snapshot.rows:
         if not _counted(row) or (comm is not None and row.comm != comm) or (
-                cgroup is not None and row.cgroup != cgroup):
+                cgroups is not None and row.cgroup not in cgroups):
             continue
         counts = Counts.from_counters(row.counters, kernel_verdicts and row.api == "msg_zerocopy")
         proc = by_pid.setdefault(row.pid, ProcessReport(row.pid, row.comm, row.cgroup, Counts(), []))
@@ -187,7 +188,7 @@ def build(snapshot: Snapshot, tier: str, probes: list[dict] | None = None, comm:
         processes=sorted(by_pid.values(), key=lambda p: (-p.counts.zc_requests, p.pid)),
         sockets=[asdict(s) for s in sockets], notification_latency=latency,
         receive=[asdict(r) for r in snapshot.receive
-                 if (comm is None or r.comm == comm) and (cgroup is None or r.pid in by_pid)],
+                 if (comm is None or r.comm == comm) and (cgroups is None or r.pid in by_pid)],
         notification_ranges=Histogram.from_slots(ranges) if ranges else None,
         probes=probes or [], lost={k: v for k, v in snapshot.errors.items() if v},
         kernel_events={k: {"count": c, "bytes": b} for k, (c, b) in snapshot.kevents.items() if c},

@@ -17,8 +17,9 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-from . import argtypes, model, snapshot
+from . import argtypes, cgroups, model, snapshot
 from .probes import TIERS, Session
 from .report import human_bytes, table
 
@@ -28,6 +29,7 @@ MAX_SOCKETS = 10
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--pid", type=argtypes.pid, action="append", help="watch this process (repeatable)")
     p.add_argument("--comm", help="show only processes with this command name")
+    p.add_argument("--cgroup", help="show only processes in this cgroup v2 or below it (path, e.g. system.slice)")
     p.add_argument("--tier", choices=TIERS, help="force a probe tier instead of the best available")
     p.add_argument("--interval", type=argtypes.seconds, default=1.0, help="seconds between refreshes (default 1)")
     p.add_argument("--iterations", type=argtypes.positive(int, "refreshes"), help="stop after this many refreshes")
@@ -45,15 +47,17 @@ class Frame:
 class Sampler:
     """Reads the session's maps into Frames, keeping what rates need between them."""
 
-    def __init__(self, session: Session, comm: str | None) -> None:
+    def __init__(self, session: Session, comm: str | None, cgroup: Path | None = None) -> None:
         self._session = session
         self._comm = comm
+        self._cgroup = cgroup
         self._last: dict[int, int] = {}
         self._then = time.monotonic()
 
     def take(self) -> Frame:
         now = time.monotonic()
-        rep = model.build(snapshot.take(self._session.bpf), self._session.tier, comm=self._comm)
+        rep = model.build(snapshot.take(self._session.bpf), self._session.tier, comm=self._comm,
+                          cgroups=cgroups.subtree_ids(self._cgroup) if self._cgroup else None)
         elapsed = max(now - self._then, 1e-9)
         rates = {p.pid: (p.counts.zc_requests - self._last.get(p.pid, 0)) / elapsed
                  for p in rep.processes}
@@ -126,12 +130,13 @@ def run_cli(args: argparse.Namespace) -> int:
             open(f"/proc/{pid}/stat").close()
         except OSError:
             raise ZctraceError(f"no process with PID {pid}") from None
+    cgroup = cgroups.resolve(args.cgroup) if args.cgroup else None
     session = _open_session(args.tier, list(args.pid) if args.pid else None)
     show = _curses if sys.stdout.isatty() else _plain
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with session:
-            show(Sampler(session, args.comm), args)
+            show(Sampler(session, args.comm, cgroup), args)
     except KeyboardInterrupt:
         pass
     finally:

@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from importlib import metadata
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -21,7 +22,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .. import snapshot
+from .. import cgroups, snapshot
 from ..model import NOT_ATTEMPTED_COUNTERS, pinned_bytes
 from ..probes import Session, load_manifest
 from ..reasons import classify
@@ -71,6 +72,7 @@ def probes_of(session: Session) -> list[Probe]:
 class ExportOptions:
     top_comms: int = 10
     per_pid: bool = False
+    cgroup: Path | None = None  # only processes in this cgroup v2 subtree
     stats_forced: bool = False  # this daemon holds a BPF_ENABLE_STATS fd
 
 
@@ -123,6 +125,9 @@ class ZctraceCollector(Collector):
 
     def _traced(self) -> list[Metric]:
         snap = snapshot.take(self.session.bpf)
+        if self.options.cgroup is not None:
+            ids = cgroups.subtree_ids(self.options.cgroup)
+            snap = replace(snap, rows=[r for r in snap.rows if r.cgroup in ids])
         folded = self._folder.update(with_reasons(snap))
         labels = self._process_labels
         out = [requests(folded, labels), not_attempted(folded, labels), sent_bytes(folded, labels),

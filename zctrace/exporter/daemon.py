@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 
+from .. import cgroups
 from ..errors import ZctraceError
 from ..probes import TIERS
 from .server import DEFAULT_LISTEN
@@ -34,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"keep a comm label for the top N processes by bytes, fold the rest into "
                         f"comm=\"other\" (default {DEFAULT_TOP_COMMS}; with --per-pid: top N processes)")
     p.add_argument("--per-pid", action="store_true", help="add a pid label (more series)")
+    p.add_argument("--cgroup", metavar="PATH",
+                   help="export only processes in this cgroup v2 or below it, e.g. kubepods.slice (the "
+                        "per-process families; latency histograms and kernel-side families stay host-wide)")
     p.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
     p.add_argument("--basic-auth-file", metavar="FILE",
@@ -52,6 +56,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
     logging.basicConfig(format="zctrace: %(message)s", level=logging.INFO, stream=sys.stderr)
     host, port = parse_listen(args.listen)
+    cgroup = cgroups.resolve(args.cgroup) if args.cgroup else None
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ZctraceError("give both --tls-cert and --tls-key, or neither")
     tls = TlsFiles(args.tls_cert, args.tls_key) if args.tls_cert else None
@@ -75,7 +80,7 @@ def run_cli(args: argparse.Namespace) -> int:
                 except OSError as e:
                     print(f"zctrace: warning: --bpf-stats: {e.strerror}", file=sys.stderr)
             registry.register(ZctraceCollector(session, ExportOptions(
-                args.top_comms, args.per_pid, stats_forced=stats_fd is not None)))
+                args.top_comms, args.per_pid, cgroup, stats_forced=stats_fd is not None)))
             ProcessCollector(registry=registry)
             server.start()
             scheme = "https" if tls else "http"
