@@ -123,6 +123,13 @@ def build() -> dict:
         query(f'histogram_quantile(0.99, sum by (le, api) (rate(zctrace_notification_latency_seconds_bucket'
               f'{{{SEL}}}[{RATE}])))', "p99 {{api}}")))
 
+    d = d.with_panel(series(
+        "io_uring CQEs not reaped", "CQEs (completions and notifications) waiting in the CQ rings of "
+        "io_uring zerocopy senders, and in the kernel's overflow list when a ring was full: an "
+        "application that stopped reaping.", "short",
+        query(f'sum by (comm) (zctrace_io_uring_unreaped_cqes{{{SEL}}})', "{{comm}}"),
+        query(f'sum by (comm) (zctrace_io_uring_overflowed_cqes{{{SEL}}})', "overflow {{comm}}")))
+
     d = d.with_row(dashboard.Row("Probe health"))
     d = d.with_panel(stat.Panel().title("Probes down").description(
         "Attach points whose probe is not attached (zctrace_probe_up == 0).").datasource(DS)

@@ -162,7 +162,8 @@ def _has(bpf, name: bytes) -> bool:
 
 def take(bpf, rings: bool = False) -> Snapshot:
     """Snapshot the maps of a loaded bcc module; `rings` adds the io_uring CQ state of the
-    processes that sent zerocopy requests (a walk of their /proc fds: for reports, not scrapes)."""
+    processes that sent io_uring zerocopy requests (a walk of their /proc fds: for reports and
+    scrapes, not for bench polls)."""
     _forget_stale_ksyms(bpf)
     rows = [StatsRow(pid=k.tgid, comm=v.comm.decode(errors="replace"), api=_name(APIS, k.api),
                      proto=_name(PROTOS, k.proto), cgroup=int(v.cgroup),

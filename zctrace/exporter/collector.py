@@ -124,7 +124,7 @@ class ZctraceCollector(Collector):
     # Families from the snapshot -------------------------------------------------------------
 
     def _traced(self) -> list[Metric]:
-        snap = snapshot.take(self.session.bpf)
+        snap = snapshot.take(self.session.bpf, rings=True)
         if self.options.cgroup is not None:
             ids = cgroups.subtree_ids(self.options.cgroup)
             snap = replace(snap, rows=[r for r in snap.rows if r.cgroup in ids])
@@ -134,7 +134,7 @@ class ZctraceCollector(Collector):
                notifications(folded, labels), copy_fallbacks(folded, labels),
                undecided(snap.rows, folded, self._folder.owner, labels),
                pinned(snap.rows, folded, self._folder.owner, labels, self.session.tier != "tracepoint"),
-               notification_latency(snap, self._debut), lost_events(snap)]
+               *unreaped_cqes(snap, folded, self._folder.owner, labels), notification_latency(snap, self._debut), lost_events(snap)]
         if self._kernel_events:
             out += kernel_events(snap) + late_copies(snap, self._debut)
         return out
@@ -308,6 +308,32 @@ def _row_gauge(fam: GaugeMetricFamily, rows: list[snapshot.StatsRow], folded: Fo
     for key, n in sorted(now.items()):
         fam.add_metric(list(key), n)
     return fam
+
+
+def unreaped_cqes(snap: snapshot.Snapshot, folded: Folded, owner_of: Callable[[snapshot.StatsRow], Owner],
+                  labels: list[str]) -> list[Metric]:
+    """CQEs the kernel posted that the application has not reaped yet, in the rings of the
+    processes that sent io_uring zerocopy requests (from their /proc fdinfo at scrape time)."""
+    pending = GaugeMetricFamily("zctrace_io_uring_unreaped_cqes",
+                                "CQEs (completions and zerocopy notifications alike) posted to the CQ rings "
+                                "of io_uring zerocopy senders and not consumed by the application yet.",
+                                labels=labels)
+    overflow = GaugeMetricFamily("zctrace_io_uring_overflowed_cqes",
+                                 "CQEs of io_uring zerocopy senders waiting in the kernel's overflow list "
+                                 "because their CQ ring was full.", labels=labels)
+    row_of = {row.pid: row for row in snap.rows if row.api == "io_uring"}
+    now: dict[tuple[str, ...], tuple[int, int]] = {}
+    for ring in snap.rings:
+        row = row_of.get(ring.pid)
+        if row is None:  # not in scope (--cgroup), or its row was lost
+            continue
+        key = tuple(_process_values(folded.label_of[owner_of(row)], labels))
+        p, o = now.get(key, (0, 0))
+        now[key] = (p + ring.cq_pending, o + ring.cq_overflow)
+    for key, (p, o) in sorted(now.items()):
+        pending.add_metric(list(key), p)
+        overflow.add_metric(list(key), o)
+    return [pending, overflow]
 
 
 def notification_latency(snap: snapshot.Snapshot, debut: Debut) -> Metric:
