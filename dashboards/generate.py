@@ -94,8 +94,9 @@ def build() -> dict:
         "(tracepoint tier) notifications the application has not read yet.", "short",
         query(f'sum by (api) (zctrace_zerocopy_undecided_requests{{{SEL}}})', "{{api}}")))
     d = d.with_panel(series(
-        "Pinned bytes", "Bytes of MSG_ZEROCOPY sends the kernel has not completed: user pages it "
-        "still holds, charged to RLIMIT_MEMLOCK without CAP_IPC_LOCK (fentry/kprobe tiers only).", "bytes",
+        "Pinned bytes", "Bytes of zerocopy sends the kernel has not completed: user pages it still "
+        "holds, charged to RLIMIT_MEMLOCK without CAP_IPC_LOCK (io_uring: until the notification "
+        "CQE; MSG_ZEROCOPY: fentry/kprobe tiers only).", "bytes",
         query(f'sum by (comm) (zctrace_zerocopy_pinned_bytes{{{SEL}}})', "{{comm}}")))
 
     d = d.with_row(dashboard.Row("Processes"))

@@ -47,6 +47,45 @@ static __always_inline int zc_uring_take_failed(u64 ctx, u64 user_data)
 	return 1;
 }
 
+/* Bytes of sends whose notification CQE has not been posted: io_uring holds their pages until
+ * it is. Requests in flight under one user_data are summed; each notification takes their
+ * average (exact for distinct user_data or equal sizes). A failed send with a notification
+ * counts with 0 bytes. LRU: sends whose notification never comes age out. */
+struct zc_upin {
+	u64 bytes;
+	u64 count;
+};
+BPF_TABLE("lru_hash", struct zc_ureq, struct zc_upin, zc_uring_pinned, 65536);
+
+static __always_inline void zc_uring_pin(u64 ctx, u64 user_data, u64 bytes)
+{
+	struct zc_ureq key = {.ctx = ctx, .user_data = user_data};
+	struct zc_upin zero = {}, *p = zc_uring_pinned.lookup_or_try_init(&key, &zero);
+
+	if (!p)
+		return;
+	__sync_fetch_and_add(&p->bytes, bytes);
+	__sync_fetch_and_add(&p->count, 1);
+}
+
+/* The bytes a notification of (ctx, user_data) releases. */
+static __always_inline u64 zc_uring_unpin(u64 ctx, u64 user_data)
+{
+	struct zc_ureq key = {.ctx = ctx, .user_data = user_data};
+	struct zc_upin *p = zc_uring_pinned.lookup(&key);
+
+	if (!p)
+		return 0;
+	u64 count = p->count, take = count > 1 ? p->bytes / count : p->bytes;
+	if (count <= 1) {
+		zc_uring_pinned.delete(&key);
+		return take;
+	}
+	__sync_fetch_and_add(&p->bytes, -take);
+	__sync_fetch_and_add(&p->count, -1);
+	return take;
+}
+
 static __always_inline u8 zc_uring_proto(void *req)
 {
 	void *file = 0, *socket = 0, *sk = 0;
@@ -99,6 +138,7 @@ static __always_inline int zc_uring_cqe(u64 ctx, void *req, u64 user_data, s32 r
 	if (cflags & ZC_IORING_CQE_F_NOTIF) {
 		struct zc_stats *s = zc_stats_get(ring->tgid, ZC_API_IO_URING, ring->proto, 0);
 		zc_add(s, ZC_NOTIFICATIONS, 1);
+		zc_add(s, ZC_COMPLETED_BYTES, zc_uring_unpin(ctx, user_data));
 #ifdef ZC_TIER_TRACEPOINT
 		u8 report = 0, late = 0;
 		if (zc_uring_take_failed(ctx, user_data))
@@ -139,6 +179,8 @@ static __always_inline int zc_uring_cqe(u64 ctx, void *req, u64 user_data, s32 r
 		zc_add(s, ZC_REQUESTS, 1);
 		zc_add(s, ZC_BYTES, res);
 		zc_send_time(ctx, user_data);
+		if (cflags & ZC_IORING_CQE_F_MORE)
+			zc_uring_pin(ctx, user_data, res);
 		return 0;
 	}
 	if (res == -ZC_EOPNOTSUPP)
@@ -149,6 +191,7 @@ static __always_inline int zc_uring_cqe(u64 ctx, void *req, u64 user_data, s32 r
 		struct zc_ureq key = {.ctx = ctx, .user_data = user_data};
 		u8 one = 1;
 		zc_uring_failed.update(&key, &one);
+		zc_uring_pin(ctx, user_data, 0);
 	}
 	return 0;
 }

@@ -31,7 +31,7 @@ enum zc_counter {
 	ZC_NA_EOPNOTSUPP = 8,        /* socket or path without zerocopy support */
 	ZC_NOTIFICATIONS = 9,        /* completion notifications seen (one may cover many requests) */
 	ZC_READ_REQUESTS = 10,       /* requests whose notification the application read */
-	ZC_COMPLETED_BYTES = 11,     /* bytes of MSG_ZEROCOPY requests whose completion the kernel ran (fentry/kprobe) */
+	ZC_COMPLETED_BYTES = 11,     /* bytes of requests the kernel released: MSG_ZEROCOPY completions (fentry/kprobe), io_uring notification CQEs */
 	ZC_NR_COUNTERS = 12,
 };
 

@@ -148,6 +148,37 @@ def test_pinned_bytes_while_the_queue_holds_the_sends(tracer):
     assert (done.unknown, done.pinned_bytes, done.zerocopied + done.copied) == (0, 0, n), done
 
 
+def test_io_uring_pinned_bytes_until_the_notifications(tracer):
+    """io_uring SEND_ZC requests held in a qdisc: their send CQEs are posted, their notification
+    CQEs are not, and their bytes count as pinned on every tier until the packets are freed."""
+    n, size = 40, 1000
+    tracer.clear()
+    with open_target("sink", "udp") as ep, socket.socket(ep.family, socket.SOCK_DGRAM) as s, Ring(64) as ring:
+        subprocess.run(["tc", "qdisc", "replace", "dev", ep.ifname, "root", "tbf", "rate", "8bit",
+                        "burst", str(size + 100), "limit", "100000000"], check=True)
+        s.setsockopt(socket.SOL_SOCKET, 32, 16 << 20)  # SO_SNDBUFFORCE: held sends must not block
+        s.connect(ep.addr)
+        bufs = [bytearray(b"u" * size) for _ in range(n)]
+        for i, buf in enumerate(bufs):
+            ring.prep_send_zc(s.fileno(), buf, i)
+        sends = notified = 0
+        while sends < n:  # the n send CQEs, and the notification of one that passed, maybe
+            for c in ring.wait(1):
+                assert c.notif or c.res == size, c
+                notified += c.notif
+                sends += not c.notif
+        time.sleep(0.2)
+        held = model.build(snapshot.take(tracer.bpf), tracer.tier).totals
+        subprocess.run(["tc", "qdisc", "replace", "dev", ep.ifname, "root", "pfifo", "limit", "0"], check=True)
+        while notified < n:
+            notified += sum(c.notif for c in ring.wait(1))
+        time.sleep(0.2)
+        done = model.build(snapshot.take(tracer.bpf), tracer.tier).totals
+    assert held.zc_requests == n and held.bytes == n * size
+    assert n - 2 <= held.pinned_bytes // size <= n and held.pinned_bytes % size == 0, held
+    assert done.pinned_bytes == 0, done
+
+
 def test_io_uring_cqes_not_consumed(tracer):
     """CQEs a ring holds that the application has not reaped (notifications among them) are
     shown per ring, and are gone once it reaps them."""

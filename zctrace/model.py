@@ -25,8 +25,12 @@ def _merge(into: dict[str, int], other: dict[str, int]) -> None:
         into[key] = into.get(key, 0) + n
 
 
-def pinned_bytes(c: dict[str, int]) -> int:
-    """Bytes of MSG_ZEROCOPY requests whose completion has not run (fentry/kprobe counters)."""
+def pinned_bytes(api: str, c: dict[str, int], kernel_tier: bool) -> int:
+    """Bytes of requests whose user pages the kernel still holds: io_uring sends whose
+    notification CQE is not posted yet (every tier), MSG_ZEROCOPY sends whose completion has not
+    run (fentry/kprobe tiers; 0 on the tracepoint tier, which cannot see completions)."""
+    if api == "msg_zerocopy" and not kernel_tier:
+        return 0
     return max(0, c["bytes"] - c["completed_bytes"])
 
 
@@ -42,10 +46,10 @@ class Counts:
     copied_reasons: dict[str, int] = field(default_factory=dict)
     notifications: int = 0
     unread: int = 0  # fentry/kprobe: MSG_ZEROCOPY requests notified but not read by the application
-    pinned_bytes: int = 0  # fentry/kprobe: bytes of MSG_ZEROCOPY requests not completed yet (pages pinned)
+    pinned_bytes: int = 0  # bytes of requests not completed yet (pages pinned): see pinned_bytes()
 
     @classmethod
-    def from_counters(cls, c: dict[str, int], kernel_verdicts: bool = False) -> Counts:
+    def from_counters(cls, c: dict[str, int], kernel_verdicts: bool = False, pinned: int = 0) -> Counts:
         reasons = {reason: c[key] for key, reason in NOT_ATTEMPTED_COUNTERS.items() if c.get(key)}
         decided = c["zerocopied"] + c["copied"]
         return cls(zc_requests=c["requests"], bytes=c["bytes"], zerocopied=c["zerocopied"],
@@ -53,7 +57,7 @@ class Counts:
                    not_attempted=sum(reasons.values()), not_attempted_reasons=reasons,
                    notifications=c["notifications"],
                    unread=max(0, decided - c["read_requests"]) if kernel_verdicts else 0,
-                   pinned_bytes=pinned_bytes(c) if kernel_verdicts else 0)
+                   pinned_bytes=pinned)
 
     def add(self, other: Counts) -> None:
         for name in _SUMMED:
@@ -165,7 +169,8 @@ def build(snapshot: Snapshot, tier: str, probes: list[dict] | None = None, comm:
         if not _counted(row) or (comm is not None and row.comm != comm) or (
                 cgroups is not None and row.cgroup not in cgroups):
             continue
-        counts = Counts.from_counters(row.counters, kernel_verdicts and row.api == "msg_zerocopy")
+        counts = Counts.from_counters(row.counters, kernel_verdicts and row.api == "msg_zerocopy",
+                                      pinned_bytes(row.api, row.counters, kernel_verdicts))
         proc = by_pid.setdefault(row.pid, ProcessReport(row.pid, row.comm, row.cgroup, Counts(), []))
         proc.flows.append(Flow(row.api, row.proto, counts))
         flows[(row.pid, row.api, row.proto)] = counts

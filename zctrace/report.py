@@ -60,7 +60,7 @@ def render(report: Report, verbose: bool = False) -> str:
                 if report.tier == "tracepoint" else "completions still in flight")
         out.append(f"unknown: {hint}")
     if t.pinned_bytes:
-        out.append(f"pinned: {human_bytes(t.pinned_bytes)} of MSG_ZEROCOPY sends not completed yet "
+        out.append(f"pinned: {human_bytes(t.pinned_bytes)} of zerocopy sends not completed yet "
                    "(user pages held by the kernel; charged to RLIMIT_MEMLOCK without CAP_IPC_LOCK)")
     if t.unread:
         out.append(f"error queue: {t.unread} notified requests never read by the application")

@@ -288,11 +288,12 @@ def undecided(rows: list[snapshot.StatsRow], folded: Folded,
 def pinned(rows: list[snapshot.StatsRow], folded: Folded, owner_of: Callable[[snapshot.StatsRow], Owner],
            labels: list[str], kernel_verdicts: bool) -> Metric:
     fam = GaugeMetricFamily("zctrace_zerocopy_pinned_bytes",
-                            "Bytes of MSG_ZEROCOPY requests not completed yet: user pages the kernel still "
-                            "holds (fentry/kprobe tiers; 0 on the tracepoint tier, which cannot see completions).",
+                            "Bytes of zerocopy requests not completed yet: user pages the kernel still holds "
+                            "(io_uring: notification CQE not posted; MSG_ZEROCOPY: completion not run, seen "
+                            "on the fentry/kprobe tiers only, else 0).",
                             labels=["api", "proto"] + labels)
-    return _row_gauge(fam, rows, folded, owner_of, labels, lambda row: pinned_bytes(row.counters)
-                      if kernel_verdicts and row.api == "msg_zerocopy" else 0)
+    return _row_gauge(fam, rows, folded, owner_of, labels,
+                      lambda row: pinned_bytes(row.api, row.counters, kernel_verdicts))
 
 
 def _row_gauge(fam: GaugeMetricFamily, rows: list[snapshot.StatsRow], folded: Folded,
