@@ -131,6 +131,19 @@ def build() -> dict:
         query(f'sum by (comm) (zctrace_io_uring_unreaped_cqes{{{SEL}}})', "{{comm}}"),
         query(f'sum by (comm) (zctrace_io_uring_overflowed_cqes{{{SEL}}})', "overflow {{comm}}")))
 
+    d = d.with_row(dashboard.Row("Receive"))
+    d = d.with_panel(series(
+        "TCP_ZEROCOPY_RECEIVE bytes", "Bytes handed over by getsockopt(TCP_ZEROCOPY_RECEIVE): mapped "
+        "into the application (zero-copy), copied into its copy buffer, or skipped (left for a "
+        "copying recv()).", "Bps",
+        query(f'sum by (how) (rate(zctrace_tcp_zerocopy_receive_bytes_total{{{SEL}}}[{RATE}]))', "{{how}}"),
+        stacked=True))
+    d = d.with_panel(series(
+        "TCP_ZEROCOPY_RECEIVE mapped share by process", "Share of received bytes mapped zero-copy, "
+        "by process name.", "percentunit",
+        query(f'sum by (comm) (rate(zctrace_tcp_zerocopy_receive_bytes_total{{{SEL},how="mapped"}}[{RATE}])) / '
+              f'(sum by (comm) (rate(zctrace_tcp_zerocopy_receive_bytes_total{{{SEL}}}[{RATE}])) > 0)', "{{comm}}")))
+
     d = d.with_row(dashboard.Row("Probe health"))
     d = d.with_panel(stat.Panel().title("Probes down").description(
         "Attach points whose probe is not attached (zctrace_probe_up == 0).").datasource(DS)

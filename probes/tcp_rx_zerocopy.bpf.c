@@ -38,6 +38,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_getsockopt)
 	struct zc_rx zero = {}, *rx = zc_rx.lookup(&tgid);
 	if (!rx) {
 		bpf_get_current_comm(&zero.comm, sizeof(zero.comm));
+		zero.cgroup = bpf_get_current_cgroup_id();
 		zc_rx.insert(&tgid, &zero);
 		rx = zc_rx.lookup(&tgid);
 		if (!rx)

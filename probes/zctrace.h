@@ -133,6 +133,7 @@ struct zc_rx {
 	__u64 copied;                /* bytes copied into the copy buffer (small remainders) */
 	__u64 skipped;               /* recv_skip_hint: bytes left for a plain, copying recv() */
 	__u64 errors;                /* calls that failed */
+	__u64 cgroup;                /* cgroup v2 id of the process at its first call */
 	char comm[16];
 };
 

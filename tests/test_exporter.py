@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from conftest import in_cgroup, scratch_cgroup
+from test_receive import receive_from_a_zerocopy_sender
 from zctrace import snapshot
 from zctrace.btf import Btf
 from zctrace.exporter.collector import ExportOptions, ZctraceCollector, late_copy_caller
@@ -58,6 +59,10 @@ FAMILIES = {  # name -> (type, labels) of what a tracepoint-tier exporter serves
     "zctrace_copy_fallbacks": ("counter", {"reason", "api", "proto", "comm"}),
     "zctrace_zerocopy_undecided_requests": ("gauge", {"api", "proto", "comm"}),
     "zctrace_zerocopy_pinned_bytes": ("gauge", {"api", "proto", "comm"}),
+    "zctrace_io_uring_unreaped_cqes": ("gauge", {"comm"}),
+    "zctrace_io_uring_overflowed_cqes": ("gauge", {"comm"}),
+    "zctrace_tcp_zerocopy_receive_calls": ("counter", {"result", "comm"}),
+    "zctrace_tcp_zerocopy_receive_bytes": ("counter", {"how", "comm"}),
     "zctrace_notification_latency_seconds": ("histogram", {"api", "le"}),
     "zctrace_lost_events": ("counter", {"cause"}),
     "zctrace_bpf_program_run_seconds": ("counter", {"probe", "target"}),
@@ -463,6 +468,12 @@ def cqes_held(prom: Prometheus):
 def test_every_dashboard_query_evaluates_and_returns_data(prom: Prometheus, workloads):
     tier = prom.query('zctrace_build_info{job="zctrace"}')[0]["metric"]["tier"]
     empty = []
+    # The receive panels need a TCP_ZEROCOPY_RECEIVE user: this process.
+    receive_from_a_zerocopy_sender()
+
+    def received() -> None:
+        assert (prom.value('sum(zctrace_tcp_zerocopy_receive_bytes_total{job="zctrace"})') or 0) > 0
+    wait_for(received)
     with cqes_held(prom):
         for title, expr in dashboard_queries():
             result = prom.query(grafana_to_promql(expr))  # raises on a PromQL error

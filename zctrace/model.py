@@ -193,7 +193,7 @@ def build(snapshot: Snapshot, tier: str, probes: list[dict] | None = None, comm:
         processes=sorted(by_pid.values(), key=lambda p: (-p.counts.zc_requests, p.pid)),
         sockets=[asdict(s) for s in sockets], notification_latency=latency,
         receive=[asdict(r) for r in snapshot.receive
-                 if (comm is None or r.comm == comm) and (cgroups is None or r.pid in by_pid)],
+                 if (comm is None or r.comm == comm) and (cgroups is None or r.cgroup in cgroups)],
         notification_ranges=Histogram.from_slots(ranges) if ranges else None,
         probes=probes or [], lost={k: v for k, v in snapshot.errors.items() if v},
         kernel_events={k: {"count": c, "bytes": b} for k, (c, b) in snapshot.kevents.items() if c},

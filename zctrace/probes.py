@@ -218,9 +218,10 @@ class Session:
 
     def clear(self) -> None:
         """Forget everything counted so far (between benchmark cells). In-flight bookkeeping
-        (calls inside syscalls, ring owners, failed io_uring sends) is kept."""
+        (calls inside syscalls, ring owners, failed io_uring sends) is kept; the bytes of io_uring
+        sends in flight go with the byte counts they belong to."""
         for name in ("zc_stats", "zc_socks", "zc_reasons", "zc_hists", "zc_send_ts", "zc_late_copies",
-                     "zc_copy_sites", "zc_copy_stacks", "zc_redirected"):
+                     "zc_copy_sites", "zc_copy_stacks", "zc_redirected", "zc_rx", "zc_uring_pinned"):
             try:
                 self.bpf[name.encode()].clear()
             except KeyError:

@@ -61,6 +61,7 @@ class ReceiveRow:
     copied: int
     skipped: int
     errors: int
+    cgroup: int = 0
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,7 @@ def take(bpf, rings: bool = False) -> Snapshot:
     if _has(bpf, b"zc_rx"):
         receive = [ReceiveRow(pid=k.value, comm=v.comm.decode(errors="replace"), calls=int(v.calls),
                               mapped=int(v.mapped), copied=int(v.copied), skipped=int(v.skipped),
-                              errors=int(v.errors))
+                              errors=int(v.errors), cgroup=int(v.cgroup))
                    for k, v in bpf[b"zc_rx"].items()]
     return Snapshot(taken_at=time.time(), rows=sorted(rows, key=lambda r: (r.pid, r.api, r.proto)),
                     reasons=reasons, sockets=sockets, hists=hists, errors=errors, kevents=kevents,

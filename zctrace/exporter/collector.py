@@ -97,6 +97,7 @@ class ZctraceCollector(Collector):
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._folder = Folder(self.options.top_comms, self.options.per_pid)
+        self._rx_folder = Folder(self.options.top_comms, self.options.per_pid)  # receivers rank on their own
         self._debut = Debut()  # for the families outside the folder
         self._probes = probes_of(self.session)
         self._maps = bpfinfo.module_maps(self.session.bpf)
@@ -127,14 +128,16 @@ class ZctraceCollector(Collector):
         snap = snapshot.take(self.session.bpf, rings=True)
         if self.options.cgroup is not None:
             ids = cgroups.subtree_ids(self.options.cgroup)
-            snap = replace(snap, rows=[r for r in snap.rows if r.cgroup in ids])
+            snap = replace(snap, rows=[r for r in snap.rows if r.cgroup in ids],
+                           receive=[r for r in snap.receive if r.cgroup in ids])
         folded = self._folder.update(with_reasons(snap))
         labels = self._process_labels
         out = [requests(folded, labels), not_attempted(folded, labels), sent_bytes(folded, labels),
                notifications(folded, labels), copy_fallbacks(folded, labels),
                undecided(snap.rows, folded, self._folder.owner, labels),
                pinned(snap.rows, folded, self._folder.owner, labels, self.session.tier != "tracepoint"),
-               *unreaped_cqes(snap, folded, self._folder.owner, labels), notification_latency(snap, self._debut), lost_events(snap)]
+               *unreaped_cqes(snap, folded, self._folder.owner, labels), notification_latency(snap, self._debut),
+               *zerocopy_receive(self._rx_folder.update(receive_rows(snap)), labels), lost_events(snap)]
         if self._kernel_events:
             out += kernel_events(snap) + late_copies(snap, self._debut)
         return out
@@ -309,6 +312,31 @@ def _row_gauge(fam: GaugeMetricFamily, rows: list[snapshot.StatsRow], folded: Fo
     for key, n in sorted(now.items()):
         fam.add_metric(list(key), n)
     return fam
+
+
+def receive_rows(snap: snapshot.Snapshot) -> list[snapshot.StatsRow]:
+    """TCP_ZEROCOPY_RECEIVE results per process as rows the folder ranks (by bytes received)."""
+    return [snapshot.StatsRow(r.pid, r.comm, "tcp_zerocopy_receive", "tcp", {
+        "bytes": r.mapped + r.copied + r.skipped, "ok": r.calls - r.errors, "error": r.errors,
+        "mapped": r.mapped, "copied": r.copied, "skipped": r.skipped}, r.cgroup) for r in snap.receive]
+
+
+def zerocopy_receive(folded: Folded, labels: list[str]) -> list[Metric]:
+    calls = CounterMetricFamily("zctrace_tcp_zerocopy_receive_calls",
+                                "getsockopt(TCP_ZEROCOPY_RECEIVE) calls, by result (ok or error).",
+                                labels=["result"] + labels)
+    received = CounterMetricFamily(
+        "zctrace_tcp_zerocopy_receive_bytes",
+        "Bytes TCP_ZEROCOPY_RECEIVE handed over, by how: mapped (pages mapped into the application, "
+        "zero-copy), copied (into the copy buffer), skipped (recv_skip_hint: left for a copying recv()).",
+        labels=["how"] + labels)
+    for owner, _, _, c in _each(folded):
+        values = _process_values(owner, labels)
+        for result in ("ok", "error"):
+            calls.add_metric([result] + values, c.get(result, 0))
+        for how in ("mapped", "copied", "skipped"):
+            received.add_metric([how] + values, c.get(how, 0))
+    return [calls, received]
 
 
 def unreaped_cqes(snap: snapshot.Snapshot, folded: Folded, owner_of: Callable[[snapshot.StatsRow], Owner],
