@@ -24,7 +24,7 @@
 struct zc_ring {
 	u32 tgid;
 	u8 proto;
-	u8 late_reason; /* tracepoint tier: seen delivered locally (rx_evidence) */
+	u8 late_reason; /* tracepoint tier: a late copy proven by late_evidence */
 	u8 report;      /* ZC_RING_REPORTS / ZC_RING_SILENT, from its latest notification */
 	u8 pad;
 };

@@ -208,14 +208,22 @@ def test_eopnotsupp_from_io_uring_on_a_unix_socket(tracer):
     assert (counts.zc_requests, counts.copied, counts.zerocopied) == (0, 0, 0)
 
 
-def test_packet_tap(tracer, dummy):
-    """An AF_PACKET socket on the egress device copies every zerocopy send for the sniffer. It
-    needs a device that frees packets after the tap (dummy): the sink drops before it."""
+@pytest.mark.parametrize("mode", ["msg_zerocopy", "uring_zc"])
+@pytest.mark.parametrize("bound", [True, False], ids=["device_tap", "any_device_tap"])
+def test_packet_tap(tracer, freeing_device, mode, bound):
+    """An AF_PACKET socket on the egress device (tcpdump -i DEV), or on every device (tcpdump
+    -i any), copies every zerocopy send for the sniffer. It needs a device that frees packets
+    after the tap (dummy, or a port-less bridge): the sink drops before it. Without the tap the
+    same sends are zero-copy."""
+    ep = freeing_device
+    cell, reasons = reasons_after(tracer, ep, mode=mode, target=ep.name, size=1000)
+    assert cell.kernel["zerocopied"] == N and reasons == {}, cell
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003)) as tap:
-        tap.bind((dummy.ifname, 0))
-        cell, reasons = reasons_after(tracer, dummy, mode="msg_zerocopy", target="dummy", size=1000)
+        if bound:
+            tap.bind((ep.ifname, 0))
+        cell, reasons = reasons_after(tracer, ep, mode=mode, target=ep.name, size=1000)
     assert cell.kernel["copied"] == N, cell
-    assert reasons == ({"unknown": N} if tracer.tier == "tracepoint" else {"packet_tap": N})
+    assert reasons == {"packet_tap": N}
 
 
 def test_tx_timestamps_with_payload(tracer):

@@ -16,11 +16,11 @@ import pytest
 from pyroute2 import IPRoute, netns
 
 from zctrace.workload.senders import MODES, WorkloadSpec, run_workload, validate
-from zctrace.workload.targets import TARGETS, Endpoint, open_target
+from zctrace.workload.targets import TARGETS, UDP_ONLY, Endpoint, open_target
 from zctrace.workload.uring import IORING_OP_SEND_ZC, supported_opcodes
 
 ROOT = Path(__file__).resolve().parents[1]
-_NAME = re.compile(r"zc(\d+)[snd]\d+[hp]?")
+_NAME = re.compile(r"zc(\d+)[sndb]\d+[hp]?")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="veth/netns targets need root")
 needs_send_zc = pytest.mark.skipif(IORING_OP_SEND_ZC not in supported_opcodes(),
@@ -155,7 +155,7 @@ def test_parallel_targets_do_not_collide() -> None:
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
 def test_cleanup_when_body_raises(name: str, exc: type[BaseException]) -> None:
     with pytest.raises(exc):
-        with open_target(name, "udp" if name in ("sink", "dummy") else "tcp"):
+        with open_target(name, "udp" if name in UDP_ONLY else "tcp"):
             assert name == "loopback" or leftovers(os.getpid())
             raise exc()
     assert leftovers(os.getpid()) == []

@@ -154,13 +154,14 @@ def check_args(args: argparse.Namespace) -> None:
 
 def _specs(args: argparse.Namespace) -> list:
     from .workload.senders import WorkloadSpec, validate
+    from .workload.targets import UDP_ONLY
     modes = args.mode or list(DEFAULT_MODES)
     protos = args.proto or ["udp"]
     sizes = [s for group in args.size for s in group] if args.size else list(DEFAULT_SIZES)
     targets = args.target or list(DEFAULT_TARGETS)
     specs = []
     for target, proto, mode, size in itertools.product(targets, protos, modes, sizes):
-        if target in ("sink", "dummy") and proto == "tcp":
+        if target in UDP_ONLY and proto == "tcp":
             continue  # no handshake through a sink; named combinations are validated below
         spec = WorkloadSpec(
             mode=mode, proto=proto, size=size, target=target,

@@ -33,7 +33,7 @@ from .bench import Cell, check_status, open_endpoint, run_on
 from .errors import ZctraceError
 from .probes import Session
 from .workload.senders import WorkloadSpec, validate
-from .workload.targets import Endpoint
+from .workload.targets import UDP_ONLY, Endpoint
 
 SUITES = ("seed-tables", "overhead")
 SEED_SIZES = (600, 1000, 1200, 1500, 4000, 8000, 65000)
@@ -204,9 +204,9 @@ def _targets_protos(args: argparse.Namespace) -> list[tuple[str, str]]:
     targets = args.target or ["sink"]
     protos = args.proto or ["udp", "tcp"]
     pairs = [(t, p) for t, p in itertools.product(targets, protos)
-             if not (t in ("sink", "dummy") and p == "tcp")]
+             if not (t in UDP_ONLY and p == "tcp")]
     if not pairs:
-        raise ZctraceError("no runnable combination (tcp cannot use the sink or dummy target)")
+        raise ZctraceError("no runnable combination (tcp cannot use the sink, dummy or bridge target)")
     return pairs
 
 

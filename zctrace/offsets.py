@@ -51,6 +51,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "net_device_features": ("net_device", "features"),
     "net_device_mtu": ("net_device", "mtu"),
     "net_device_ifindex": ("net_device", "ifindex"),
+    "net_device_ptype_all": ("net_device", "ptype_all"),
     "socket_file": ("socket", "file"),
     "file_f_inode": ("file", "f_inode"),
     "inode_i_ino": ("inode", "i_ino"),
@@ -71,7 +72,8 @@ ENUM_VALUES = {
 def kernel_macros() -> set[str]:
     """Every macro name this module can supply."""
     return ({f"ZC_OFF_{s}" for s in FIELDS} | {f"ZC_SHIFT_{s}" for s in FIELDS} | set(ENUM_VALUES)
-            | {"ZC_NOTIF_CHAIN", "ZC_UDP_CORK_OFF", "ZC_UDP_CORK_BIT"})
+            | {"ZC_NOTIF_CHAIN", "ZC_UDP_CORK_OFF", "ZC_UDP_CORK_BIT", "ZC_NET_PTYPE_ALL_OFF", "ZC_DEV_NET_OFF",
+               "ZC_PTYPE_ALL_ADDR"})
 
 
 def kernel_defines(btf: Btf) -> tuple[dict[str, int], dict[str, str]]:
@@ -96,6 +98,7 @@ def kernel_defines(btf: Btf) -> tuple[dict[str, int], dict[str, str]]:
     if "ZC_OFF_io_notif_data_next" in defines:
         defines["ZC_NOTIF_CHAIN"] = 1  # linked notifications (6.10+)
     defines.update(_udp_cork(btf))
+    defines.update(_ptype_all(btf))
     return defines, missing
 
 
@@ -111,3 +114,35 @@ def _udp_cork(btf: Btf) -> dict[str, int]:
         return {"ZC_UDP_CORK_OFF": btf.field("udp_sock", "corkflag").offset, "ZC_UDP_CORK_BIT": 0}
     except BtfError:
         return {}
+
+
+def _ptype_all(btf: Btf) -> dict[str, int]:
+    """Where taps on every device are listed: struct net.ptype_all of the device's netns (6.15+),
+    else the host-wide list at a kernel address (net_hotdata.ptype_all since 6.9, ptype_all
+    before; found in /proc/kallsyms). Optional: without it only device taps are seen."""
+    try:
+        return {"ZC_NET_PTYPE_ALL_OFF": btf.field("net", "ptype_all").offset,
+                "ZC_DEV_NET_OFF": btf.field("net_device", "nd_net.net").offset}
+    except BtfError:
+        pass
+    symbols = _kallsyms({"net_hotdata", "ptype_all"})
+    try:
+        if "net_hotdata" in symbols:
+            return {"ZC_PTYPE_ALL_ADDR": symbols["net_hotdata"] + btf.field("net_hotdata", "ptype_all").offset}
+    except BtfError:
+        return {}
+    return {"ZC_PTYPE_ALL_ADDR": symbols["ptype_all"]} if "ptype_all" in symbols else {}
+
+
+def _kallsyms(names: set[str]) -> dict[str, int]:
+    """Addresses of these kernel symbols (those /proc/kallsyms shows with a non-zero address)."""
+    found: dict[str, int] = {}
+    try:
+        with open("/proc/kallsyms") as f:
+            for line in f:
+                addr, _, name = line.rstrip("\n").split(" ", 2)
+                if name in names and int(addr, 16):
+                    found[name] = int(addr, 16)
+    except OSError:
+        pass
+    return found

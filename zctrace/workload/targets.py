@@ -4,6 +4,9 @@
 - ``sink``: a veth pair into a private netns whose host side drops every packet at enqueue
   (root ``pfifo limit 0``, MTU 65535); UDP sends up to the MTU really go out zero-copy.
 - ``netns``: a veth pair into a private netns with a receiver process inside; COPIED on delivery.
+- ``dummy``: a dummy device (where the kernel has one): frees every packet after transmit.
+- ``bridge``: a bridge without ports, ARP off: like dummy (packet taps and TX timestamps see
+  every packet, then it is freed), where such a bridge has carrier (6.18 yes, 6.12 no).
 
 Every target is a context manager that removes what it created (namespace, veth pair, qdisc,
 receiver) on any exit, including exceptions and KeyboardInterrupt. Names carry the pid and a
@@ -30,7 +33,8 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-TARGETS = ("loopback", "sink", "netns", "dummy")
+TARGETS = ("loopback", "sink", "netns", "dummy", "bridge")
+UDP_ONLY = ("sink", "dummy", "bridge")  # nothing answers there: no TCP handshake
 PROTOS = ("udp", "tcp")
 
 VETH_MTU = 65535
@@ -67,7 +71,7 @@ def check_target(name: str, proto: str) -> None:
         raise ValueError(f"unknown target {name!r}; choose one of {', '.join(TARGETS)}")
     if proto not in PROTOS:
         raise ValueError(f"unknown protocol {proto!r}; choose udp or tcp")
-    if name in ("sink", "dummy") and proto == "tcp":
+    if name in UDP_ONLY and proto == "tcp":
         raise ValueError(f"tcp cannot use the {name} target (it drops every packet, so no "
                          "handshake completes); use udp, or the loopback or netns target")
 
@@ -87,8 +91,8 @@ def open_target(name: str, proto: str) -> Iterator[Endpoint]:
                 endpoint = _loopback(stack, proto)
             elif name == "sink":
                 endpoint = _sink(stack)
-            elif name == "dummy":
-                endpoint = _dummy(stack)
+            elif name in ("dummy", "bridge"):
+                endpoint = _freeing_device(stack, name)
             else:
                 endpoint = _netns(stack, proto)
         yield endpoint
@@ -174,17 +178,19 @@ def _sink(stack: ExitStack) -> Endpoint:
     return Endpoint("sink", (veth.peer_addr, RECEIVER_PORT), socket.AF_INET, veth.host)
 
 
-def _dummy(stack: ExitStack) -> Endpoint:
-    """The published benchmark's sink: a dummy device (MTU 65535) frees every packet it sends,
-    after packet taps and TX timestamps have seen it (unlike the sink's qdisc drop)."""
-    subprocess.run(["modprobe", "dummy"], capture_output=True)  # built in, or absent: fine
-    name = f"zc{os.getpid()}d{next(_seq) % 1000}"
+def _freeing_device(stack: ExitStack, kind: str) -> Endpoint:
+    """A device that frees every packet it transmits, after packet taps and TX timestamps have
+    seen it (unlike the sink's qdisc drop), MTU 65535: a dummy device (the published benchmark's
+    sink), or a bridge without ports (it floods to no one) with ARP off."""
+    if kind == "dummy":
+        subprocess.run(["modprobe", "dummy"], capture_output=True)  # built in, or absent: fine
+    name = f"zc{os.getpid()}{kind[0]}{next(_seq) % 1000}"
     stack.callback(_delete_link, name)
     with _lock(), IPRoute() as ipr:
         try:
-            ipr.link("add", ifname=name, kind="dummy")
+            ipr.link("add", ifname=name, kind=kind)
         except NetlinkError:
-            raise RuntimeError("this kernel has no dummy network device (modprobe dummy failed); "
+            raise RuntimeError(f"this kernel has no {kind} network device (modprobe {kind} failed); "
                                "use the sink target") from None
         net = _free_subnet(ipr)
         host_addr, peer_addr = (str(a) for a in net.hosts())
@@ -193,8 +199,15 @@ def _dummy(stack: ExitStack) -> Endpoint:
         ipr.link("set", index=index, mtu=VETH_MTU)
         ipr.addr("add", index=index, address=host_addr, prefixlen=net.prefixlen)
         ipr.link("set", index=index, state="up")
-        ipr.neigh("add", dst=peer_addr, lladdr="02:00:00:00:00:01", ifindex=index, state=_NUD_PERMANENT)
-    return Endpoint("dummy", (peer_addr, RECEIVER_PORT), socket.AF_INET, name)
+        if kind == "dummy":
+            ipr.neigh("add", dst=peer_addr, lladdr="02:00:00:00:00:01", ifindex=index, state=_NUD_PERMANENT)
+        elif not ipr.link("get", index=index)[0].get("IFLA_CARRIER"):
+            # Seen on 6.12: no carrier without ports, and every packet is dropped before transmit.
+            raise RuntimeError("a bridge without ports has no carrier on this kernel (it drops "
+                               "before transmit); use the dummy or sink target")
+    if kind == "bridge":
+        subprocess.run(["ip", "link", "set", "dev", name, "arp", "off"], check=True)
+    return Endpoint(kind, (peer_addr, RECEIVER_PORT), socket.AF_INET, name)
 
 
 def _netns(stack: ExitStack, proto: str) -> Endpoint:

@@ -1,0 +1,72 @@
+/* Evidence of late copies for the tracepoint tier, which cannot see skb_copy_ubufs.
+ *
+ * - Local delivery: a zerocopy skb reaching __netif_receive_skb_core (loopback, a veth peer)
+ *   is about to be copied by skb_orphan_frags_rx.
+ * - Packet tap: net_dev_start_xmit runs in xmit_one right after dev_queue_xmit_nit, which
+ *   copied the frags for every AF_PACKET tap when a tap was active: one bound to the device
+ *   (dev->ptype_all), or to every device (per netns since 6.15, host-wide before).
+ *
+ * The skb's ubuf_info names the sender: a MSG_ZEROCOPY socket (the notification skb around the
+ * uarg holds the socket) or an io_uring ring (the notification request holds the ring). Each
+ * runs for every packet: one read of skb_shinfo()->flags.
+ */
+
+static __always_inline void zc_late_evidence(u64 uarg, u8 reason)
+{
+	u64 sk = 0, ring_ctx = 0;
+
+	ZC_READ(sk, uarg - ZC_OFF_sk_buff_cb, ZC_OFF_sk_buff_sk);
+	struct zc_sock *st = zc_socks.lookup(&sk);
+	if (st) {
+		st->late_reason = reason;
+		return;
+	}
+	u64 req = uarg - ZC_OFF_io_notif_data_uarg - ZC_OFF_io_kiocb_cmd;
+	ZC_READ(ring_ctx, req, ZC_OFF_io_kiocb_ctx);
+	struct zc_ring *ring = zc_rings.lookup(&ring_ctx);
+	if (ring)
+		ring->late_reason = reason;
+}
+
+/* A list_head with entries: its next pointer is not itself. */
+static __always_inline int zc_list_busy(u64 head)
+{
+	u64 next = 0;
+
+	ZC_READ(next, (void *)head, 0);
+	return next && next != head;
+}
+
+/* dev_nit_active(): an AF_PACKET tap sees the packets this device sends. */
+static __always_inline int zc_tap_active(void *dev)
+{
+	if (zc_list_busy((u64)dev + ZC_OFF_net_device_ptype_all))
+		return 1;
+#if defined(ZC_NET_PTYPE_ALL_OFF)
+	u64 net = 0;
+	ZC_READ(net, dev, ZC_DEV_NET_OFF);
+	return net && zc_list_busy(net + ZC_NET_PTYPE_ALL_OFF);
+#elif defined(ZC_PTYPE_ALL_ADDR)
+	return zc_list_busy(ZC_PTYPE_ALL_ADDR);
+#else
+	return 0; /* taps on every device unknown here: only device taps are proved */
+#endif
+}
+
+RAW_TRACEPOINT_PROBE(netif_receive_skb)
+{
+	u64 uarg = zc_skb_uarg((void *)ctx->args[0]);
+
+	if (uarg)
+		zc_late_evidence(uarg, ZC_R_LOCAL_DELIVERY);
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(net_dev_start_xmit)
+{
+	u64 uarg = zc_skb_uarg((void *)ctx->args[0]);
+
+	if (uarg && zc_tap_active((void *)ctx->args[1]))
+		zc_late_evidence(uarg, ZC_R_PACKET_TAP);
+	return 0;
+}
