@@ -163,18 +163,24 @@ static __always_inline void zc_send_time(u64 owner, u64 id)
 }
 
 /* The ubuf_info of a zerocopy skb (skb_zcopy()), or 0. */
-static __always_inline u64 zc_skb_uarg(void *skb)
+static __always_inline void *zc_skb_shinfo(void *skb)
 {
 	void *head = 0;
 	u32 end = 0;
-	u8 flags = 0;
-	u64 uarg = 0;
 
 	ZC_READ(head, skb, ZC_OFF_sk_buff_head);
 	ZC_READ(end, skb, ZC_OFF_sk_buff_end);
-	if (!head)
+	return head ? (char *)head + end : 0; /* skb_shinfo(): head + end offset on 64-bit */
+}
+
+static __always_inline u64 zc_skb_uarg(void *skb)
+{
+	void *shinfo = zc_skb_shinfo(skb);
+	u8 flags = 0;
+	u64 uarg = 0;
+
+	if (!shinfo)
 		return 0;
-	void *shinfo = (char *)head + end; /* skb_shinfo(): head + end offset on 64-bit */
 	ZC_READ(flags, shinfo, ZC_OFF_skb_shared_info_flags);
 	if (!(flags & ZC_SKBFL_ZEROCOPY_ENABLE))
 		return 0;

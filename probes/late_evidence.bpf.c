@@ -5,6 +5,9 @@
  * - Packet tap: net_dev_start_xmit runs in xmit_one right after dev_queue_xmit_nit, which
  *   copied the frags for every AF_PACKET tap when a tap was active: one bound to the device
  *   (dev->ptype_all), or to every device (per netns since 6.15, host-wide before).
+ * - TX timestamp: __dev_queue_xmit, where net_dev_queue fires, takes the SCHED timestamp of
+ *   an skb that asks for one (SKBTX_SCHED_TSTAMP); unless the socket set
+ *   SOF_TIMESTAMPING_OPT_TSONLY, the timestamp skb is a clone whose frags are copied.
  *
  * The skb's ubuf_info names the sender: a MSG_ZEROCOPY socket (the notification skb around the
  * uarg holds the socket) or an io_uring ring (the notification request holds the ring). Each
@@ -68,5 +71,26 @@ RAW_TRACEPOINT_PROBE(net_dev_start_xmit)
 
 	if (uarg && zc_tap_active((void *)ctx->args[1]))
 		zc_late_evidence(uarg, ZC_R_PACKET_TAP);
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(net_dev_queue)
+{
+	void *skb = (void *)ctx->args[0], *sk = 0, *shinfo = zc_skb_shinfo(skb);
+	u8 tx_flags = 0;
+	u16 tsflags = 0; /* sk_tsflags: u16 before 6.6, u32 since; the flag is in the low half */
+	u64 uarg = zc_skb_uarg(skb);
+
+	if (!uarg)
+		return 0;
+	ZC_READ(tx_flags, shinfo, ZC_OFF_skb_shared_info_tx_flags);
+	if (!(tx_flags & ZC_SKBTX_SCHED_TSTAMP))
+		return 0;
+	ZC_READ(sk, skb, ZC_OFF_sk_buff_sk);
+	if (!sk)
+		return 0;
+	ZC_READ(tsflags, sk, ZC_OFF_sock_sk_tsflags);
+	if (!(tsflags & ZC_SOF_TIMESTAMPING_OPT_TSONLY))
+		zc_late_evidence(uarg, ZC_R_TX_TIMESTAMP);
 	return 0;
 }
