@@ -5,6 +5,8 @@
  * - Packet tap: net_dev_start_xmit runs in xmit_one right after dev_queue_xmit_nit, which
  *   copied the frags for every AF_PACKET tap when a tap was active: one bound to the device
  *   (dev->ptype_all), or to every device (per netns since 6.15, host-wide before).
+ * - tun/tap: tun_net_xmit copies the frags of every skb it queues for its reader; a tun
+ *   device is one whose rtnl_link_ops is the tun driver's (kind "tun").
  * - TX timestamp: __dev_queue_xmit, where net_dev_queue fires, takes the SCHED timestamp of
  *   an skb that asks for one (SKBTX_SCHED_TSTAMP); unless the socket set
  *   SOF_TIMESTAMPING_OPT_TSONLY, the timestamp skb is a clone whose frags are copied.
@@ -56,6 +58,21 @@ static __always_inline int zc_tap_active(void *dev)
 #endif
 }
 
+/* A tun/tap device: its rtnl_link_ops->kind is "tun". */
+static __always_inline int zc_dev_is_tun(void *dev)
+{
+	void *ops = 0, *kind = 0;
+	char name[4] = {};
+
+	ZC_READ(ops, dev, ZC_OFF_net_device_rtnl_link_ops);
+	if (!ops)
+		return 0;
+	ZC_READ(kind, ops, ZC_OFF_rtnl_link_ops_kind);
+	if (!kind || bpf_probe_read_kernel(name, sizeof(name), kind))
+		return 0;
+	return name[0] == 't' && name[1] == 'u' && name[2] == 'n' && name[3] == 0;
+}
+
 RAW_TRACEPOINT_PROBE(netif_receive_skb)
 {
 	u64 uarg = zc_skb_uarg((void *)ctx->args[0]);
@@ -69,8 +86,14 @@ RAW_TRACEPOINT_PROBE(net_dev_start_xmit)
 {
 	u64 uarg = zc_skb_uarg((void *)ctx->args[0]);
 
-	if (uarg && zc_tap_active((void *)ctx->args[1]))
+	void *dev = (void *)ctx->args[1];
+
+	if (!uarg)
+		return 0;
+	if (zc_tap_active(dev)) /* dev_queue_xmit_nit ran first */
 		zc_late_evidence(uarg, ZC_R_PACKET_TAP);
+	else if (zc_dev_is_tun(dev))
+		zc_late_evidence(uarg, ZC_R_TUN_TAP);
 	return 0;
 }
 

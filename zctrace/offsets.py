@@ -54,6 +54,8 @@ FIELDS: dict[str, tuple[str, str]] = {
     "net_device_mtu": ("net_device", "mtu"),
     "net_device_ifindex": ("net_device", "ifindex"),
     "net_device_ptype_all": ("net_device", "ptype_all"),
+    "net_device_rtnl_link_ops": ("net_device", "rtnl_link_ops"),
+    "rtnl_link_ops_kind": ("rtnl_link_ops", "kind"),
     "socket_file": ("socket", "file"),
     "file_f_inode": ("file", "f_inode"),
     "inode_i_ino": ("inode", "i_ino"),
