@@ -162,20 +162,31 @@ static __always_inline void zc_send_time(u64 owner, u64 id)
 	zc_send_ts.update(&key, &now);
 }
 
-/* The ubuf_info of a zerocopy skb (skb_zcopy()), or 0. */
+/* skb_shinfo(skb): head + end on 64-bit; one read where end (u32) sits right before head
+ * (these run for every packet on the tracepoint tier: every read counts). */
 static __always_inline void *zc_skb_shinfo(void *skb)
 {
+#if ZC_OFF_sk_buff_head == ZC_OFF_sk_buff_end + 4
+	struct {
+		u32 end;
+		u64 head;
+	} __attribute__((packed)) eh = {};
+
+	ZC_READ(eh, skb, ZC_OFF_sk_buff_end);
+	return eh.head ? (char *)eh.head + eh.end : 0;
+#else
 	void *head = 0;
 	u32 end = 0;
 
 	ZC_READ(head, skb, ZC_OFF_sk_buff_head);
 	ZC_READ(end, skb, ZC_OFF_sk_buff_end);
-	return head ? (char *)head + end : 0; /* skb_shinfo(): head + end offset on 64-bit */
+	return head ? (char *)head + end : 0;
+#endif
 }
 
-static __always_inline u64 zc_skb_uarg(void *skb)
+/* The ubuf_info of an skb's shared info if the skb is zerocopy (skb_zcopy()), or 0. */
+static __always_inline u64 zc_shinfo_uarg(void *shinfo)
 {
-	void *shinfo = zc_skb_shinfo(skb);
 	u8 flags = 0;
 	u64 uarg = 0;
 
@@ -186,6 +197,84 @@ static __always_inline u64 zc_skb_uarg(void *skb)
 		return 0;
 	ZC_READ(uarg, shinfo, ZC_OFF_skb_shared_info_destructor_arg);
 	return uarg;
+}
+
+/* The ubuf_info of a zerocopy skb (skb_zcopy()), or 0. */
+static __always_inline u64 zc_skb_uarg(void *skb)
+{
+	return zc_shinfo_uarg(zc_skb_shinfo(skb));
+}
+
+/* The egress device of a socket's cached route (0 if it has none: unconnected, or not yet
+ * routed). */
+static __always_inline void *zc_sk_dev(void *sk)
+{
+	void *dst = 0, *dev = 0;
+
+	ZC_READ(dst, sk, ZC_OFF_sock_sk_dst_cache);
+	if (dst)
+		ZC_READ(dev, dst, ZC_OFF_dst_entry_dev);
+	return dev;
+}
+
+/* A list_head with entries: its next pointer is not itself. */
+static __always_inline int zc_list_busy(u64 head)
+{
+	u64 next = 0;
+
+	ZC_READ(next, (void *)head, 0);
+	return next && next != head;
+}
+
+/* dev_nit_active(): an AF_PACKET tap sees what this device sends: one bound to the device
+ * (dev->ptype_all), or one on every device (per netns since 6.15, host-wide before). */
+static __always_inline int zc_tap_active(void *dev)
+{
+	if (zc_list_busy((u64)dev + ZC_OFF_net_device_ptype_all))
+		return 1;
+#if defined(ZC_NET_PTYPE_ALL_OFF)
+	u64 net = 0;
+	ZC_READ(net, dev, ZC_DEV_NET_OFF);
+	return net && zc_list_busy(net + ZC_NET_PTYPE_ALL_OFF);
+#elif defined(ZC_PTYPE_ALL_ADDR)
+	return zc_list_busy(ZC_PTYPE_ALL_ADDR);
+#else
+	return 0; /* the every-device list is not found here: only device taps are seen */
+#endif
+}
+
+/* A tun/tap device: its rtnl_link_ops->kind is "tun". */
+static __always_inline int zc_dev_is_tun(void *dev)
+{
+	void *ops = 0, *kind = 0;
+	char name[4] = {};
+
+	ZC_READ(ops, dev, ZC_OFF_net_device_rtnl_link_ops);
+	if (!ops)
+		return 0;
+	ZC_READ(kind, ops, ZC_OFF_rtnl_link_ops_kind);
+	if (!kind || bpf_probe_read_kernel(name, sizeof(name), kind))
+		return 0;
+	return name[0] == 't' && name[1] == 'u' && name[2] == 'n' && name[3] == 0;
+}
+
+/* The late copy the kernel will make of a socket's zerocopy skbs, from the state it checks when
+ * they go out through `dev` (the route's device, or 0): dev_queue_xmit_nit copies for an active
+ * packet tap, tun_net_xmit for its reader, __skb_tstamp_tx for a SCHED TX timestamp that carries
+ * the payload (no SOF_TIMESTAMPING_OPT_TSONLY). Read at send: the tracepoint tier's evidence,
+ * since it cannot see skb_copy_ubufs. */
+static __always_inline u8 zc_predict_late(void *sk, void *dev)
+{
+	u16 tsflags = 0; /* sk_tsflags: u16 before 6.6, u32 since; the flags are in the low half */
+
+	if (dev && zc_tap_active(dev))
+		return ZC_R_PACKET_TAP;
+	if (dev && zc_dev_is_tun(dev))
+		return ZC_R_TUN_TAP;
+	ZC_READ(tsflags, sk, ZC_OFF_sock_sk_tsflags);
+	if ((tsflags & ZC_SOF_TIMESTAMPING_TX_SCHED) && !(tsflags & ZC_SOF_TIMESTAMPING_OPT_TSONLY))
+		return ZC_R_TX_TIMESTAMP;
+	return ZC_R_NONE;
 }
 
 /* struct sock * behind a file descriptor of the current task (0 if there is none). */

@@ -24,16 +24,12 @@ BPF_HASH(zc_send_calls, u64, struct zc_call, 10240);
  * headers within the MTU (or UDP GSO), checksum offload, and a datagram that is not corked:
  * MSG_MORE or UDP_CORK without GSO, or an append to a pending corked datagram, checksums in
  * software.) Also the egress ifindex. */
-static __always_inline u8 zc_predict_copy(void *sk, u8 proto, u64 len, u64 flags, u32 *ifindex)
+static __always_inline u8 zc_predict_copy(void *sk, void *dev, u8 proto, u64 len, u64 flags, u32 *ifindex)
 {
-	void *dst = 0, *dev = 0;
 	u64 features = 0;
 	u32 mtu = 0;
 	u16 family = 0, gso = 0;
 
-	ZC_READ(dst, sk, ZC_OFF_sock_sk_dst_cache);
-	if (dst)
-		ZC_READ(dev, dst, ZC_OFF_dst_entry_dev);
 	if (dev) {
 		ZC_READ(*ifindex, dev, ZC_OFF_net_device_ifindex);
 		ZC_READ(features, dev, ZC_OFF_net_device_features);
@@ -178,9 +174,15 @@ static __always_inline int zc_send_enter(int fd, u64 flags, u64 len, u64 umsg, u
 	struct zc_sock *st = zc_sock_get(sk, id >> 32, call.proto, call.zckey);
 	if (st) {
 		u32 ifindex = 0;
-		st->append_reason = zc_predict_copy(sk, call.proto, len ? len : zc_msghdr_len(umsg), flags,
+		void *dev = zc_sk_dev(sk);
+		st->append_reason = zc_predict_copy(sk, dev, call.proto, len ? len : zc_msghdr_len(umsg), flags,
 						     &ifindex);
 		st->ifindex = ifindex;
+#ifdef ZC_TIER_TRACEPOINT
+		u8 late = zc_predict_late(sk, dev);
+		if (late)
+			st->late_reason = late;
+#endif
 	}
 	return 0;
 }

@@ -24,7 +24,7 @@
 struct zc_ring {
 	u32 tgid;
 	u8 proto;
-	u8 late_reason; /* tracepoint tier: a late copy proven by late_evidence */
+	u8 late_reason; /* tracepoint tier: local delivery seen (rx_evidence), or a late copy read at send */
 	u8 report;      /* ZC_RING_REPORTS / ZC_RING_SILENT, from its latest notification */
 	u8 pad;
 };
@@ -86,22 +86,19 @@ static __always_inline u64 zc_uring_unpin(u64 ctx, u64 user_data)
 	return take;
 }
 
-static __always_inline u8 zc_uring_proto(void *req)
+/* The struct sock of a request's socket file, or 0. */
+static __always_inline void *zc_uring_sock(void *req)
 {
 	void *file = 0, *socket = 0, *sk = 0;
-	u16 ipproto = 0;
 
 	ZC_READ(file, req, ZC_OFF_io_kiocb_file);
 	if (!file)
-		return ZC_PROTO_OTHER;
+		return 0;
 	ZC_READ(socket, file, ZC_OFF_file_private_data);
 	if (!socket)
-		return ZC_PROTO_OTHER;
+		return 0;
 	ZC_READ(sk, socket, ZC_OFF_socket_sk);
-	if (!sk)
-		return ZC_PROTO_OTHER;
-	ZC_READ(ipproto, sk, ZC_OFF_sock_sk_protocol);
-	return zc_proto_of(ipproto);
+	return sk;
 }
 
 TRACEPOINT_PROBE(io_uring, io_uring_submit_req)
@@ -170,7 +167,16 @@ static __always_inline int zc_uring_cqe(u64 ctx, void *req, u64 user_data, s32 r
 		ZC_READ(opcode, req, ZC_OFF_io_kiocb_opcode);
 		if (opcode != ZC_IORING_OP_SEND_ZC && opcode != ZC_IORING_OP_SENDMSG_ZC)
 			return 0;
-		ring->proto = zc_uring_proto(req);
+		void *sk = zc_uring_sock(req);
+		u16 ipproto = 0;
+		if (sk)
+			ZC_READ(ipproto, sk, ZC_OFF_sock_sk_protocol);
+		ring->proto = zc_proto_of(ipproto);
+#ifdef ZC_TIER_TRACEPOINT
+		u8 predicted = sk ? zc_predict_late(sk, zc_sk_dev(sk)) : ZC_R_NONE;
+		if (predicted)
+			ring->late_reason = predicted;
+#endif
 	} else if (!(cflags & ZC_IORING_CQE_F_MORE)) {
 		return 0; /* an overflowed CQE without a notification to follow: not a zerocopy send */
 	}

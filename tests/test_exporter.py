@@ -377,7 +377,7 @@ def test_copy_reasons_and_not_attempted_reasons(prom: Prometheus, workloads):
     b, c = f"zcB{TAG}", f"zcC{TAG}"
     assert prom.value(f'zctrace_zerocopy_not_attempted_total{{job="zctrace",comm="{c}",'
                       f'reason="so_zerocopy_unset"}}') == 150
-    # Every copied request has a reason; the loopback copies are local deliveries (late_evidence on
+    # Every copied request has a reason; the loopback copies are local deliveries (rx_evidence on
     # the tracepoint tier, which misses the first notification range: `unknown`; the
     # skb_copy_ubufs stack on fentry/kprobe).
     reasons = {s["metric"]["reason"]: float(s["value"][1]) for s in prom.query(

@@ -39,7 +39,6 @@ FIELDS: dict[str, tuple[str, str]] = {
     "sk_buff_end": ("sk_buff", "end"),
     "skb_shared_info_flags": ("skb_shared_info", "flags"),
     "skb_shared_info_destructor_arg": ("skb_shared_info", "destructor_arg"),
-    "skb_shared_info_tx_flags": ("skb_shared_info", "tx_flags"),
     "sock_sk_tsflags": ("sock", "sk_tsflags"),
     "sock_sk_dst_cache": ("sock", "sk_dst_cache"),
     "sock_sk_route_caps": ("sock", "sk_route_caps"),
@@ -70,7 +69,7 @@ ENUM_VALUES = {
     "ZC_NETIF_F_IP_CSUM_BIT": "NETIF_F_IP_CSUM_BIT",
     "ZC_NETIF_F_HW_CSUM_BIT": "NETIF_F_HW_CSUM_BIT",
     "ZC_NETIF_F_IPV6_CSUM_BIT": "NETIF_F_IPV6_CSUM_BIT",
-    "ZC_SKBTX_SCHED_TSTAMP": "SKBTX_SCHED_TSTAMP",
+    "ZC_SOF_TIMESTAMPING_TX_SCHED": "SOF_TIMESTAMPING_TX_SCHED",
     "ZC_SOF_TIMESTAMPING_OPT_TSONLY": "SOF_TIMESTAMPING_OPT_TSONLY",
 }
 
