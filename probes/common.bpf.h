@@ -258,11 +258,15 @@ static __always_inline int zc_dev_is_tun(void *dev)
 	return name[0] == 't' && name[1] == 'u' && name[2] == 'n' && name[3] == 0;
 }
 
-/* The late copy the kernel will make of a socket's zerocopy skbs, from the state it checks when
+/* The late copy the kernel makes of a socket's zerocopy skbs, from the state it checks when
  * they go out through `dev` (the route's device, or 0): dev_queue_xmit_nit copies for an active
  * packet tap, tun_net_xmit for its reader, __skb_tstamp_tx for a SCHED TX timestamp that carries
- * the payload (no SOF_TIMESTAMPING_OPT_TSONLY). Read at send: the tracepoint tier's evidence,
- * since it cannot see skb_copy_ubufs. */
+ * the payload (no SOF_TIMESTAMPING_OPT_TSONLY). The tracepoint tier's evidence, since it cannot
+ * see skb_copy_ubufs: read when a COPIED notification arrives, so sends that were zero-copy
+ * pay nothing. */
+#define ZC_SOF_TIMESTAMPING_TX_SCHED (1U << 8)     /* uapi linux/net_tstamp.h */
+#define ZC_SOF_TIMESTAMPING_OPT_TSONLY (1U << 11)
+
 static __always_inline u8 zc_predict_late(void *sk, void *dev)
 {
 	u16 tsflags = 0; /* sk_tsflags: u16 before 6.6, u32 since; the flags are in the low half */
@@ -341,7 +345,13 @@ static __always_inline void zc_msgzc_range(u64 sk, u32 lo, u32 hi, int copied, i
 	zc_add(s, ZC_COPIED, n);
 	__sync_fetch_and_add(&st->copied, n);
 	u8 reason = late ? late : st->late_reason ? st->late_reason :
-		    st->append_reason ? st->append_reason : ZC_R_UNKNOWN;
+		    st->append_reason ? st->append_reason : ZC_R_NONE;
+#ifdef ZC_TIER_TRACEPOINT
+	if (!reason)
+		reason = zc_predict_late((void *)sk, zc_sk_dev((void *)sk));
+#endif
+	if (!reason)
+		reason = ZC_R_UNKNOWN;
 	zc_reason_add(st->tgid, ZC_API_MSG_ZEROCOPY, st->proto, reason, stackid, n);
 }
 

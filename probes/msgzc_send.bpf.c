@@ -178,11 +178,6 @@ static __always_inline int zc_send_enter(int fd, u64 flags, u64 len, u64 umsg, u
 		st->append_reason = zc_predict_copy(sk, dev, call.proto, len ? len : zc_msghdr_len(umsg), flags,
 						     &ifindex);
 		st->ifindex = ifindex;
-#ifdef ZC_TIER_TRACEPOINT
-		u8 late = zc_predict_late(sk, dev);
-		if (late)
-			st->late_reason = late;
-#endif
 	}
 	return 0;
 }

@@ -24,9 +24,10 @@
 struct zc_ring {
 	u32 tgid;
 	u8 proto;
-	u8 late_reason; /* tracepoint tier: local delivery seen (rx_evidence), or a late copy read at send */
+	u8 late_reason; /* tracepoint tier: local delivery seen (rx_evidence) */
 	u8 report;      /* ZC_RING_REPORTS / ZC_RING_SILENT, from its latest notification */
 	u8 pad;
+	u64 sk;         /* socket of its latest zerocopy send (notification requests have none) */
 };
 BPF_TABLE("lru_hash", u64, struct zc_ring, zc_rings, 4096); /* LRU: rings are never seen closing */
 
@@ -156,9 +157,11 @@ static __always_inline int zc_uring_cqe(u64 ctx, void *req, u64 user_data, s32 r
 			/* zc_copied: an skb copied the pages late; else none ever carried them */
 			if (req)
 				ZC_READ(late, req, ZC_OFF_io_kiocb_cmd + ZC_OFF_io_notif_data_zc_copied);
-			zc_reason_add(ring->tgid, ZC_API_IO_URING, ring->proto,
-				      ring->late_reason && (late || !req) ? ring->late_reason :
-				      req && !late ? ZC_R_IO_URING_NOT_USED : ZC_R_UNKNOWN, -1, 1);
+			u8 reason = ring->late_reason && (late || !req) ? ring->late_reason :
+				    req && !late ? ZC_R_IO_URING_NOT_USED : ZC_R_NONE;
+			if (!reason && ring->sk)
+				reason = zc_predict_late((void *)ring->sk, zc_sk_dev((void *)ring->sk));
+			zc_reason_add(ring->tgid, ZC_API_IO_URING, ring->proto, reason ? reason : ZC_R_UNKNOWN, -1, 1);
 		}
 #endif
 		return 0;
@@ -172,11 +175,7 @@ static __always_inline int zc_uring_cqe(u64 ctx, void *req, u64 user_data, s32 r
 		if (sk)
 			ZC_READ(ipproto, sk, ZC_OFF_sock_sk_protocol);
 		ring->proto = zc_proto_of(ipproto);
-#ifdef ZC_TIER_TRACEPOINT
-		u8 predicted = sk ? zc_predict_late(sk, zc_sk_dev(sk)) : ZC_R_NONE;
-		if (predicted)
-			ring->late_reason = predicted;
-#endif
+		ring->sk = (u64)sk;
 	} else if (!(cflags & ZC_IORING_CQE_F_MORE)) {
 		return 0; /* an overflowed CQE without a notification to follow: not a zerocopy send */
 	}

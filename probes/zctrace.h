@@ -112,7 +112,7 @@ struct zc_sock {
 	__u32 tgid;
 	__u8 proto;
 	__u8 append_reason;          /* predicted at the last send from the route: no_sg/no_csum/over_mtu */
-	__u8 late_reason;            /* tracepoint tier: local delivery seen, or a late copy read at send */
+	__u8 late_reason;            /* tracepoint tier: local delivery seen (rx_evidence) */
 	__u8 pad;
 	__u32 first_id;              /* notification id of the first send seen */
 	__u32 ifindex;
