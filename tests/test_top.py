@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from conftest import in_cgroup, scratch_cgroup
 
 ZCTRACE = [sys.executable, "-m", "zctrace.cli"]
 WORKLOAD = [sys.executable, "-m", "zctrace.workload", "--mode", "msg_zerocopy", "--target", "loopback",
@@ -75,6 +76,26 @@ def test_top_without_a_terminal_prints_snapshots():
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+
+
+def test_top_cgroup_shows_only_that_subtree():
+    """--cgroup PARENT shows a sender in PARENT/child and not one outside PARENT."""
+    with scratch_cgroup(f"zctrace-top-{os.getpid()}") as parent:
+        (parent / "child").mkdir()
+        inside = subprocess.Popen(in_cgroup(parent / "child", WORKLOAD), stdout=subprocess.DEVNULL)
+        outside = subprocess.Popen(WORKLOAD, stdout=subprocess.DEVNULL)
+        try:
+            time.sleep(1.0)
+            r = subprocess.run(ZCTRACE + ["top", "--cgroup", parent.name, "--interval", "0.5",
+                                          "--iterations", "2"], capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stderr
+            last = r.stdout[r.stdout.rindex("zctrace top  tier "):]
+            assert workload_line(last, inside.pid) and not workload_line(last, outside.pid), last
+            assert "1 process\n" in last
+        finally:
+            for worker in (inside, outside):
+                worker.terminate()
+                worker.wait(timeout=30)
 
 
 @pytest.mark.parametrize("args,message", [
