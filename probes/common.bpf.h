@@ -30,13 +30,6 @@ BPF_ARRAY(zc_errors, u64, ZC_NR_ERRORS);
 /* Processes being traced, when the session filters (-p / -- CMD); children are added on fork. */
 BPF_HASH(zc_targets, u32, u8, 4096);
 
-/* Send time of a request, for the notification latency: {sk or ring, notification id or
- * user_data} -> ns. LRU: requests whose notification never comes age out. */
-struct zc_ts_key {
-	u64 owner;
-	u64 id;
-};
-BPF_TABLE("lru_hash", struct zc_ts_key, u64, zc_send_ts, 65536);
 /* Notification ubuf_info -> its first late copy (skb_copy_ubufs): the reason code
  * (ZC_R_LATE_COPY, classified by the stack on the Python side, or ZC_R_BPF_REDIRECT) and
  * the stack id. */
@@ -142,24 +135,34 @@ static __always_inline u8 zc_late_take(u64 uarg, int *stackid)
 	return reason;
 }
 
-/* Latency from a recorded send time to now, into the histogram; forgets the send. */
-static __always_inline void zc_latency(u8 api, u64 owner, u64 id)
+/* Notification latency is sampled: one send in ZC_LATENCY_EVERY of a socket or ring is timed,
+ * while no earlier timed send of it still waits (one that waited 10 s lost its notification).
+ * Its owner keeps the send's id and time, so no send costs a map update. */
+#ifndef ZC_LATENCY_EVERY
+#define ZC_LATENCY_EVERY 64
+#endif
+#define ZC_SAMPLE_STALE_NS 10000000000ULL
+
+static __always_inline void zc_sample_send(u32 *seq, u64 *sample_id, u64 *sample_ts, u64 id)
 {
-	struct zc_ts_key key = {.owner = owner, .id = id};
-	u64 *ts = zc_send_ts.lookup(&key);
+	if ((*seq)++ % ZC_LATENCY_EVERY)
+		return;
+	u64 now = bpf_ktime_get_ns();
+	if (*sample_ts && now - *sample_ts < ZC_SAMPLE_STALE_NS)
+		return;
+	*sample_id = id;
+	*sample_ts = now;
+}
+
+/* The timed send's notification came: its latency into the histogram. */
+static __always_inline void zc_sample_done(u8 api, u64 *sample_ts)
+{
+	u64 ts = *sample_ts;
 
 	if (!ts)
 		return;
-	zc_hist(ZC_HIST_LATENCY, api, bpf_ktime_get_ns() - *ts);
-	zc_send_ts.delete(&key);
-}
-
-static __always_inline void zc_send_time(u64 owner, u64 id)
-{
-	struct zc_ts_key key = {.owner = owner, .id = id};
-	u64 now = bpf_ktime_get_ns();
-
-	zc_send_ts.update(&key, &now);
+	*sample_ts = 0;
+	zc_hist(ZC_HIST_LATENCY, api, bpf_ktime_get_ns() - ts);
 }
 
 /* skb_shinfo(skb): head + end on 64-bit; one read where end (u32) sits right before head
@@ -336,7 +339,8 @@ static __always_inline void zc_msgzc_range(u64 sk, u32 lo, u32 hi, int copied, i
 	zc_add(s, ZC_NOTIFICATIONS, 1);
 	zc_add(s, ZC_COMPLETED_BYTES, bytes);
 	zc_hist(ZC_HIST_RANGE, ZC_API_MSG_ZEROCOPY, n);
-	zc_latency(ZC_API_MSG_ZEROCOPY, sk, hi);
+	if (st->sample_ts && (u32)(st->sample_id - lo) <= hi - lo)
+		zc_sample_done(ZC_API_MSG_ZEROCOPY, &st->sample_ts);
 	if (!copied) {
 		zc_add(s, ZC_ZEROCOPIED, n);
 		__sync_fetch_and_add(&st->zerocopied, n);

@@ -210,11 +210,11 @@ static __always_inline int zc_send_exit(long ret)
 	u64 bytes = ret <= 0 ? 0 : c.is_mmsg ? zc_mmsg_bytes(c.mmsg, ret) : (u64)ret;
 	zc_add(s, ZC_REQUESTS, taken);
 	zc_add(s, ZC_BYTES, bytes);
-	zc_send_time(c.sk, now - 1);
 	struct zc_sock *st = zc_socks.lookup(&c.sk);
 	if (st) {
 		__sync_fetch_and_add(&st->requests, taken);
 		__sync_fetch_and_add(&st->bytes, bytes);
+		zc_sample_send(&st->seq, &st->sample_id, &st->sample_ts, now - 1);
 	}
 	return 0;
 }

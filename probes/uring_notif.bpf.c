@@ -4,7 +4,7 @@
  * ubuf_info; io_notif_tw_complete(notif) posts the notification CQE(s) (a chain of linked
  * notifications since 6.10). We mirror the kernel's REPORT_USAGE rule — copied if any skb
  * was copied or none carried the pages — for every request, with or without REPORT_USAGE.
- * Uses zc_rings and zc_uring_take_failed of uring_send.bpf.c (loaded on every tier).
+ * Uses zc_rings, zc_ring_add and zc_uring_take_failed of uring_send.bpf.c (loaded on every tier).
  */
 
 #define ZC_ND_USED 1
@@ -54,15 +54,13 @@ ZC_KFUNC1(io_notif_tw_complete, notif)
 		struct zc_ring *ring = zc_rings.lookup(&ctx);
 		int late_stack;
 		u8 late = zc_late_take(nd + ZC_OFF_io_notif_data_uarg, &late_stack);
-		if (ring && !zc_uring_take_failed(ctx, user_data)) {
+		if (ring && !zc_uring_take_failed(ring, ctx, user_data)) {
 			if (!proto)
 				proto = ring->proto;
-			struct zc_stats *s = zc_stats_get(ring->tgid, ZC_API_IO_URING, proto, 1);
-			zc_latency(ZC_API_IO_URING, ctx, user_data);
 			if (!(flags & ZC_ND_COPIED) && (flags & ZC_ND_USED)) {
-				zc_add(s, ZC_ZEROCOPIED, 1);
+				zc_ring_add(ring, proto, ZC_ZEROCOPIED, 1);
 			} else {
-				zc_add(s, ZC_COPIED, 1);
+				zc_ring_add(ring, proto, ZC_COPIED, 1);
 				zc_reason_add(ring->tgid, ZC_API_IO_URING, proto,
 					      late ? late :
 					      (flags & ZC_ND_COPIED) ? ZC_R_UNKNOWN : ZC_R_IO_URING_NOT_USED,

@@ -16,6 +16,7 @@ enum zc_proto {
 	ZC_PROTO_OTHER = 0,
 	ZC_PROTO_TCP = 1,
 	ZC_PROTO_UDP = 2,
+	ZC_NR_PROTOS = 3,
 };
 
 /* Per (process, api, protocol) counters: indexes into zc_stats.c[]. */
@@ -67,7 +68,8 @@ enum zc_error {
 	ZC_ERR_STATS_FULL = 0,       /* zc_stats had no room for a new process */
 	ZC_ERR_SOCKS_FULL = 1,       /* zc_socks had no room for a new socket */
 	ZC_ERR_REASONS_FULL = 2,     /* zc_reasons had no room for a new reason row */
-	ZC_NR_ERRORS = 3,
+	ZC_ERR_RINGS_FULL = 3,       /* zc_rings had no room for a new io_uring instance */
+	ZC_NR_ERRORS = 4,
 };
 
 /* Latency histograms: log2 buckets of nanoseconds, per api. */
@@ -88,6 +90,27 @@ struct zc_stats {
 	__u64 c[ZC_NR_COUNTERS];
 	__u64 cgroup;
 	char comm[16];
+};
+
+/* One io_uring instance that sent zerocopy requests: its owner, what its notifications need
+ * (they carry no socket), and its counters, c[proto * ZC_NR_COUNTERS + counter]. The counters
+ * live here, not in zc_stats, so that a CQE costs one map lookup; a freed ring whose address is
+ * reused (io_uring_create) hands its counters to zc_stats first. */
+struct zc_ring {
+	__u32 tgid;
+	__u8 proto;                  /* protocol of its latest zerocopy send */
+	__u8 report;                 /* ZC_RING_REPORTS / ZC_RING_SILENT, from its latest notification */
+	__u16 pad;
+	__u32 failed;                /* failed sends whose notification is still to come */
+	__u32 seq;                   /* zerocopy sends seen: latency samples one in ZC_LATENCY_EVERY */
+	__u64 failed_notified;       /* failed sends with a notification to come, ever */
+	__u64 file;                  /* file of its latest zerocopy send, and that file's socket: */
+	__u64 sk;                    /*   read again only when the file changes */
+	__u64 cgroup;                /* cgroup v2 id and comm of the process at the ring's first send */
+	char comm[16];
+	__u64 sample_id;             /* the one request being timed: its user_data and send time */
+	__u64 sample_ts;
+	__u64 c[ZC_NR_PROTOS * ZC_NR_COUNTERS];
 };
 
 struct zc_reason_key {
@@ -117,7 +140,9 @@ struct zc_sock {
 	__u32 first_id;              /* notification id of the first send seen */
 	__u32 ifindex;
 	__u32 netns;
-	__u32 pad2;
+	__u32 seq;                   /* sends seen: latency samples one in ZC_LATENCY_EVERY */
+	__u64 sample_id;             /* the one send being timed: its notification id and time */
+	__u64 sample_ts;
 	__u64 ino;
 	__u64 cgroup;
 	__u64 requests;

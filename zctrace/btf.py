@@ -154,6 +154,19 @@ class Btf:
                     return val
         raise BtfError(f"enum value {name} is not in this kernel's BTF")
 
+    def tracepoint_args(self, event: str) -> int:
+        """How many arguments raw tracepoint `event` passes (its btf_trace_<event> prototype,
+        less the leading data pointer)."""
+        tid = self._by_name.get((_TYPEDEF, f"btf_trace_{event}"))
+        if tid is None:
+            raise BtfError(f"tracepoint {event} is not in this kernel's BTF")
+        kind, _, target, _, _ = self._header(tid)
+        kind, _, target, _, _ = self._header(target)  # typedef -> pointer -> prototype
+        kind, vlen, _, _, _ = self._header(target)
+        if kind != _FUNC_PROTO:
+            raise BtfError(f"btf_trace_{event} is not a function pointer")
+        return vlen - 1
+
     def has_function(self, name: str) -> bool:
         return (_FUNC, name) in self._by_name
 

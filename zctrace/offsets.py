@@ -75,7 +75,7 @@ ENUM_VALUES = {
 def kernel_macros() -> set[str]:
     """Every macro name this module can supply."""
     return ({f"ZC_OFF_{s}" for s in FIELDS} | {f"ZC_SHIFT_{s}" for s in FIELDS} | set(ENUM_VALUES)
-            | {"ZC_NOTIF_CHAIN", "ZC_UDP_CORK_OFF", "ZC_UDP_CORK_BIT", "ZC_NET_PTYPE_ALL_OFF", "ZC_DEV_NET_OFF",
+            | {"ZC_NOTIF_CHAIN", "ZC_URING_COMPLETE_CQE", "ZC_UDP_CORK_OFF", "ZC_UDP_CORK_BIT", "ZC_NET_PTYPE_ALL_OFF", "ZC_DEV_NET_OFF",
                "ZC_PTYPE_ALL_ADDR"})
 
 
@@ -100,6 +100,11 @@ def kernel_defines(btf: Btf) -> tuple[dict[str, int], dict[str, str]]:
             missing[macro] = str(e)
     if "ZC_OFF_io_notif_data_next" in defines:
         defines["ZC_NOTIF_CHAIN"] = 1  # linked notifications (6.10+)
+    try:  # io_uring_complete's raw arguments: (ctx, req, cqe) since 6.13, seven before
+        if btf.tracepoint_args("io_uring_complete") == 3:
+            defines["ZC_URING_COMPLETE_CQE"] = 1
+    except BtfError as e:
+        missing["ZC_URING_COMPLETE_CQE"] = str(e)
     defines.update(_udp_cork(btf))
     defines.update(_ptype_all(btf))
     return defines, missing

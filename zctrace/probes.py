@@ -217,11 +217,11 @@ class Session:
         targets[targets.Key(pid)] = targets.Leaf(1)
 
     def clear(self) -> None:
-        """Forget everything counted so far (between benchmark cells). In-flight bookkeeping
-        (calls inside syscalls, ring owners, failed io_uring sends) is kept; the bytes of io_uring
-        sends in flight go with the byte counts they belong to."""
-        for name in ("zc_stats", "zc_socks", "zc_reasons", "zc_hists", "zc_send_ts", "zc_late_copies",
-                     "zc_copy_sites", "zc_copy_stacks", "zc_redirected", "zc_rx", "zc_uring_pinned"):
+        """Forget everything counted so far (between benchmark cells). Calls inside syscalls are
+        kept; io_uring rings go with their counters (a ring is registered again at its next
+        zerocopy send, and notifications of sends from before are not counted)."""
+        for name in ("zc_stats", "zc_socks", "zc_reasons", "zc_hists", "zc_late_copies", "zc_copy_sites",
+                     "zc_copy_stacks", "zc_redirected", "zc_rx", "zc_rings", "zc_uring_failed"):
             try:
                 self.bpf[name.encode()].clear()
             except KeyError:

@@ -161,15 +161,38 @@ def _has(bpf, name: bytes) -> bool:
     return True
 
 
+def _stats_rows(bpf) -> list[StatsRow]:
+    """Counters per (process, api, protocol): zc_stats rows, plus each io_uring ring's own
+    counters (struct zc_ring, c[proto * ZC_NR_COUNTERS + counter]) added to its process's rows."""
+    rows: dict[tuple[int, str, str], StatsRow] = {}
+
+    def add(pid: int, comm: bytes, api: str, proto: str, cgroup: int, values) -> None:
+        key = (pid, api, proto)
+        row = rows.get(key)
+        if row is None:
+            rows[key] = StatsRow(pid=pid, comm=comm.decode(errors="replace"), api=api, proto=proto,
+                                 cgroup=cgroup, counters={name: int(values[i]) for i, name in enumerate(COUNTERS)})
+        else:
+            for i, name in enumerate(COUNTERS):
+                row.counters[name] += int(values[i])
+
+    for k, v in bpf[b"zc_stats"].items():
+        add(k.tgid, v.comm, _name(APIS, k.api), _name(PROTOS, k.proto), int(v.cgroup), v.c)
+    n = len(COUNTERS)
+    for v in bpf[b"zc_rings"].values():
+        for p, proto in enumerate(PROTOS):
+            values = v.c[p * n:(p + 1) * n]
+            if any(values):
+                add(v.tgid, v.comm, "io_uring", proto, int(v.cgroup), values)
+    return sorted(rows.values(), key=lambda r: (r.pid, r.api, r.proto))
+
+
 def take(bpf, rings: bool = False) -> Snapshot:
     """Snapshot the maps of a loaded bcc module; `rings` adds the io_uring CQ state of the
     processes that sent io_uring zerocopy requests (a walk of their /proc fds: for reports and
     scrapes, not for bench polls)."""
     _forget_stale_ksyms(bpf)
-    rows = [StatsRow(pid=k.tgid, comm=v.comm.decode(errors="replace"), api=_name(APIS, k.api),
-                     proto=_name(PROTOS, k.proto), cgroup=int(v.cgroup),
-                     counters={name: int(v.c[i]) for i, name in enumerate(COUNTERS)})
-            for k, v in bpf[b"zc_stats"].items()]
+    rows = _stats_rows(bpf)
     reasons = [ReasonRow(pid=k.tgid, api=_name(APIS, k.api), proto=_name(PROTOS, k.proto),
                          code=_name(REASON_CODES, k.reason), stack=_stack(bpf, k.stackid), requests=int(v.value))
                for k, v in bpf[b"zc_reasons"].items()]
@@ -194,7 +217,7 @@ def take(bpf, rings: bool = False) -> Snapshot:
                               mapped=int(v.mapped), copied=int(v.copied), skipped=int(v.skipped),
                               errors=int(v.errors), cgroup=int(v.cgroup))
                    for k, v in bpf[b"zc_rx"].items()]
-    return Snapshot(taken_at=time.time(), rows=sorted(rows, key=lambda r: (r.pid, r.api, r.proto)),
+    return Snapshot(taken_at=time.time(), rows=rows,
                     reasons=reasons, sockets=sockets, hists=hists, errors=errors, kevents=kevents,
                     copy_sites=sorted(sites, key=lambda s: -s.bytes), receive=sorted(receive, key=lambda r: r.pid),
                     rings=_rings({int(v.tgid) for v in bpf[b"zc_rings"].values()}) if rings else [])
