@@ -24,7 +24,7 @@ BPF_HASH(zc_stats, struct zc_key, struct zc_stats, 10240);
 /* LRU: sockets are never seen closing; the least recently sending one makes room. */
 BPF_TABLE("lru_hash", u64, struct zc_sock, zc_socks, 65536);
 BPF_HASH(zc_reasons, struct zc_reason_key, u64, 4096);
-BPF_HASH(zc_hists, struct zc_hist_key, u64, 512);
+BPF_ARRAY(zc_hists, u64, ZC_NR_HISTS * ZC_NR_APIS * ZC_HIST_SLOTS);
 BPF_ARRAY(zc_kevents, struct zc_kev, ZC_NR_KEVENTS);
 BPF_ARRAY(zc_errors, u64, ZC_NR_ERRORS);
 /* Processes being traced, when the session filters (-p / -- CMD); children are added on fork. */
@@ -103,8 +103,8 @@ static __always_inline void zc_kevent(int ev, u64 bytes)
 
 static __always_inline void zc_hist(u8 hist, u8 api, u64 value)
 {
-	struct zc_hist_key key = {.hist = hist, .api = api, .slot = bpf_log2l(value)};
-	u64 zero = 0, *n = zc_hists.lookup_or_try_init(&key, &zero);
+	u32 slot = bpf_log2l(value), i = ((u32)hist * ZC_NR_APIS + api) * ZC_HIST_SLOTS + (slot & (ZC_HIST_SLOTS - 1));
+	u64 *n = zc_hists.lookup(&i);
 
 	if (n)
 		__sync_fetch_and_add(n, 1);

@@ -10,6 +10,7 @@
 enum zc_api {
 	ZC_API_MSG_ZEROCOPY = 0,
 	ZC_API_IO_URING = 1,
+	ZC_NR_APIS = 2,
 };
 
 enum zc_proto {
@@ -72,12 +73,13 @@ enum zc_error {
 	ZC_NR_ERRORS = 4,
 };
 
-/* Latency histograms: log2 buckets of nanoseconds, per api. */
+/* Histograms of log2 buckets, per api: zc_hists[(hist * ZC_NR_APIS + api) * ZC_HIST_SLOTS + slot]. */
 enum zc_hist {
-	ZC_HIST_LATENCY = 0,         /* send -> completion (fentry/kprobe) or -> read (tracepoint) */
+	ZC_HIST_LATENCY = 0,         /* ns from send to completion (fentry/kprobe) or to read (tracepoint), sampled */
 	ZC_HIST_RANGE = 1,           /* requests per MSG_ZEROCOPY notification (log2 buckets of ids) */
 	ZC_NR_HISTS = 2,
 };
+#define ZC_HIST_SLOTS 64
 
 struct zc_key {
 	__u32 tgid;
@@ -121,13 +123,6 @@ struct zc_reason_key {
 	__u8 pad;
 	__s32 stackid;               /* ZC_R_LATE_COPY: kernel stack of skb_copy_ubufs, else -1 */
 	__u32 pad2;
-};
-
-struct zc_hist_key {
-	__u8 hist;
-	__u8 api;
-	__u8 slot;
-	__u8 pad;
 };
 
 /* One MSG_ZEROCOPY socket: notification ids seen, attribution, and per-socket counters. */

@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from .header import APIS, COUNTERS, ERRORS, HISTS, KEVENTS, PROTOS, REASON_CODES
+from .header import APIS, COUNTERS, ERRORS, HIST_SLOTS, HISTS, KEVENTS, PROTOS, REASON_CODES
 
 
 @dataclass(frozen=True)
@@ -201,8 +201,11 @@ def take(bpf, rings: bool = False) -> Snapshot:
                          bytes=int(v.bytes), zerocopied=int(v.zerocopied), copied=int(v.copied))
                for v in bpf[b"zc_socks"].values()]
     hists: dict[tuple[str, str], dict[int, int]] = {}
-    for k, v in bpf[b"zc_hists"].items():
-        hists.setdefault((_name(HISTS, k.hist), _name(APIS, k.api)), {})[int(k.slot)] = int(v.value)
+    for i, n in enumerate(bpf[b"zc_hists"].values()):  # [(hist * apis + api) * slots + slot]
+        if n.value:
+            which, slot = divmod(i, HIST_SLOTS)
+            hist, api = divmod(which, len(APIS))
+            hists.setdefault((_name(HISTS, hist), _name(APIS, api)), {})[slot] = int(n.value)
     err = bpf[b"zc_errors"]
     errors = {name: int(err[err.Key(i)].value) for i, name in enumerate(ERRORS)}
     kev = bpf[b"zc_kevents"]
