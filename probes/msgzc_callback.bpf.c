@@ -24,8 +24,8 @@ ZC_KFUNC1(__msg_zerocopy_callback, uarg)
 	if (!sk || !len)
 		return 0; /* aborted range: the kernel posts nothing */
 	int zerocopy = (zcword >> ZC_SHIFT_ubuf_info_msgzc_zerocopy) & 1;
-	int late_stack;
-	u8 late = zc_late_take((u64)uarg, &late_stack);
+	int late_stack = -1;
+	u8 late = zerocopy ? ZC_R_NONE : zc_late_take((u64)uarg, &late_stack); /* a late copy clears zerocopy */
 	/* bytelen sums the sizes msg_zerocopy_realloc was given: for UDP each includes the 8-byte
 	 * header (udp_sendmsg passes ulen), the send syscall's return value does not. */
 	ZC_READ(proto, (void *)sk, ZC_OFF_sock_sk_protocol);

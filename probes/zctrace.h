@@ -70,7 +70,8 @@ enum zc_error {
 	ZC_ERR_SOCKS_FULL = 1,       /* zc_socks had no room for a new socket */
 	ZC_ERR_REASONS_FULL = 2,     /* zc_reasons had no room for a new reason row */
 	ZC_ERR_RINGS_FULL = 3,       /* zc_rings had no room for a new io_uring instance */
-	ZC_NR_ERRORS = 4,
+	ZC_ERR_NOTIFS_FULL = 4,      /* zc_nd_spill had no room: an io_uring notification lost its flags */
+	ZC_NR_ERRORS = 5,
 };
 
 /* Histograms of log2 buckets, per api: zc_hists[(hist * ZC_NR_APIS + api) * ZC_HIST_SLOTS + slot]. */
