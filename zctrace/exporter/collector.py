@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .. import cgroups, snapshot
+from .. import cgroups, lifecycle, snapshot
 from ..model import NOT_ATTEMPTED_COUNTERS, pinned_bytes
 from ..probes import Session, load_manifest
 from ..reasons import classify
@@ -99,6 +99,7 @@ class ZctraceCollector(Collector):
         self._folder = Folder(self.options.top_comms, self.options.per_pid)
         self._rx_folder = Folder(self.options.top_comms, self.options.per_pid)  # receivers rank on their own
         self._debut = Debut()  # for the families outside the folder
+        self._reaper = lifecycle.Reaper(self.session.bpf)  # exited processes leave the maps
         self._probes = probes_of(self.session)
         self._maps = bpfinfo.module_maps(self.session.bpf)
         self._process_labels = ["comm", "pid"] if self.options.per_pid else ["comm"]
@@ -126,6 +127,11 @@ class ZctraceCollector(Collector):
 
     def _traced(self) -> list[Metric]:
         snap = snapshot.take(self.session.bpf, rings=True)
+        families = self._families(snap)
+        self._reaper.sweep(snap)  # the folders hold what exited processes counted: their entries go
+        return families
+
+    def _families(self, snap: snapshot.Snapshot) -> list[Metric]:
         if self.options.cgroup is not None:
             ids = cgroups.subtree_ids(self.options.cgroup)
             snap = replace(snap, rows=[r for r in snap.rows if r.cgroup in ids],
@@ -191,7 +197,10 @@ class ZctraceCollector(Collector):
         duration = GaugeMetricFamily("zctrace_scrape_duration_seconds",
                                      "Time this scrape spent reading the BPF maps and programs.",
                                      value=seconds)
-        return [up, info, errors, duration]
+        retired = CounterMetricFamily("zctrace_retired_processes", "Processes that exited and whose "
+                                      "entries left the BPF maps (what they counted stays in the series).",
+                                      value=self._reaper.retired)
+        return [up, info, errors, duration, retired]
 
 
 # Per-process families (one function each) -----------------------------------------------------

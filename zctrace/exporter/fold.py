@@ -5,10 +5,12 @@ owner being the comm (or comm and pid with --per-pid). At each scrape:
 
 - the top N owners by bytes (then requests) are *named*: their series count their increases;
 - everyone else's increases since the previous scrape go to the owner `other`;
-- an owner that drops out of the top N keeps its series, *frozen* at its value, so sums over
-  owners never decrease; if it comes back its series resumes from there. At most N frozen
-  owners are kept (the biggest); one evicted beyond that stops being exported (the only case
-  where an instant sum over owners can drop; rate() and increase() are unaffected).
+- an owner that drops out of the top N (its processes quieter than others, or all exited: the
+  rows of exited processes leave the maps, zctrace/lifecycle.py) keeps its series, *frozen* at
+  its value, so sums over owners never decrease; if it comes back its series resumes from
+  there. At most N frozen owners are kept (the biggest); one evicted beyond that stops being
+  exported (the only case where an instant sum over owners can drop; rate() and increase() are
+  unaffected).
 
 So every exported series is monotonic, there are at most 2N+1 owners, and an owner entering
 the top N starts its series at its increase from then on (what it sent before stays in
@@ -102,10 +104,13 @@ class Folder:
                 acc[name] = acc.get(name, 0) + (value - before if value >= before else value)
             last[key] = (row.comm, row.counters)
         self._last = last
-        # Owners no row names any more are forgotten (bounded memory); `other` is forever.
-        self._acc = {k: v for k, v in self._acc.items() if k[0] == OTHER_OWNER or k[0] in volume}
-        self._frozen = self._keep_frozen(((self._frozen | self._named) - named) & volume.keys())
+        # An owner out of the top N, its processes alive or exited (their rows leave the maps),
+        # stays frozen while among the N biggest such; the rest are forgotten (bounded memory).
+        # `other` is forever.
+        self._frozen = self._keep_frozen((self._frozen | self._named) - named)
         self._named = named
+        kept = named | self._frozen | {OTHER_OWNER}
+        self._acc = {k: v for k, v in self._acc.items() if k[0] in kept}
         self._debut.forget(lambda k: k[0] in self._acc)
         shown = named | self._frozen | {OTHER_OWNER}
         series = {k: {name: self._debut.value((k, name), n) for name, n in v.items()}
