@@ -26,7 +26,7 @@ BPF_TABLE("lru_hash", u64, struct zc_sock, zc_socks, 65536);
 BPF_HASH(zc_reasons, struct zc_reason_key, u64, 4096);
 BPF_ARRAY(zc_hists, u64, ZC_NR_HISTS * ZC_NR_APIS * ZC_HIST_SLOTS);
 BPF_ARRAY(zc_kevents, struct zc_kev, ZC_NR_KEVENTS);
-BPF_ARRAY(zc_errors, u64, ZC_NR_ERRORS);
+BPF_ARRAY(zc_errors, struct zc_lost, ZC_NR_ERRORS);
 /* Processes being traced, when the session filters (-p / -- CMD); children are added on fork. */
 BPF_HASH(zc_targets, u32, u8, 4096);
 
@@ -53,12 +53,19 @@ static __always_inline int zc_tracked(u32 tgid)
 #endif
 }
 
-static __always_inline void zc_error(int err)
+/* Something the probes could not record: `requests` send requests (`bytes` bytes) went uncounted
+ * or lost their verdict. */
+static __always_inline void zc_lose(int cause, u64 requests, u64 bytes)
 {
-	u64 *n = zc_errors.lookup(&err);
+	struct zc_lost *l = zc_errors.lookup(&cause);
 
-	if (n)
-		__sync_fetch_and_add(n, 1);
+	if (!l)
+		return;
+	__sync_fetch_and_add(&l->events, 1);
+	if (requests)
+		__sync_fetch_and_add(&l->requests, requests);
+	if (bytes)
+		__sync_fetch_and_add(&l->bytes, bytes);
 }
 
 static __always_inline u8 zc_proto_of(u16 ipproto)
@@ -80,8 +87,7 @@ static __always_inline struct zc_stats *zc_stats_get(u32 tgid, u8 api, u8 proto,
 		return s;
 	struct zc_stats zero = {.cgroup = bpf_get_current_cgroup_id()};
 	bpf_get_current_comm(&zero.comm, sizeof(zero.comm));
-	if (zc_stats.insert(&key, &zero))
-		zc_error(ZC_ERR_STATS_FULL);
+	zc_stats.insert(&key, &zero); /* if full, the caller counts what it loses */
 	return zc_stats.lookup(&key);
 }
 
@@ -119,7 +125,7 @@ static __always_inline void zc_reason_add(u32 tgid, u8 api, u8 proto, u8 reason,
 	if (v)
 		__sync_fetch_and_add(v, n);
 	else
-		zc_error(ZC_ERR_REASONS_FULL);
+		zc_lose(ZC_ERR_REASONS_FULL, n, 0);
 }
 
 /* The late copy recorded for notification `uarg`, forgotten once read (its completion):

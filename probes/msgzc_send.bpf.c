@@ -153,7 +153,7 @@ static __always_inline struct zc_sock *zc_sock_get(void *sk, u32 tgid, u8 proto,
 	struct zc_sock fresh = {.tgid = tgid, .proto = proto, .first_id = zckey};
 	zc_sock_identity(sk, &fresh); /* a new socket, or a reused address */
 	if (zc_socks.update(&key, &fresh)) {
-		zc_error(ZC_ERR_SOCKS_FULL);
+		zc_lose(ZC_ERR_SOCKS_FULL, 0, 0);
 		return 0;
 	}
 	return zc_socks.lookup(&key);
@@ -219,6 +219,8 @@ static __always_inline int zc_send_exit(long ret)
 		return 0;
 	}
 	u64 bytes = ret <= 0 ? 0 : c.is_mmsg ? zc_mmsg_bytes(c.mmsg, ret) : (u64)ret;
+	if (!s)
+		zc_lose(ZC_ERR_STATS_FULL, taken, bytes);
 	zc_add(s, ZC_REQUESTS, taken);
 	zc_add(s, ZC_BYTES, bytes);
 	struct zc_sock *st = zc_socks.lookup(&c.sk);

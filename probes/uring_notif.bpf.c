@@ -47,7 +47,7 @@ ZC_KFUNC3(io_tx_ubuf_complete, skb, uarg, success)
 			if (f)
 				__sync_fetch_and_or(f, flag);
 			else
-				zc_error(ZC_ERR_NOTIFS_FULL);
+				zc_lose(ZC_ERR_NOTIFS_FULL, 1, 0);
 			return 0;
 		}
 	}

@@ -71,8 +71,8 @@ static __always_inline u64 zc_uring_released(struct zc_ring *ring, u8 proto)
 	return waiting > 1 ? bytes / waiting : bytes;
 }
 
-/* The ring's entry, registered at a zerocopy send CQE by the process that sent it. */
-static __always_inline struct zc_ring *zc_ring_get(u64 ctx)
+/* The ring's entry, registered at a zerocopy send CQE (of `bytes`) by the process that sent it. */
+static __always_inline struct zc_ring *zc_ring_get(u64 ctx, u64 bytes)
 {
 	struct zc_ring *ring = zc_rings.lookup(&ctx);
 	u32 tgid;
@@ -85,7 +85,7 @@ static __always_inline struct zc_ring *zc_ring_get(u64 ctx)
 	struct zc_ring fresh = {.tgid = tgid, .cgroup = bpf_get_current_cgroup_id()};
 	bpf_get_current_comm(&fresh.comm, sizeof(fresh.comm));
 	if (zc_rings.insert(&ctx, &fresh))
-		zc_error(ZC_ERR_RINGS_FULL);
+		zc_lose(ZC_ERR_RINGS_FULL, 1, bytes);
 	return zc_rings.lookup(&ctx);
 }
 
@@ -176,7 +176,7 @@ static __always_inline int zc_uring_cqe(u64 ctx, void *req, u64 user_data, s32 r
 	} else if (!(cflags & ZC_IORING_CQE_F_MORE)) {
 		return 0; /* an overflowed CQE without a notification to follow: not a zerocopy send */
 	}
-	struct zc_ring *ring = zc_ring_get(ctx);
+	struct zc_ring *ring = zc_ring_get(ctx, res > 0 ? res : 0);
 	if (!ring)
 		return 0;
 	u8 proto = req ? zc_uring_proto(ring, req) : ring->proto;
@@ -244,7 +244,8 @@ TRACEPOINT_PROBE(io_uring, io_uring_create)
 			s = zc_stats.lookup(&key);
 		}
 		if (!s) {
-			zc_error(ZC_ERR_STATS_FULL);
+			zc_lose(ZC_ERR_STATS_FULL, old->c[p * ZC_NR_COUNTERS + ZC_REQUESTS],
+				old->c[p * ZC_NR_COUNTERS + ZC_BYTES]);
 			continue;
 		}
 		for (int i = 0; i < ZC_NR_COUNTERS; i++)

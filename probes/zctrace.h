@@ -158,6 +158,14 @@ struct zc_rx {
 	char comm[16];
 };
 
+/* What the probes could not record, per cause (zc_errors): how often, and the send requests and
+ * bytes that went uncounted or lost their verdict. */
+struct zc_lost {
+	__u64 events;
+	__u64 requests;
+	__u64 bytes;
+};
+
 struct zc_kev {
 	__u64 count;
 	__u64 bytes;

@@ -134,7 +134,7 @@ class Report:
     notification_ranges: Histogram | None = None  # MSG_ZEROCOPY requests per notification
     receive: list[dict] = field(default_factory=list)  # TCP_ZEROCOPY_RECEIVE per process
     probes: list[dict] = field(default_factory=list)
-    lost: dict[str, int] = field(default_factory=dict)
+    lost: dict[str, dict[str, int]] = field(default_factory=dict)  # cause -> events, requests, bytes
     kernel_events: dict[str, dict[str, int]] = field(default_factory=dict)
     copy_sites: list[dict] = field(default_factory=list)
     rings: list[dict] = field(default_factory=list)  # io_uring CQEs not consumed, per ring
@@ -195,7 +195,8 @@ def build(snapshot: Snapshot, tier: str, probes: list[dict] | None = None, comm:
         receive=[asdict(r) for r in snapshot.receive
                  if (comm is None or r.comm == comm) and (cgroups is None or r.cgroup in cgroups)],
         notification_ranges=Histogram.from_slots(ranges) if ranges else None,
-        probes=probes or [], lost={k: v for k, v in snapshot.errors.items() if v},
+        probes=probes or [], lost={k: {"events": v, "requests": snapshot.lost.get(k, (0, 0))[0], "bytes": snapshot.lost.get(k, (0, 0))[1]}
+              for k, v in snapshot.errors.items() if v},
         kernel_events={k: {"count": c, "bytes": b} for k, (c, b) in snapshot.kevents.items() if c},
         copy_sites=[{"reason": classify(s.stack), "stack": list(s.stack[:8]), "count": s.count,
                      "bytes": s.bytes} for s in snapshot.copy_sites],

@@ -96,7 +96,9 @@ def render(report: Report, verbose: bool = False) -> str:
             out.append(f"  {site['reason']:<18} {site['count']:>10} copies {human_bytes(site['bytes']):>9}  "
                        + " <- ".join(site["stack"]))
     if report.lost:
-        out.append("lost: " + ", ".join(f"{k} {v}" for k, v in report.lost.items()) + " (BPF maps full)")
+        out.append("lost (BPF maps full): " + ", ".join(
+            f"{k} {v['events']} times, {v['requests']} requests, {human_bytes(v['bytes'])}"
+            for k, v in report.lost.items()))
     if not report.processes and not report.receive:
         out.append("no zerocopy sends seen")
     return "\n".join(out)

@@ -91,7 +91,8 @@ class Snapshot:
     reasons: list[ReasonRow] = field(default_factory=list)
     sockets: list[SocketRow] = field(default_factory=list)
     hists: dict[tuple[str, str], dict[int, int]] = field(default_factory=dict)  # (hist, api) -> {log2 slot: n}
-    errors: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)  # cause -> events the probes could not record
+    lost: dict[str, tuple[int, int]] = field(default_factory=dict)  # cause -> (requests, bytes) uncounted
     kevents: dict[str, tuple[int, int]] = field(default_factory=dict)  # event -> (count, bytes)
     copy_sites: list[CopySite] = field(default_factory=list)
     receive: list[ReceiveRow] = field(default_factory=list)
@@ -207,7 +208,9 @@ def take(bpf, rings: bool = False) -> Snapshot:
             hist, api = divmod(which, len(APIS))
             hists.setdefault((_name(HISTS, hist), _name(APIS, api)), {})[slot] = int(n.value)
     err = bpf[b"zc_errors"]
-    errors = {name: int(err[err.Key(i)].value) for i, name in enumerate(ERRORS)}
+    lost_rows = {name: err[err.Key(i)] for i, name in enumerate(ERRORS)}
+    errors = {name: int(v.events) for name, v in lost_rows.items()}
+    lost = {name: (int(v.requests), int(v.bytes)) for name, v in lost_rows.items()}
     kev = bpf[b"zc_kevents"]
     kevents = {name: (int(kev[kev.Key(i)].count), int(kev[kev.Key(i)].bytes)) for i, name in enumerate(KEVENTS)}
     sites = []
@@ -221,6 +224,6 @@ def take(bpf, rings: bool = False) -> Snapshot:
                               errors=int(v.errors), cgroup=int(v.cgroup))
                    for k, v in bpf[b"zc_rx"].items()]
     return Snapshot(taken_at=time.time(), rows=rows,
-                    reasons=reasons, sockets=sockets, hists=hists, errors=errors, kevents=kevents,
+                    reasons=reasons, sockets=sockets, hists=hists, errors=errors, lost=lost, kevents=kevents,
                     copy_sites=sorted(sites, key=lambda s: -s.bytes), receive=sorted(receive, key=lambda r: r.pid),
                     rings=_rings({int(v.tgid) for v in bpf[b"zc_rings"].values()}) if rings else [])

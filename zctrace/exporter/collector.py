@@ -143,7 +143,7 @@ class ZctraceCollector(Collector):
                undecided(snap.rows, folded, self._folder.owner, labels),
                pinned(snap.rows, folded, self._folder.owner, labels, self.session.tier != "tracepoint"),
                *unreaped_cqes(snap, folded, self._folder.owner, labels), notification_latency(snap, self._debut),
-               *zerocopy_receive(self._rx_folder.update(receive_rows(snap)), labels), lost_events(snap)]
+               *zerocopy_receive(self._rx_folder.update(receive_rows(snap)), labels), *lost_events(snap)]
         if self._kernel_events:
             out += kernel_events(snap) + late_copies(snap, self._debut)
         return out
@@ -389,14 +389,21 @@ def notification_latency(snap: snapshot.Snapshot, debut: Debut) -> Metric:
     return fam
 
 
-def lost_events(snap: snapshot.Snapshot) -> Metric:
-    fam = CounterMetricFamily("zctrace_lost_events",
-                              "Events the probes could not record because a BPF map was full "
-                              "(stats_full: a new process, socks_full: a new socket, reasons_full: a "
-                              "copy reason).", labels=["cause"])
+def lost_events(snap: snapshot.Snapshot) -> list[Metric]:
+    causes = ("(stats_full: a new process, socks_full: a new socket, reasons_full: a copy reason, "
+              "rings_full: a new io_uring instance, notifs_full: an io_uring notification's flags)")
+    events = CounterMetricFamily("zctrace_lost_events", "Events the probes could not record because a BPF "
+                                 "map was full " + causes + ".", labels=["cause"])
+    requests = CounterMetricFamily("zctrace_lost_requests", "Zerocopy send requests left uncounted, or without "
+                                   "their verdict or reason, because a BPF map was full.", labels=["cause"])
+    nbytes = CounterMetricFamily("zctrace_lost_bytes", "Bytes of the send requests left uncounted.",
+                                 labels=["cause"])
     for cause, n in sorted(snap.errors.items()):
-        fam.add_metric([cause], n)
-    return fam
+        r, b = snap.lost.get(cause, (0, 0))
+        events.add_metric([cause], n)
+        requests.add_metric([cause], r)
+        nbytes.add_metric([cause], b)
+    return [events, requests, nbytes]
 
 
 # Kernel-side families (fentry/kprobe tiers) ---------------------------------------------------
