@@ -141,12 +141,9 @@ static __always_inline u8 zc_late_take(u64 uarg, int *stackid)
 	return reason;
 }
 
-/* Notification latency is sampled: one send in ZC_LATENCY_EVERY of a socket or ring is timed,
- * while no earlier timed send of it still waits (one that waited 10 s lost its notification).
- * Its owner keeps the send's id and time, so no send costs a map update. */
-#ifndef ZC_LATENCY_EVERY
-#define ZC_LATENCY_EVERY 64
-#endif
+/* Notification latency is sampled: one send in ZC_LATENCY_EVERY (set by the loader) of a socket
+ * or ring is timed, while no earlier timed send of it still waits (one that waited 10 s lost its
+ * notification). Its owner keeps the send's id and time, so no send costs a map update. */
 #define ZC_SAMPLE_STALE_NS 10000000000ULL
 
 static __always_inline void zc_sample_send(u32 *seq, u64 *sample_id, u64 *sample_ts, u64 id)

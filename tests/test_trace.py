@@ -11,8 +11,11 @@ import time
 
 import pytest
 
+from conftest import TIERS
 from zctrace import bench, model, snapshot
-from zctrace.workload.senders import WorkloadSpec
+from zctrace.btf import Btf
+from zctrace.probes import Session
+from zctrace.workload.senders import ErrQueue, WorkloadSpec
 from zctrace.report import render
 from zctrace.workload.targets import open_target
 from zctrace.workload.uring import Ring
@@ -205,3 +208,21 @@ def test_io_uring_cqes_not_consumed(tracer):
         assert f"{2 * n} CQEs not consumed" in render(rep)
         assert len(ring.reap()) == 2 * n
         assert mine()[1]["cq_pending"] == 0
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_notification_latency_is_sampled_one_send_in_n(tier):
+    """Latency is timed for one send in `latency_every` (no map entry per request): sends made one
+    at a time, each notified before the next, give exactly requests / N samples."""
+    n, every = 40, 4
+    with Session.open(tier, Btf.load(), pids=[os.getpid()], latency_every=every) as session, \
+            open_target("sink", "udp") as ep, socket.socket(ep.family, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, 60, 1)  # SO_ZEROCOPY
+        s.connect(ep.addr)
+        notes = ErrQueue(s)
+        for i in range(n):
+            s.send(b"l" * 1000, 0x4000000)  # MSG_ZEROCOPY
+            assert notes.wait(i + 1, 10)
+        rep = model.build(snapshot.take(session.bpf), session.tier)
+    assert rep.totals.zerocopied == n
+    assert rep.notification_latency["msg_zerocopy"].count == n // every

@@ -20,6 +20,7 @@ from .header import PROBE_DIR
 from .offsets import kernel_defines, kernel_macros
 
 TIERS = ("fentry", "kprobe", "tracepoint")
+LATENCY_EVERY = 64  # notification latency: one send in N is timed (probes/common.bpf.h)
 _MACRO = re.compile(r"\bZC_\w+\b")
 
 
@@ -124,8 +125,9 @@ class Session:
 
     @classmethod
     def open(cls, tier: str, btf: Btf, pids: list[int] | None = None,
-             only: set[str] | None = None) -> Session:
-        """Compile and attach the tier's programs; `pids` limits tracing to them and children."""
+             only: set[str] | None = None, latency_every: int = LATENCY_EVERY) -> Session:
+        """Compile and attach the tier's programs; `pids` limits tracing to them and children;
+        notification latency is timed for one send in `latency_every`."""
         if tier not in TIERS:
             raise ZctraceError(f"unknown tier {tier!r}: choose one of {', '.join(TIERS)}")
         require_root()
@@ -133,6 +135,7 @@ class Session:
         module = import_bcc()
         defines, missing = kernel_defines(btf)
         defines[f"ZC_TIER_{tier.upper()}"] = 1
+        defines["ZC_LATENCY_EVERY"] = latency_every
         if pids is not None:
             defines["ZC_FILTER"] = 1
         session = cls(tier=tier, programs=[], filtered=pids is not None)
