@@ -3,8 +3,11 @@ exporter's HTTP side under a flood of idle, garbage and half-open TLS connection
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -120,3 +123,74 @@ def test_every_scrape_next_to_a_busy_ring_has_the_per_process_families(busy_ring
         exporter.proc.send_signal(signal.SIGTERM)
         assert exporter.proc.wait(timeout=30) == 0
     assert "Traceback" not in exporter.log.read_text()
+
+
+def half_open_tls(port: int) -> socket.socket:
+    """A connection that sends a real ClientHello and then never answers the server."""
+    s = socket.create_connection(("127.0.0.1", port))
+    tls = ssl.create_default_context().wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO())
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    s.sendall(outgoing.read())
+    return s
+
+
+def bad_connection(kind: str, port: int) -> socket.socket:
+    if kind == "half_open_tls":
+        return half_open_tls(port)
+    s = socket.create_connection(("127.0.0.1", port))
+    if kind == "garbage":
+        s.sendall(os.urandom(300) + b"\r\n\r\n")
+    elif kind == "plain_http":
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    elif kind == "slow_head":
+        s.sendall(b"GET /metrics HTTP/1.1\r\n")  # and never the rest
+    return s  # "idle": nothing at all
+
+
+@pytest.mark.parametrize("scheme", ["https", "http"])
+def test_a_flood_of_bad_connections_neither_stops_scrapes_nor_fills_the_log(tmp_path: Path, scheme: str):
+    """500 bad connections at once (idle, garbage, plain HTTP on the TLS port or a request head
+    that never ends, half-open TLS handshakes), held past every time limit, against a real
+    `zctrace export`, while a client scrapes it twice a second: every scrape answers, the log
+    stays a few lines without a traceback, and the errors are counted."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    tls = ["--tls-cert", str(cert), "--tls-key", str(key)] if scheme == "https" else []
+    exporter = Exporter(tmp_path, "flood", tls, scheme=scheme,
+                        ctx=ssl.create_default_context(cafile=str(cert)) if tls else None)
+    kinds = ["idle", "garbage", "plain_http" if tls else "slow_head", "half_open_tls"]
+    try:
+        exporter.wait_ready()
+        before = len(exporter.log.read_text().splitlines())
+        scrapes: list[int] = []
+        done = threading.Event()
+
+        def scrape() -> None:
+            while not done.wait(0.5):
+                try:
+                    scrapes.append(http_get(exporter.url, ctx=exporter.ctx, timeout=5)[0])
+                except OSError:
+                    scrapes.append(-1)
+
+        scraper = threading.Thread(target=scrape)
+        scraper.start()
+        flood = [bad_connection(kinds[i % len(kinds)], exporter.port) for i in range(500)]
+        time.sleep(15)  # past the handshake and request time limits
+        for s in flood:
+            s.close()
+        time.sleep(1)
+        done.set()
+        scraper.join()
+        fams = exporter.metrics()
+    finally:
+        exporter.proc.send_signal(signal.SIGTERM)
+        assert exporter.proc.wait(timeout=30) == 0
+    log = exporter.log.read_text()
+    assert "Traceback" not in log
+    assert len(log.splitlines()) - before <= 10, log
+    assert len(scrapes) >= 25 and set(scrapes) == {200}, scrapes
+    errors = {s.labels["kind"]: s.value for s in fams["zctrace_http_client_errors"].samples}
+    assert errors["timeout" if not tls else "tls_handshake"] > 0 and sum(errors.values()) >= 375, errors
