@@ -194,3 +194,31 @@ def test_a_flood_of_bad_connections_neither_stops_scrapes_nor_fills_the_log(tmp_
     assert len(scrapes) >= 25 and set(scrapes) == {200}, scrapes
     errors = {s.labels["kind"]: s.value for s in fams["zctrace_http_client_errors"].samples}
     assert errors["timeout" if not tls else "tls_handshake"] > 0 and sum(errors.values()) >= 375, errors
+
+
+def test_a_family_that_fails_loses_only_itself(tmp_path: Path, monkeypatch, caplog):
+    """The ring walk raising (as any /proc read of a vanishing process might) drops the CQ gauges
+    of that scrape alone: the other per-process families stay, each failure is counted, and the
+    log says so once, not once per scrape."""
+    from zctrace import snapshot
+    from zctrace.btf import Btf
+    from zctrace.exporter.collector import ExportOptions, ZctraceCollector
+    from zctrace.probes import Session
+
+    def vanished(pids: set[int], proc: str = "/proc") -> list:
+        raise ProcessLookupError("process exited mid-read")
+
+    comm = f"zff{TAG}"
+    with Session.open("tracepoint", Btf.load(), pids=[os.getpid()]) as session:
+        collector = ZctraceCollector(session, ExportOptions())
+        subprocess.run([comm_python(tmp_path, comm), "-m", "zctrace.workload", "--mode", "uring_zc", "--target",
+                        "sink", "--count", "50"], cwd=REPO, check=True, capture_output=True)
+        monkeypatch.setattr(snapshot, "read_rings", vanished)
+        for _ in range(3):
+            fams = {m.name: m for m in collector.collect()}
+    assert "zctrace_io_uring_unreaped_cqes" not in fams
+    assert {s.labels["comm"] for s in fams["zctrace_zerocopy_bytes"].samples} == {comm}
+    assert "zctrace_zerocopy_pinned_bytes" in fams and "zctrace_bpf_map_entries" in fams
+    assert fams["zctrace_scrape_errors"].samples[0].value == 3
+    assert [r.getMessage() for r in caplog.records if "io_uring_cqes failed" in r.getMessage()] == [
+        "scrape: io_uring_cqes failed: ProcessLookupError: process exited mid-read"]
