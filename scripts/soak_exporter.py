@@ -10,7 +10,8 @@ do not count): one io_uring SEND_ZC and one MSG_ZEROCOPY sender of the project's
 (rounds of a minute, to the sink), short-lived MSG_ZEROCOPY senders without end (the C
 reference sender with -n 1 over loopback, --churn-rate a second), and --scrapers clients
 scraping /metrics once a second each. Every --interval seconds one line: the daemon's RSS, the
-fullest BPF maps (zctrace_bpf_map_entries / max), scrape time (median, max), failed scrapes,
+fullest BPF maps (zctrace_bpf_map_entries / max), scrape time (median, max; and the median of
+the collector's own part, zctrace_scrape_duration_seconds: the rest is waiting and rendering), failed scrapes,
 and requests counted by the exporter vs. reported by the senders that finished. At the end,
 once every sender is done, the two must be equal.
 
@@ -66,6 +67,7 @@ class Tally:
     senders: int = 0
     failed_senders: int = 0
     scrape_seconds: list[float] = field(default_factory=list)
+    collect_seconds: list[float] = field(default_factory=list)  # of that, the collector's own work
     failed_scrapes: int = 0
     last: dict[str, list] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -112,6 +114,7 @@ def scraper(stop: threading.Event, url: str, tally: Tally) -> None:
                 tally.failed_scrapes += 1
             if ok:
                 tally.last = fams
+                tally.collect_seconds.append(fams["zctrace_scrape_duration_seconds"][0].value)
 
 
 def maps_line(fams: dict[str, list]) -> str:
@@ -156,17 +159,19 @@ def main() -> int:
         print(f"exporter pid {daemon.pid}, RSS {start_rss / 1024:.1f} MiB at start; log {log.name}")
         print("sent: by the senders that finished (the steady ones report at the end of each minute)")
         print(f"{'min':>6} {'RSS MiB':>8} {'senders':>8} {'sent':>9} {'counted':>9} "
-              f"{'scrape p50/max ms':>18} {'failed':>6}  fullest maps")
+              f"{'scrape p50/max ms':>18} {'collect p50':>11} {'failed':>6}  fullest maps")
         t0, rss = time.monotonic(), []
         while (elapsed := time.monotonic() - t0) < args.minutes * 60:
             time.sleep(min(args.interval, args.minutes * 60 - elapsed))
             rss.append(rss_kib(daemon.pid) / 1024)
             with tally.lock:
                 times, tally.scrape_seconds = tally.scrape_seconds, []
+                work, tally.collect_seconds = tally.collect_seconds, []
                 fams, sent, senders, failed = tally.last, tally.sent, tally.senders, tally.failed_scrapes
             print(f"{(time.monotonic() - t0) / 60:6.1f} {rss[-1]:8.1f} {senders:8} {sent:9} "
                   f"{counted(fams) if fams else 0:9} "
                   f"{statistics.median(times) * 1e3 if times else 0:8.1f}/{max(times, default=0) * 1e3:<9.1f} "
+                  f"{statistics.median(work) * 1e3 if work else 0:8.1f} ms "
                   f"{failed:6}  {maps_line(fams)}", flush=True)
         stop.set()
         for t in threads:

@@ -145,10 +145,15 @@ def parse_ring_fdinfo(text: str) -> tuple[int, int, int] | None:
     return ino, (tail - head) & 0xFFFFFFFF, overflow
 
 
+# A busy ring's fdinfo holds only pos/flags/mnt_id/ino (the kernel could not take the ring's
+# lock): half the reads next to a busy sender on 6.18, in runs of up to 10 in a row.
+RING_READ_TRIES = 20
+
+
 def read_rings(pids: set[int], proc: str = "/proc") -> list[RingRow]:
     """The io_uring instances these processes hold, one row per ring (fds sharing it once), read
-    from `proc`. A process that is gone, or a ring whose fdinfo lacks fields twice in a row (busy),
-    is left out: a missing value, never an error."""
+    from `proc`. A process that is gone, or a ring whose fdinfo lacks fields RING_READ_TRIES times
+    in a row, is left out: a missing value, never an error."""
     rows: dict[tuple[int, int], RingRow] = {}
     for pid in sorted(pids):
         try:
@@ -160,7 +165,9 @@ def read_rings(pids: set[int], proc: str = "/proc") -> list[RingRow]:
             try:
                 if os.readlink(f"{proc}/{pid}/fd/{fd}") != "anon_inode:[io_uring]":
                     continue
-                for _ in range(2):  # a busy ring's fdinfo lacks lines about half the time: try again once
+                for attempt in range(RING_READ_TRIES):
+                    if attempt:
+                        time.sleep(0.0001)
                     with open(f"{proc}/{pid}/fdinfo/{fd}") as f:
                         parsed = parse_ring_fdinfo(f.read())
                     if parsed is not None:

@@ -37,7 +37,8 @@ MAX_CONNECTIONS = 256
 BACKLOG = 128
 WORKERS = 4
 HANDSHAKE_SECONDS = 5.0  # TLS handshake
-REQUEST_SECONDS = 10.0   # a request head, from the connection (or the previous response) on
+REQUEST_SECONDS = 10.0   # a request head, from the connection (or the request's first byte) on
+KEEPALIVE_SECONDS = 120.0  # an idle keep-alive connection, between requests (then closed quietly)
 RESPONSE_SECONDS = 30.0  # the client reading the response
 MAX_HEAD = 16384         # bytes of request line and headers
 # What a client can do wrong, as zctrace_http_client_errors_total{kind} counts it.
@@ -136,12 +137,12 @@ class Request:
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) != 3 or parts[2] not in ("HTTP/1.0", "HTTP/1.1") or not parts[1].startswith("/"):
-            raise ClientError("400 Bad Request", f"bad request line {lines[0][:60]!r}")
+            raise ClientError("400 Bad Request", f"bad request line {ascii(lines[0][:60])}")
         headers = {}
         for line in filter(None, lines[1:]):
             name, sep, value = line.partition(":")
             if not sep or not name or name != name.strip():
-                raise ClientError("400 Bad Request", f"bad header line {line[:60]!r}")
+                raise ClientError("400 Bad Request", f"bad header line {ascii(line[:60])}")
             headers[name.lower()] = value.strip()
         if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
             raise ClientError("413 Content Too Large", "a request with a body")
@@ -280,9 +281,9 @@ class MetricsServer:
         try:
             if self._ssl is not None:
                 await writer.start_tls(self._ssl, ssl_handshake_timeout=HANDSHAKE_SECONDS)
-            phase = "request"
-            while await self._exchange(task, reader, writer):
-                pass
+            phase, served = "request", 0
+            while await self._exchange(task, reader, writer, served):
+                served += 1
         except asyncio.CancelledError:
             if task in self._evicted:
                 self._evicted.discard(task)
@@ -305,9 +306,16 @@ class MetricsServer:
             writer.transport.abort()
 
     async def _exchange(self, task: asyncio.Task, reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter) -> bool:
-        """Serve one request; whether the connection stays open for another."""
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_SECONDS)
+                        writer: asyncio.StreamWriter, served: int) -> bool:
+        """Serve one request; whether the connection stays open for another. After the first,
+        a connection may idle up to KEEPALIVE_SECONDS (a scrape interval) before its next."""
+        first = b""
+        if served:
+            try:
+                first = await asyncio.wait_for(reader.readexactly(1), KEEPALIVE_SECONDS)
+            except (TimeoutError, asyncio.IncompleteReadError):
+                return False  # the client is done with it: no error
+        head = first + await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_SECONDS)
         self._connections[task] = True
         try:
             request = Request.parse(head)
