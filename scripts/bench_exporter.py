@@ -91,6 +91,26 @@ def scrape(url: str) -> tuple[float, bytes]:
     return time.perf_counter() - t, body
 
 
+def start_exporter(args: list[str], log) -> tuple[subprocess.Popen, str]:
+    """`zctrace export ARGS` on a free loopback port, once it answers: (process, /metrics URL).
+    Exits with the daemon's log (`log`, its stderr) if it does not answer within 2 minutes."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    daemon = subprocess.Popen([sys.executable, "-m", "zctrace.cli", "export", "--listen", f"127.0.0.1:{port}", *args],
+                              cwd=REPO, stderr=log)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            scrape(url)
+            return daemon, url
+        except OSError:
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                daemon.kill()
+                log.seek(0)
+                raise SystemExit(log.read())
+            time.sleep(0.2)
+
+
 def series(body: bytes) -> tuple[int, int]:
     """(all samples, zctrace_* samples)."""
     lines = [l for l in body.decode().splitlines() if l and not l.startswith("#")]
@@ -105,24 +125,10 @@ def main() -> int:
     p.add_argument("--per-pid", action="store_true")
     args = p.parse_args()
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/metrics"
-    cmd = [sys.executable, "-m", "zctrace.cli", "export", "--listen", f"127.0.0.1:{port}",
-           "--top-comms", str(args.processes + 50)] + (["--per-pid"] if args.per_pid else [])
     log = tempfile.TemporaryFile("w+")
-    daemon = subprocess.Popen(cmd, cwd=REPO, stderr=log)
+    extra = ["--top-comms", str(args.processes + 50)] + (["--per-pid"] if args.per_pid else [])
+    daemon, url = start_exporter(extra, log)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                scrape(url)
-                break
-            except OSError:
-                if daemon.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    print(log.read(), file=sys.stderr)
-                    return 1
-                time.sleep(0.2)
         for _ in range(3):
             scrape(url)
         rss_start = rss_kib(daemon.pid)
@@ -146,7 +152,7 @@ def main() -> int:
         collect = [float(l.split()[1]) for l in body.decode().splitlines()
                    if l.startswith("zctrace_scrape_duration_seconds ")][0]
         q = statistics.quantiles(times, n=100)
-        print(f"command: {' '.join(cmd)}")
+        print(f"command: zctrace export {' '.join(extra)}")
         print(f"senders: {args.processes} processes x {args.sends} MSG_ZEROCOPY sends in {senders_s:.1f} s")
         print(f"series: {ours} zctrace_* samples (histogram buckets included; {total} with process_*), "
               f"{sizes[-1] / 1024:.0f} KiB per scrape")

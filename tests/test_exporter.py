@@ -76,6 +76,7 @@ FAMILIES = {  # name -> (type, labels) of what a tracepoint-tier exporter serves
     "zctrace_bpf_map_max_entries": ("gauge", {"map"}),
     "zctrace_probe_up": ("gauge", {"probe", "target", "tier"}),
     "zctrace_build_info": ("gauge", {"version", "tier", "kernel"}),
+    "zctrace_http_client_errors": ("counter", {"kind"}),
     "zctrace_scrape_errors": ("counter", set()),
     "zctrace_scrape_duration_seconds": ("gauge", set()),
 }

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -28,8 +28,10 @@ from ..probes import Session, load_manifest
 from ..reasons import classify
 from . import bpfinfo
 from .fold import Debut, Folded, Folder, Owner
+from .ratelog import RateLimitedLog
 
 log = logging.getLogger("zctrace.exporter")
+T = TypeVar("T")
 
 VERDICTS = ("zerocopied", "copied", "unknown", "not_attempted")
 _REASON = "copied_reason:"  # prefix of the copy-reason counters merged into the process rows
@@ -100,6 +102,7 @@ class ZctraceCollector(Collector):
         self._rx_folder = Folder(self.options.top_comms, self.options.per_pid)  # receivers rank on their own
         self._debut = Debut()  # for the families outside the folder
         self._reaper = lifecycle.Reaper(self.session.bpf)  # exited processes leave the maps
+        self._log = RateLimitedLog(log)
         self._probes = probes_of(self.session)
         self._maps = bpfinfo.module_maps(self.session.bpf)
         self._process_labels = ["comm", "pid"] if self.options.per_pid else ["comm"]
@@ -113,39 +116,63 @@ class ZctraceCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             start = time.perf_counter()
-            families: list[Metric] = []
-            for part in (self._traced, self._bpf_programs, self._bpf_maps):
-                try:
-                    families += part()
-                except Exception as e:  # a scrape must never fail: count it, log it, go on
-                    self.scrape_errors += 1
-                    log.warning("scrape: %s failed: %s: %s", part.__name__.strip("_"), type(e).__name__, e)
+            families = self._traced()
+            for part in (self._bpf_programs, self._bpf_maps):
+                families += self._try(part.__name__.strip("_"), part, [])
             families += self._health(time.perf_counter() - start)
         return iter(families)
 
+    def _try(self, name: str, part: Callable[[], T], failed: T) -> T:
+        """part(), or `failed` if it raises: a scrape must never fail, and one family that cannot
+        be read must not take the others with it (counted, logged at most once a minute)."""
+        try:
+            return part()
+        except Exception as e:
+            self.scrape_errors += 1
+            self._log.warning(name, f"scrape: {name} failed: {type(e).__name__}: {e}")
+            return failed
+
     # Families from the snapshot -------------------------------------------------------------
 
-    def _traced(self) -> list[Metric]:
-        snap = snapshot.take(self.session.bpf, rings=True)
-        families = self._families(snap)
-        self._reaper.sweep(snap)  # the folders hold what exited processes counted: their entries go
-        return families
-
-    def _families(self, snap: snapshot.Snapshot) -> list[Metric]:
+    def _scoped(self, snap: snapshot.Snapshot) -> snapshot.Snapshot:
         if self.options.cgroup is not None:
             ids = cgroups.subtree_ids(self.options.cgroup)
             snap = replace(snap, rows=[r for r in snap.rows if r.cgroup in ids],
                            receive=[r for r in snap.receive if r.cgroup in ids])
-        folded = self._folder.update(with_reasons(snap))
-        labels = self._process_labels
-        out = [requests(folded, labels), not_attempted(folded, labels), sent_bytes(folded, labels),
-               notifications(folded, labels), copy_fallbacks(folded, labels),
-               undecided(snap.rows, folded, self._folder.owner, labels),
-               pinned(snap.rows, folded, self._folder.owner, labels, self.session.tier != "tracepoint"),
-               *unreaped_cqes(snap, folded, self._folder.owner, labels), notification_latency(snap, self._debut),
-               *zerocopy_receive(self._rx_folder.update(receive_rows(snap)), labels), *lost_events(snap)]
+        return snap
+
+    def _traced(self) -> list[Metric]:
+        """The families read from the probes' maps, each on its own: one that fails (a process
+        or ring that changed under the read) only loses itself. Then the entries of processes
+        that exited leave the maps: the folders hold what they counted."""
+        raw = self._try("snapshot", lambda: snapshot.take(self.session.bpf), None)
+        if raw is None:
+            return []
+        snap = self._scoped(raw)
+        labels, owner = self._process_labels, self._folder.owner
+        parts: dict[str, Callable[[], list[Metric]]] = {
+            "notification_latency": lambda: [notification_latency(snap, self._debut)],
+            "zerocopy_receive": lambda: zerocopy_receive(self._rx_folder.update(receive_rows(snap)), labels),
+            "lost_events": lambda: lost_events(snap)}
         if self._kernel_events:
-            out += kernel_events(snap) + late_copies(snap, self._debut)
+            parts["kernel_events"] = lambda: kernel_events(snap) + late_copies(snap, self._debut)
+        folded = self._try("process_rows", lambda: self._folder.update(with_reasons(snap)), None)
+        if folded is not None:
+            parts = {
+                "requests": lambda: [requests(folded, labels), not_attempted(folded, labels),
+                                     sent_bytes(folded, labels), notifications(folded, labels),
+                                     copy_fallbacks(folded, labels)],
+                "undecided": lambda: [undecided(snap.rows, folded, owner, labels)],
+                "pinned": lambda: [pinned(snap.rows, folded, owner, labels, self.session.tier != "tracepoint")],
+                "io_uring_cqes": lambda: unreaped_cqes(
+                    replace(snap, rings=snapshot.read_rings(snapshot.ring_pids(self.session.bpf))),
+                    folded, owner, labels),
+                **parts}
+        out: list[Metric] = []
+        for name, part in parts.items():
+            out += self._try(name, part, [])
+        if folded is not None:
+            self._try("retire", lambda: self._reaper.sweep(raw), set())
         return out
 
     # Self-metrics ---------------------------------------------------------------------------

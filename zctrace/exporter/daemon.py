@@ -90,7 +90,7 @@ def run_cli(args: argparse.Namespace) -> int:
                 pass
             server.stop()
     finally:
-        server.httpd.server_close()
+        server.close()
         if stats_fd is not None:
             os.close(stats_fd)
     print("zctrace: stopped, probes detached", file=sys.stderr)
