@@ -640,7 +640,8 @@ def test_fold_per_pid_and_a_reused_row():
     f.update(rows((1, "x", 2, 20), (2, "a", 1, 10), (3, "c", 1, 1)))  # pid 1 is another process now
     out = f.update(rows((1, "x", 2, 20), (2, "a", 1, 10), (3, "c", 1, 1)))
     got = {(o.comm, o.pid): c["requests"] for (o, _, _), c in out.series.items()}
-    assert got == {("x", "1"): 2, ("a", "2"): 1, (OTHER, ""): 1}
+    # The exited a/1 sent the most: it stays named, with its final count; a/2 drops out (frozen).
+    assert got == {("a", "1"): 5, ("x", "1"): 2, ("a", "2"): 1, (OTHER, ""): 1}
 
 
 def test_late_copy_caller_skips_the_copy_and_bpf_frames():

@@ -3,7 +3,8 @@
 The probes count per (pid, api, proto) row. Exported series are per (owner, api, proto), the
 owner being the comm (or comm and pid with --per-pid). At each scrape:
 
-- the top N owners by bytes (then requests) are *named*: their series count their increases;
+- the top N owners by bytes sent so far (then requests), their exited processes included, are
+  *named*: their series count their increases;
 - everyone else's increases since the previous scrape go to the owner `other`;
 - an owner that drops out of the top N (its processes quieter than others, or all exited: the
   rows of exited processes leave the maps, zctrace/lifecycle.py) keeps its series, *frozen* at
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from ..snapshot import StatsRow
 
 OTHER = "other"
+DORMANT = 1024  # owners not shown whose totals are kept, the most recently seen
 
 
 @dataclass(frozen=True, order=True)
@@ -80,39 +82,53 @@ class Folder:
     _frozen: set[Owner] = field(default_factory=set)
     _named: set[Owner] = field(default_factory=set)
     _debut: Debut = field(default_factory=Debut)
+    _seen: dict[Owner, int] = field(default_factory=dict)  # owner -> the update it last had rows at
+    _volume: dict[Owner, tuple[int, int]] = field(default_factory=dict)  # owner -> bytes, counts sent
+    _tick: int = 0
 
     def owner(self, row: StatsRow) -> Owner:
         return Owner(row.comm, str(row.pid) if self.per_pid else "")
 
     def update(self, rows: list[StatsRow]) -> Folded:
-        volume: dict[Owner, tuple[int, int]] = {}
-        for row in rows:
-            b, n = volume.get(self.owner(row), (0, 0))
-            volume[self.owner(row)] = (b + row.counters.get("bytes", 0), n + sum(row.counters.values()))
-        named = set(sorted(volume, key=lambda o: (-volume[o][0], -volume[o][1], o))[:self.top])
-        label_of = {o: o if o in named else OTHER_OWNER for o in volume}
-
+        # Each row's increase since the last update (a row deleted and reused by another
+        # process, or whose process was retired and whose pid came back, starts from 0).
         last: dict[tuple[int, str, str], tuple[str, dict[str, int]]] = {}
+        increases: list[tuple[StatsRow, dict[str, int]]] = []
         for row in rows:
             key = (row.pid, row.api, row.proto)
             prev_comm, prev = self._last.get(key, (row.comm, {}))
-            if prev_comm != row.comm:  # the row was deleted and reused by another process
+            if prev_comm != row.comm:
                 prev = {}
-            acc = self._acc.setdefault((label_of[self.owner(row)], row.api, row.proto), {})
-            for name, value in row.counters.items():
-                before = prev.get(name, 0)
-                acc[name] = acc.get(name, 0) + (value - before if value >= before else value)
+            inc = {name: value - prev.get(name, 0) if value >= prev.get(name, 0) else value
+                   for name, value in row.counters.items()}
+            increases.append((row, inc))
             last[key] = (row.comm, row.counters)
+            b, n = self._volume.get(self.owner(row), (0, 0))
+            self._volume[self.owner(row)] = (b + inc.get("bytes", 0), n + sum(inc.values()))
         self._last = last
-        # An owner out of the top N, its processes alive or exited (their rows leave the maps),
-        # stays frozen while among the N biggest such; the rest are forgotten (bounded memory).
-        # `other` is forever.
+        # Owners rank by all they sent, their exited processes included (whose rows leave the
+        # maps: zctrace/lifecycle.py).
+        volume = self._volume
+        named = set(sorted(volume, key=lambda o: (-volume[o][0], -volume[o][1], o))[:self.top])
+        label_of = {o: o if o in named else OTHER_OWNER for o in volume}
+        for row, inc in increases:
+            acc = self._acc.setdefault((label_of[self.owner(row)], row.api, row.proto), {})
+            for name, n in inc.items():
+                acc[name] = acc.get(name, 0) + n
+        # An owner out of the top N stays frozen while among the N biggest such. Owners not shown
+        # keep their totals (to resume from them if they come back) while among the DORMANT last
+        # seen; the rest are forgotten (bounded memory). `other` is forever.
+        self._tick += 1
+        self._seen.update(dict.fromkeys((self.owner(row) for row in rows), self._tick))
         self._frozen = self._keep_frozen((self._frozen | self._named) - named)
         self._named = named
-        kept = named | self._frozen | {OTHER_OWNER}
+        shown = named | self._frozen | {OTHER_OWNER}
+        dormant = sorted(self._seen.keys() - shown, key=lambda o: -self._seen[o])[:DORMANT]
+        kept = shown | set(dormant)
+        self._seen = {o: t for o, t in self._seen.items() if o in kept}
+        self._volume = {o: v for o, v in self._volume.items() if o in kept}
         self._acc = {k: v for k, v in self._acc.items() if k[0] in kept}
         self._debut.forget(lambda k: k[0] in self._acc)
-        shown = named | self._frozen | {OTHER_OWNER}
         series = {k: {name: self._debut.value((k, name), n) for name, n in v.items()}
                   for k, v in self._acc.items() if k[0] in shown}
         return Folded(series, label_of)
