@@ -53,6 +53,16 @@ static __always_inline int zc_tracked(u32 tgid)
 #endif
 }
 
+/* `v` as a plain number: fentry programs see their arguments as typed pointers, which the
+ * verifier allows no arithmetic on but adding an offset (a copy through the stack is a scalar). */
+static __always_inline u64 zc_scalar(u64 v)
+{
+	u64 s = 0;
+
+	bpf_probe_read_kernel(&s, sizeof(s), &v);
+	return s;
+}
+
 /* Something the probes could not record: `requests` send requests (`bytes` bytes) went uncounted
  * or lost their verdict. */
 static __always_inline void zc_lose(int cause, u64 requests, u64 bytes)

@@ -32,11 +32,10 @@ static __always_inline u32 zc_nd_index(u64 nd)
 ZC_KFUNC3(io_tx_ubuf_complete, skb, uarg, success)
 {
 	u64 flag = ((u64)success & 0xff) ? (skb ? ZC_ND_USED : 0) : ZC_ND_COPIED;
-	u64 nd = (u64)uarg - ZC_OFF_io_notif_data_uarg;
-	u32 i = zc_nd_index(nd);
-
 	if (!flag)
 		return 0; /* the send's own flush: nothing to tell */
+	u64 nd = zc_scalar((u64)uarg) - ZC_OFF_io_notif_data_uarg;
+	u32 i = zc_nd_index(nd);
 	struct zc_nd_slot *slot = zc_nd_slots.lookup(&i);
 	if (!slot)
 		return 0;
@@ -78,7 +77,7 @@ static __always_inline u64 zc_nd_take(u64 nd)
 
 ZC_KFUNC1(io_notif_tw_complete, notif)
 {
-	u64 nd = (u64)notif + ZC_OFF_io_kiocb_cmd;
+	u64 nd = zc_scalar((u64)notif) + ZC_OFF_io_kiocb_cmd;
 
 	for (int i = 0; i < ZC_MAX_CHAIN && nd; i++) {
 		u64 req = nd - ZC_OFF_io_kiocb_cmd, ctx = 0, user_data = 0;
