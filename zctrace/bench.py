@@ -144,6 +144,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--suite seed-tables: run the C reference sender beside every cell (needs gcc)")
     p.add_argument("--repeat", type=positive(int, "rounds"), default=3,
                    help="--suite overhead: traced/untraced rounds per cell (default 3)")
+    p.add_argument("--max-ns-per-request", type=positive(float, "nanoseconds"), metavar="NS",
+                   help="--suite overhead: exit 1 if the probes' BPF run time per request exceeds NS "
+                        "in any cell")
+    p.add_argument("--min-ratio", type=positive(float, "ratio"), metavar="R",
+                   help="--suite overhead: exit 1 if traced/untraced requests/s is below R in any cell")
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -154,6 +159,9 @@ def check_args(args: argparse.Namespace) -> None:
         for flag in ("csv", "plot", "reference"):
             if getattr(args, flag):
                 raise ZctraceError(f"--{flag} needs --suite")
+    for flag in ("max_ns_per_request", "min_ratio"):
+        if getattr(args, flag) is not None and args.suite != "overhead":
+            raise ZctraceError(f"--{flag.replace('_', '-')} needs --suite overhead")
     if args.engine == "c":
         from .workload.senders import compiled_engine
         try:
