@@ -188,7 +188,8 @@ static int run_socket(struct run *r, double deadline)
 /* --- io_uring modes ---------------------------------------------------------------------- */
 
 struct ring {
-	int fd;
+	int fd, enter_fd;
+	unsigned enter_flags; /* IORING_ENTER_REGISTERED_RING when enter_fd is a registered index */
 	unsigned sq_entries, cq_entries, *sq_tail, *sq_flags, *cq_head, *cq_tail, cq_mask, tail;
 	void *sq, *cq;
 	size_t sq_len, cq_len, sqes_len;
@@ -208,15 +209,32 @@ static void ring_close(struct ring *g)
 		close(g->fd);
 }
 
+/* A ring set up as liburing's send-zerocopy example sets its own: task work run cooperatively
+ * (no IPI per completion) and the ring fd registered (no fd lookup per io_uring_enter), each
+ * dropped on a kernel without it (5.19, 5.18). */
 static int ring_setup(struct run *r, struct ring *g, unsigned entries)
 {
-	struct io_uring_params p = {.flags = IORING_SETUP_CQSIZE, .cq_entries = 2 * entries};
+	struct io_uring_params p = {.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+				    .cq_entries = 2 * entries};
+	struct io_uring_rsrc_update reg = {.offset = -1U};
 	unsigned *array;
 
 	memset(g, 0, sizeof(*g));
 	g->fd = syscall(__NR_io_uring_setup, entries, &p);
+	if (g->fd < 0 && errno == EINVAL) {
+		memset(&p, 0, sizeof(p));
+		p.flags = IORING_SETUP_CQSIZE;
+		p.cq_entries = 2 * entries;
+		g->fd = syscall(__NR_io_uring_setup, entries, &p);
+	}
 	if (g->fd < 0)
 		return fail(r, "io_uring_setup", errno);
+	reg.data = g->fd;
+	g->enter_fd = g->fd;
+	if (syscall(__NR_io_uring_register, g->fd, IORING_REGISTER_RING_FDS, &reg, 1) == 1) {
+		g->enter_fd = reg.offset;
+		g->enter_flags = IORING_ENTER_REGISTERED_RING;
+	}
 	g->sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
 	g->cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
 	g->sqes_len = p.sq_entries * sizeof(struct io_uring_sqe);
@@ -243,14 +261,15 @@ static int ring_setup(struct run *r, struct ring *g, unsigned entries)
 /* Publish `k` more SQEs (every slot holds the same request) and wait for `wait_nr` CQEs. */
 static int ring_push(struct run *r, struct ring *g, unsigned k, unsigned wait_nr)
 {
-	unsigned flags = wait_nr || (__atomic_load_n(g->sq_flags, __ATOMIC_ACQUIRE) & IORING_SQ_CQ_OVERFLOW)
+	unsigned sq_flags = __atomic_load_n(g->sq_flags, __ATOMIC_ACQUIRE);
+	unsigned flags = wait_nr || (sq_flags & (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN))
 				 ? IORING_ENTER_GETEVENTS : 0;
 
 	g->tail += k;
 	__atomic_store_n(g->sq_tail, g->tail, __ATOMIC_RELEASE);
 	if (!k && !flags)
 		return 0;
-	while (syscall(__NR_io_uring_enter, g->fd, k, wait_nr, flags, NULL, 0) < 0) {
+	while (syscall(__NR_io_uring_enter, g->enter_fd, k, wait_nr, flags | g->enter_flags, NULL, 0) < 0) {
 		if (errno != EINTR)
 			return fail(r, "io_uring_enter", errno);
 		k = 0;
@@ -345,7 +364,7 @@ static int uring_loop(struct run *r, struct ring *g, double deadline)
 			return -1;
 		if (!n)
 			poll(&pfd, 1, 10);
-		if (ring_push(r, g, 0, 0))
+		if (ring_push(r, g, 0, 0)) /* runs the task work of cooperative task running */
 			return -1;
 	}
 	return 0;
