@@ -692,7 +692,7 @@ def run_suite(args: argparse.Namespace) -> int:
         write_csv(docs, args.csv)
     if args.plot:
         write_plot(cells, args.plot, f"zctrace bench --suite seed-tables, {time.strftime('%Y-%m-%d')}, "
-                                     f"kernel {platform.release()}")
+                                     f"kernel {platform.release()}, {engine_note([sc.cell for sc in cells])}")
     status = check_status([sc.cell for sc in cells]) if args.check else 0
     if args.suite == "overhead":
         for line in threshold_failures(ohs, args):
