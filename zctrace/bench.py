@@ -109,8 +109,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--proto", action="append", choices=("udp", "tcp"),
                    help="protocol (repeatable; default udp; --suite: udp and tcp where the target allows)")
     p.add_argument("--size", type=_sizes, action="append",
-                   help="IO size in bytes, comma-separated list (default 1000,4000; --suite: "
-                        "600,1000,1200,1500,4000,8000,65000)")
+                   help="IO size in bytes, comma-separated list (default 1000,4000; --suite "
+                        "seed-tables: 600,1000,1200,1500,4000,8000,65000; overhead: 1000,4000,65000)")
     p.add_argument("--target", action="append", type=_target,
                    help="where to send: loopback, sink, netns, dummy or ADDR:PORT (repeatable; "
                         "default loopback and sink, for --suite sink)")

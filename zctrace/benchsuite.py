@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import TextIO
 
 from . import report
-from .exporter import bpfinfo
 from .bench import Cell, check_status, engine_note, open_endpoint, run_on
 from .errors import ZctraceError
+from .exporter import bpfinfo
 from .probes import Session
 from .workload.senders import WorkloadSpec, validate
 from .workload.targets import UDP_ONLY, Endpoint
