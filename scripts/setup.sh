@@ -8,7 +8,10 @@ PY=${PYTHON:-python3}
 export DEBIAN_FRONTEND=noninteractive
 
 apt-get update -qq
-apt-get install -y -qq python3-bpfcc iproute2 bpftool linux-headers-amd64 tmux prometheus >/dev/null
+# gcc and python3-dev: the install below builds the compiled send engine (zctrace.workload._engine);
+# liburing-dev: the example scripts/bench_engine_anchor.py checks the engine against.
+apt-get install -y -qq python3-bpfcc iproute2 bpftool linux-headers-amd64 tmux prometheus \
+  gcc python3-dev liburing-dev >/dev/null
 
 # bcc compiles against kernel headers; use the running kernel's if Debian has them, else
 # Debian's default headers (struct offsets never come from them: zctrace reads BTF).
@@ -35,6 +38,6 @@ ln -sfn /usr/lib/python3/dist-packages/bcc /opt/zctrace-bcc/bcc
 echo /opt/zctrace-bcc > "$site/zctrace-bcc.pth"
 
 $PY -m pip install -q -e '.[test,bench]'
-$PY -c 'import bcc, zctrace'
+$PY -c 'import bcc, zctrace, zctrace.workload._engine'
 [ "${ZCTRACE_NO_VM:-0}" = 1 ] || bash scripts/setup-vm.sh
 echo "zctrace setup done"

@@ -35,7 +35,8 @@ def test_seed_tables_end_to_end(tmp_path):
     cells = 2 * len(benchsuite.SEED_COLUMNS) * 3  # sizes x columns x (sink udp, loopback udp, tcp)
     assert f"bench {cells}/{cells}:" in r.stderr  # plain progress lines off a terminal
     for title in ("sink udp: requests/s", "loopback tcp: requests/s", "IO size", "zc fixed 8 lazy",
-                  "PY/C CPU/REQ", "Python against C"):
+                  "W/REF CPU/REQ", "against the C reference", "workload: compiled C engine",
+                  "io_uring zerocopy against io_uring send", "crossover:"):
         assert title in r.stdout
 
     doc = json.loads(out["json"].read_text())
@@ -47,7 +48,7 @@ def test_seed_tables_end_to_end(tmp_path):
                 "verdict"} <= res.keys()
         assert res["requests"] == COUNT and res["requests_per_s"] > 0
         assert res["reference"]["requests"] == COUNT
-        assert res["python_c_ratio"] > 0 and res["python_c_cpu"] > 0
+        assert res["ref_ratio"] > 0 and res["ref_cpu"] > 0 and res["engine"] == "c"
         assert res["lost"] == {}
     udp4k = {(r["target"], r["column"]): r for r in doc["results"] if r["size"] == 4000
              and r["proto"] == "udp"}
@@ -78,7 +79,31 @@ def test_overhead_suite_reports_ratios(tmp_path):
         assert o["runs"] == 2 and o["exact"] is True
     traced = [res["traced_run"] for res in doc["results"]]
     assert traced.count(True) == traced.count(False) == 2 * len(benchsuite.OVERHEAD_COLUMNS)
-    assert traced[:3] == [True] * 3 and traced[6:9] == [False] * 3  # round 2 starts untraced
+    n = len(benchsuite.OVERHEAD_COLUMNS)
+    assert traced[:n] == [True] * n and traced[2 * n:3 * n] == [False] * n  # round 2 starts untraced
+
+
+def test_overhead_suite_reports_bpf_time_and_budgets(tmp_path):
+    """Each traced cell carries every program's run time and count from bpf_stats; a budget no
+    io_uring cell can meet (1 ns per request) fails the run, one line per cell over it."""
+    path = tmp_path / "overhead.json"
+    r = run(["bench", "--suite", "overhead", "--size", "1000", "--count", str(COUNT), "--repeat", "1",
+             "--json", str(path), "--check", "--max-ns-per-request", "1"])
+    assert r.returncode == 1, r.stderr
+    assert "BPF NS/REQ" in r.stdout and "per program" in r.stdout and "workload: compiled C engine" in r.stdout
+    over = [line for line in r.stderr.splitlines() if line.startswith("zctrace: over budget:")]
+    assert {"zc/8", "zc/8-lazy", "zc-fixed/8", "zc-fixed/8-lazy"} <= {line.split()[7].rstrip(":") for line in over}
+    doc = json.loads(path.read_text())
+    assert doc["engine"] == "c"
+    for o in doc["overhead"]:
+        assert o["exact"] is True
+        if o["column"].startswith("zc"):  # a submit and two CQEs per request (and others' events)
+            progs = o["programs"]
+            assert progs["io_uring:io_uring_complete"]["runs_per_request"] >= 2
+            assert progs["io_uring:io_uring_submit_req"]["runs_per_request"] >= 1
+            assert o["bpf_ns_per_request"] > 1
+    for res in doc["results"]:
+        assert (res["bpf"] is None) == (not res["traced_run"])
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +193,7 @@ def test_progress_bar_on_a_terminal_plain_lines_otherwise():
     (["--suite", "overhead", "--plot", "x.png"], "--plot needs --suite seed-tables"),
     (["--suite", "overhead", "--reference"], "--reference needs --suite seed-tables"),
     (["--suite", "overhead", "--no-trace"], "drop --no-trace"),
+    (["--suite", "overhead", "--min-ratio", "0"], "must be positive"),
     (["--suite", "seed-tables", "--size", "70000"], "too big for one UDP datagram"),
     (["--target", "nowhere"], "unknown target"),
     (["--target", "192.0.2.1:0"], "port must be between"),

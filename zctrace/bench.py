@@ -1,6 +1,7 @@
 """`zctrace bench`: the built-in zerocopy send workload, each cell checked by the tracer.
 
-Every cell runs the workload in this process with the probes attached (unless --no-trace) and
+Every cell runs the workload in this process (the compiled send engine by default, the Python
+loops with --engine python) with the probes attached (unless --no-trace) and
 reports the kernel's own verdict (from the notifications the workload reads) next to the
 tracer's verdict for the same requests.
 """
@@ -39,6 +40,7 @@ class Cell:
     kernel: dict[str, int]
     traced: dict[str, int] | None
     lost: dict[str, int] | None = None  # events the probes could not record (None: untraced)
+    engine: str = "python"  # which send loops ran: "c" (compiled) or "python"
 
     @property
     def requests_per_s(self) -> float:
@@ -70,7 +72,7 @@ class Cell:
 
     def to_json(self) -> dict:
         return {"mode": self.mode, "proto": self.proto, "size": self.size, "target": self.target,
-                "requests": self.requests, "seconds": round(self.seconds, 6),
+                "engine": self.engine, "requests": self.requests, "seconds": round(self.seconds, 6),
                 "cpu_seconds": round(self.cpu_seconds, 6),
                 "requests_per_s": round(self.requests_per_s, 1), "bytes_per_s": round(self.bytes_per_s, 1),
                 "kernel": {k: self.kernel[k] for k in ("zerocopied", "copied", "unknown")},
@@ -101,14 +103,14 @@ def _target(text: str) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from .benchsuite import SUITES
-    from .workload.senders import MODES, NOTIF_POLICIES
+    from .workload.senders import ENGINES, MODES, NOTIF_POLICIES
     p.add_argument("--mode", action="append", choices=MODES,
                    help=f"send mode (repeatable; default {' '.join(DEFAULT_MODES)})")
     p.add_argument("--proto", action="append", choices=("udp", "tcp"),
                    help="protocol (repeatable; default udp; --suite: udp and tcp where the target allows)")
     p.add_argument("--size", type=_sizes, action="append",
-                   help="IO size in bytes, comma-separated list (default 1000,4000; --suite: "
-                        "600,1000,1200,1500,4000,8000,65000)")
+                   help="IO size in bytes, comma-separated list (default 1000,4000; --suite "
+                        "seed-tables: 600,1000,1200,1500,4000,8000,65000; overhead: 1000,4000,65000)")
     p.add_argument("--target", action="append", type=_target,
                    help="where to send: loopback, sink, netns, dummy or ADDR:PORT (repeatable; "
                         "default loopback and sink, for --suite sink)")
@@ -126,6 +128,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "default) or only until its send completion (lazy)")
     p.add_argument("--batch", type=positive(int, "sends"), default=32,
                    help="copy/msg_zerocopy: sends per sendmmsg call, 1 = one send() each (default 32)")
+    p.add_argument("--engine", choices=ENGINES, default="c",
+                   help="send loops: c (compiled, default: the kernel sets the pace) or python")
     p.add_argument("--no-trace", action="store_true", help="run the workload without the tracer")
     p.add_argument("--tier", choices=TIERS, help="force a probe tier")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' = stdout)")
@@ -140,6 +144,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--suite seed-tables: run the C reference sender beside every cell (needs gcc)")
     p.add_argument("--repeat", type=positive(int, "rounds"), default=3,
                    help="--suite overhead: traced/untraced rounds per cell (default 3)")
+    p.add_argument("--max-ns-per-request", type=positive(float, "nanoseconds"), metavar="NS",
+                   help="--suite overhead: exit 1 if the probes' BPF run time per request exceeds NS "
+                        "in any cell")
+    p.add_argument("--min-ratio", type=positive(float, "ratio"), metavar="R",
+                   help="--suite overhead: exit 1 if traced/untraced requests/s is below R in any cell")
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -150,6 +159,15 @@ def check_args(args: argparse.Namespace) -> None:
         for flag in ("csv", "plot", "reference"):
             if getattr(args, flag):
                 raise ZctraceError(f"--{flag} needs --suite")
+    for flag in ("max_ns_per_request", "min_ratio"):
+        if getattr(args, flag) is not None and args.suite != "overhead":
+            raise ZctraceError(f"--{flag.replace('_', '-')} needs --suite overhead")
+    if args.engine == "c":
+        from .workload.senders import compiled_engine
+        try:
+            compiled_engine()
+        except ValueError as e:
+            raise ZctraceError(str(e)) from None
 
 
 def _specs(args: argparse.Namespace) -> list:
@@ -168,7 +186,7 @@ def _specs(args: argparse.Namespace) -> list:
             duration=None if args.count else (args.duration or DEFAULT_DURATION), count=args.count,
             notify_batch=args.notify_batch, inflight=args.inflight, batch=args.batch,
             report_usage=args.report_usage if mode.startswith("uring_zc") else True,
-            notif=args.notif if mode.startswith("uring_zc") else "wait")
+            notif=args.notif if mode.startswith("uring_zc") else "wait", engine=args.engine)
         try:
             validate(spec)
         except ValueError as e:
@@ -206,7 +224,7 @@ def run_on(endpoint, specs: list, session=None, progress=None) -> list[Cell]:
             traced = traced_counts(snap, spec)
             lost = {k: v for k, v in snap.errors.items() if v}
         cell = Cell(spec.mode, spec.proto, spec.size, spec.target, r.requests, r.seconds,
-                    r.cpu_seconds, kernel, traced, lost)
+                    r.cpu_seconds, kernel, traced, lost, spec.engine)
         cells.append(cell)
         if progress:
             progress(cell)
@@ -242,8 +260,14 @@ def render(cells: list[Cell], tier: str | None) -> str:
         match = "LOST" if c.lost else {None: "-", True: "yes", False: "NO"}[c.matches]
         rows.append((c.target, c.proto, c.mode, c.size, c.requests, f"{c.requests_per_s:,.0f}",
                      f"{c.bytes_per_s / 1e6:,.1f}", kernel, traced, match))
-    title = f"zctrace bench (tracer tier: {tier})" if tier else "zctrace bench (untraced)"
-    return title + "\n" + report.table(head, rows)
+    tracer = f"tracer tier: {tier}" if tier else "untraced"
+    return f"zctrace bench ({engine_note(cells)}; {tracer})\n" + report.table(head, rows)
+
+
+def engine_note(cells: list[Cell]) -> str:
+    """Which send loops produced `cells`, for every table's title."""
+    names = {"c": "compiled C engine", "python": "Python engine"}
+    return "workload: " + " and ".join(names[e] for e in dict.fromkeys(c.engine for c in cells))
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -277,7 +301,7 @@ def _run_cells(args: argparse.Namespace) -> int:
             session.close()
     print(render(cells, tier))
     if args.json:
-        report.write_json({"tier": tier, "results": [c.to_json() for c in cells]}, args.json)
+        report.write_json({"tier": tier, "engine": args.engine, "results": [c.to_json() for c in cells]}, args.json)
     return check_status(cells) if args.check else 0
 
 

@@ -3,9 +3,12 @@
 ``seed-tables``: requests/s by IO size for copy, MSG_ZEROCOPY (notifications read every 1 and
 every 32 sends), io_uring send and SEND_ZC (1 and 8 in flight, registered buffers, notification
 waited for or reaped lazily), each cell with MB/s, CPU time per request, speedup against the
-copy column and the traced verdict; optionally the C reference sender beside every cell.
-``overhead``: the same cells with and without the probes attached, interleaved rounds, reported
-as traced/untraced ratios, with every traced cell checked against the kernel's own verdicts.
+copy column and the traced verdict, then io_uring zerocopy against io_uring send and copy per size
+with the crossover marked; optionally the C reference sender beside every cell.
+``overhead``: copy, MSG_ZEROCOPY and the io_uring zerocopy columns with and without the probes
+attached, interleaved rounds, reported as traced/untraced ratios and the probes' own run time per
+request (bpf_stats), with every traced cell checked against the kernel's own verdicts.
+Both run the compiled send engine unless --engine python.
 See docs/benchmarks.md for what the columns mean and how they map to the published ones.
 """
 
@@ -29,16 +32,20 @@ from pathlib import Path
 from typing import TextIO
 
 from . import report
-from .bench import Cell, check_status, open_endpoint, run_on
+from .bench import Cell, check_status, engine_note, open_endpoint, run_on
 from .errors import ZctraceError
+from .exporter import bpfinfo
 from .probes import Session
 from .workload.senders import WorkloadSpec, validate
 from .workload.targets import UDP_ONLY, Endpoint
 
 SUITES = ("seed-tables", "overhead")
 SEED_SIZES = (600, 1000, 1200, 1500, 4000, 8000, 65000)
+OVERHEAD_SIZES = (1000, 4000, 65000)
 SUITE_DURATION = 1.0
-REFERENCE_SOURCE = Path(__file__).resolve().parent.parent / "scripts" / "zc_ref_sender.c"
+REFERENCE_SOURCES = (Path(__file__).resolve().parent.parent / "scripts" / "zc_ref_sender.c",
+                     Path(__file__).resolve().parent / "workload" / "engine.c",
+                     Path(__file__).resolve().parent / "workload" / "engine.h")
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,8 @@ class Column:
         return WorkloadSpec(mode=self.mode, proto=proto, size=size, target=target,
                             duration=None if args.count else (args.duration or SUITE_DURATION),
                             count=args.count, notify_batch=self.notify_batch,
-                            inflight=self.inflight, notif=self.notif, batch=args.batch)
+                            inflight=self.inflight, notif=self.notif, batch=args.batch,
+                            engine=args.engine)
 
 
 SEED_COLUMNS = (
@@ -69,7 +77,10 @@ SEED_COLUMNS = (
     Column("zc-fixed/8", "zc fixed 8", "uring_zc_fixed"),
     Column("zc-fixed/8-lazy", "zc fixed 8 lazy", "uring_zc_fixed", notif="lazy"),
 )
-OVERHEAD_COLUMNS = tuple(c for c in SEED_COLUMNS if c.key in ("copy", "msg_zc/32", "zc/8"))
+URING_ZC_KEYS = ("zc/1", "zc/8", "zc-fixed/8", "zc-fixed/8-lazy")  # against "uring" and "copy"
+OVERHEAD_COLUMNS = (*(c for c in SEED_COLUMNS if c.key in ("copy", "msg_zc/32", "zc/8")),
+                    Column("zc/8-lazy", "zc 8 lazy", "uring_zc", notif="lazy"),
+                    *(c for c in SEED_COLUMNS if c.key in ("zc-fixed/8", "zc-fixed/8-lazy")))
 
 
 @dataclass
@@ -94,6 +105,7 @@ class SuiteCell:
     reference: Reference | None = None
     traced_run: bool = True  # overhead suite: was the tracer attached
     round: int = 0
+    bpf: dict[str, tuple[int, int]] | None = None  # program -> (run ns, runs) during the cell
 
     @property
     def verdict(self) -> str:
@@ -113,14 +125,14 @@ class SuiteCell:
         return self.verdict in ("-", "zerocopy")
 
     @property
-    def python_c_ratio(self) -> float | None:
-        """Python's requests/s over C's (1 = Python costs nothing; < 1 = slower)."""
+    def ref_ratio(self) -> float | None:
+        """The workload's requests/s over the C reference's (1 = as fast; < 1 = slower)."""
         ref = self.reference
         return self.cell.requests_per_s / ref.requests_per_s if ref and ref.requests_per_s else None
 
     @property
-    def python_c_cpu(self) -> float | None:
-        """Python's CPU time per request over C's (1 = same work; > 1 = Python's own cost)."""
+    def ref_cpu(self) -> float | None:
+        """The workload's CPU time per request over the reference's (> 1 = a cost of its own)."""
         ref = self.reference
         if not (ref and ref.requests and ref.cpu_seconds):
             return None
@@ -161,20 +173,23 @@ class Progress:
 # --- the C reference sender --------------------------------------------------------------------
 
 def build_reference() -> Path:
-    """Compile scripts/zc_ref_sender.c (once per source version) and return the binary."""
-    if not REFERENCE_SOURCE.exists():
-        raise ZctraceError(f"--reference needs {REFERENCE_SOURCE.name} from a source checkout")
+    """Compile scripts/zc_ref_sender.c with the engine (once per source version) and return the
+    binary: the engine's loops alone in a process of their own."""
+    missing = [p.name for p in REFERENCE_SOURCES if not p.exists()]
+    if missing:
+        raise ZctraceError(f"--reference needs {', '.join(missing)} from a source checkout")
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
         raise ZctraceError("--reference needs a C compiler (apt-get install gcc)")
-    source = REFERENCE_SOURCE.read_bytes()
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in REFERENCE_SOURCES)).hexdigest()[:12]
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "zctrace"
-    binary = cache / f"zc_ref_sender-{hashlib.sha256(source).hexdigest()[:12]}"
+    binary = cache / f"zc_ref_sender-{digest}"
     if not binary.exists():
         cache.mkdir(parents=True, exist_ok=True)
         tmp = binary.with_suffix(f".{os.getpid()}")
-        r = subprocess.run([gcc, "-O2", "-o", str(tmp), str(REFERENCE_SOURCE)],
-                           capture_output=True, text=True)
+        sender, engine, header = REFERENCE_SOURCES
+        r = subprocess.run([gcc, "-O2", "-I", str(header.parent), "-o", str(tmp), str(sender),
+                            str(engine)], capture_output=True, text=True)
         if r.returncode:
             raise ZctraceError(f"the C reference does not compile: {r.stderr.strip().splitlines()[-1]}")
         tmp.replace(binary)
@@ -213,9 +228,9 @@ def _targets_protos(args: argparse.Namespace) -> list[tuple[str, str]]:
 Plan = list[tuple[str, str, int, Column]]  # (target, proto, size, column) in run order
 
 
-def _plan(args: argparse.Namespace, columns: tuple[Column, ...]) -> Plan:
-    """Every cell of the suite, each validated before anything runs."""
-    sizes = [s for group in args.size for s in group] if args.size else list(SEED_SIZES)
+def _plan(args: argparse.Namespace, columns: tuple[Column, ...], sizes: tuple[int, ...]) -> Plan:
+    """Every cell of the suite (`sizes` unless --size), each validated before anything runs."""
+    sizes = [s for group in args.size for s in group] if args.size else list(sizes)
     plan = [(t, p, size, col) for (t, p) in _targets_protos(args) for size in sizes for col in columns]
     for t, p, size, col in plan:
         try:
@@ -225,17 +240,36 @@ def _plan(args: argparse.Namespace, columns: tuple[Column, ...]) -> Plan:
     return plan
 
 
+def program_stats(session: Session) -> dict[str, tuple[int, int]]:
+    """Cumulative (run ns, runs) of every loaded program, by its event (counted only while BPF
+    run-time statistics are on; every process's events count, ours or not)."""
+    out = {}
+    for name, fn in session.bpf.funcs.items():
+        st = bpfinfo.prog_stats(fn.fd)
+        kind, _, event = name.decode().partition("__")
+        out[event.replace("__", ":") if kind == "tracepoint" else f"{kind}:{event}"] = \
+            (st.run_time_ns, st.run_count)
+    return out
+
+
 def _run_plan(plan: Plan, session: Session | None, progress: Progress, args: argparse.Namespace,
-              reference: Path | None = None, traced_run: bool = True, rnd: int = 0) -> list[SuiteCell]:
-    """Run `plan` (opening each target once), the C reference after each cell if given."""
+              reference: Path | None = None, traced_run: bool = True, rnd: int = 0,
+              bpf_stats: bool = False) -> list[SuiteCell]:
+    """Run `plan` (opening each target once), the C reference after each cell if given, each
+    program's run time and count over the cell if `bpf_stats`."""
     out = []
     for (t, p), group in itertools.groupby(plan, key=lambda x: x[:2]):
         with open_endpoint(t, p) as endpoint:
             for _, _, size, col in group:
                 spec = col.spec(t, p, size, args)
+                before = program_stats(session) if bpf_stats else {}
                 (cell,) = run_on(endpoint, [spec], session)
+                used = None
+                if bpf_stats:
+                    used = {k: (ns - before[k][0], n - before[k][1])
+                            for k, (ns, n) in program_stats(session).items() if n > before[k][1]}
                 ref = run_reference(reference, endpoint, spec) if reference else None
-                out.append(SuiteCell(col, cell, ref, traced_run, rnd))
+                out.append(SuiteCell(col, cell, ref, traced_run, rnd, used))
                 progress.step(f"{t} {p} {size} B {col.key}: {cell.requests_per_s:,.0f} req/s")
     return out
 
@@ -251,7 +285,7 @@ def _open_session(args: argparse.Namespace, quiet: bool = False) -> Session:
 
 def run_seed(args: argparse.Namespace) -> tuple[list[SuiteCell], str | None]:
     """Every seed-table cell once (traced unless --no-trace); returns the cells and the tier."""
-    plan = _plan(args, SEED_COLUMNS)
+    plan = _plan(args, SEED_COLUMNS, SEED_SIZES)
     reference = build_reference() if args.reference else None
     session = None if args.no_trace else _open_session(args)
     progress = Progress(len(plan))
@@ -268,10 +302,14 @@ def run_overhead(args: argparse.Namespace) -> tuple[list[SuiteCell], str]:
     round (AB BA AB ...) so that drift does not favour either side."""
     if args.no_trace:
         raise ZctraceError("--suite overhead compares traced with untraced runs: drop --no-trace")
-    plan = _plan(args, OVERHEAD_COLUMNS)
+    plan = _plan(args, OVERHEAD_COLUMNS, OVERHEAD_SIZES)
     progress = Progress(2 * args.repeat * len(plan))
     cells: list[SuiteCell] = []
     tier = None
+    try:
+        stats_fd = bpfinfo.enable_stats()  # on while we hold it
+    except OSError as e:
+        raise ZctraceError(f"--suite overhead needs BPF run-time statistics: {e}") from None
     try:
         for rnd in range(args.repeat):
             for traced in ((True, False) if rnd % 2 == 0 else (False, True)):
@@ -281,10 +319,11 @@ def run_overhead(args: argparse.Namespace) -> tuple[list[SuiteCell], str]:
                 session = _open_session(args, quiet=tier is not None)
                 tier = args.tier = session.tier  # later rounds load the tier the first one chose
                 try:
-                    cells += _run_plan(plan, session, progress, args, rnd=rnd)
+                    cells += _run_plan(plan, session, progress, args, rnd=rnd, bpf_stats=True)
                 finally:
                     session.close()
     finally:
+        os.close(stats_fd)
         progress.close()
     return cells, tier
 
@@ -310,7 +349,8 @@ def render_seed(cells: list[SuiteCell], tier: str | None) -> str:
     """The published-style tables (req/s and speedup by size) and the per-cell details."""
     up = speedups(cells)
     columns = [c for c in SEED_COLUMNS if any(sc.column is c for sc in cells)]
-    out = [f"zctrace bench --suite seed-tables ({f'tracer tier: {tier}' if tier else 'untraced'})"]
+    out = [f"zctrace bench --suite seed-tables ({engine_note([sc.cell for sc in cells])}; "
+           f"{f'tracer tier: {tier}' if tier else 'untraced'})"]
     for (target, proto), group in itertools.groupby(cells, key=lambda sc: _key(sc)[:2]):
         group = list(group)
         out.append(f"\n{target} {proto}: requests/s (vs copy); * = sends not really zero-copy")
@@ -319,11 +359,13 @@ def render_seed(cells: list[SuiteCell], tier: str | None) -> str:
             by_col = {sc.column.key: sc for sc in row}
             rows.append([size] + [_seed_cell(by_col.get(c.key), up) for c in columns])
         out.append(report.table(["IO size"] + [c.title for c in columns], rows))
+        for measure in COMPARE_BY:
+            out += zc_comparison(group, measure)
     out.append("\nper cell:")
     head = ["TARGET", "PROTO", "SIZE", "COLUMN", "REQ/S", "MB/S", "CPU/REQ", "VS COPY", "VERDICT"]
     with_ref = any(sc.reference for sc in cells)
     if with_ref:
-        head += ["C REQ/S", "C CPU/REQ", "PY/C REQ/S", "PY/C CPU"]
+        head += ["C REF REQ/S", "C REF CPU/REQ", "W/REF REQ/S", "W/REF CPU"]
     rows = []
     for sc in cells:
         c = sc.cell
@@ -334,16 +376,66 @@ def render_seed(cells: list[SuiteCell], tier: str | None) -> str:
         if with_ref:
             ref = sc.reference
             row += ([f"{ref.requests_per_s:,.0f}", f"{ref.cpu_seconds / ref.requests * 1e6:.2f} us",
-                     f"{sc.python_c_ratio:.2f}", f"{sc.python_c_cpu:.2f}"]
-                    if sc.python_c_ratio and sc.python_c_cpu else ["-"] * 4)
+                     f"{sc.ref_ratio:.2f}", f"{sc.ref_cpu:.2f}"]
+                    if sc.ref_ratio and sc.ref_cpu else ["-"] * 4)
         rows.append(row)
     out.append(report.table(head, rows))
     if with_ref:
-        out.append("\nPython against C in the same cells of this run (geometric means over the "
-                   "cells; requests/s: 1 = as fast, CPU per request: 1 = no cost of its own):")
-        out.append(report.table(["COLUMN", "PY/C REQ/S", "MIN", "MAX", "PY/C CPU/REQ", "MIN", "MAX"],
-                                python_c_summary(cells)))
+        out.append(f"\nThe workload ({engine_note([sc.cell for sc in cells])}) against the C "
+                   "reference sender (the engine's loops in a process of their own) in the same "
+                   "cells of this run (geometric means over the cells; requests/s: 1 = as fast, "
+                   "CPU per request: 1 = no cost of its own):")
+        out.append(report.table(["COLUMN", "W/REF REQ/S", "MIN", "MAX", "W/REF CPU/REQ", "MIN", "MAX"],
+                                ref_summary(cells)))
     return "\n".join(out)
+
+
+def crossover(ratios: dict[int, float]) -> int | None:
+    """The smallest size from which `ratios` (size -> zerocopy over baseline) stay >= 1."""
+    best = None
+    for size in sorted(ratios, reverse=True):
+        if ratios[size] < 1:
+            break
+        best = size
+    return best
+
+
+COMPARE_BY = {  # what zc_comparison compares: a per-cell figure where higher is better
+    "requests/s": lambda c: c.requests_per_s,
+    "requests per CPU second of the sender, steadier when other work shares the CPUs":
+        lambda c: 1 / c.cpu_per_request if c.cpu_per_request else 0.0,
+}
+
+
+def zc_comparison(group: list[SuiteCell], measure: str) -> list[str]:
+    """Per size, each io_uring zerocopy column against io_uring send (the published comparison)
+    and against copy by `measure` (a COMPARE_BY key); ^ marks the crossover (from there on
+    zerocopy stays ahead)."""
+    by = {(sc.column.key, sc.cell.size): COMPARE_BY[measure](sc.cell) for sc in group}
+    sizes = sorted({sc.cell.size for sc in group})
+    keys = [k for k in URING_ZC_KEYS if any((k, s) in by for s in sizes)]
+    if not keys:
+        return []
+    ratios = {(k, base): {s: by[k, s] / by[base, s] for s in sizes
+                          if by.get((k, s)) and by.get((base, s))}
+              for k in keys for base in ("uring", "copy")}
+    cross = {kb: crossover(r) for kb, r in ratios.items()}
+    head, rows = ["IO size"], []
+    for k in keys:
+        title = next(c.title for c in SEED_COLUMNS if c.key == k)
+        head += [f"{title} vs uring send", f"{title} vs copy"]
+    for s in sizes:
+        row: list = [s]
+        for kb in ((k, base) for k in keys for base in ("uring", "copy")):
+            r = ratios[kb].get(s)
+            row.append("-" if r is None else _pct(r) + (" ^" if cross[kb] == s else ""))
+        rows.append(row)
+    ahead = lambda kb: f"from {cross[kb]} B" if cross[kb] else f"never (behind at {sizes[-1]} B)"
+    notes = [f"  {next(c.title for c in SEED_COLUMNS if c.key == k)}: ahead of uring send "
+             f"{ahead((k, 'uring'))}, of copy {ahead((k, 'copy'))}" for k in keys]
+    return [f"\nio_uring zerocopy against io_uring send and copy ({measure}; ^ = crossover, the "
+            "smallest size from which zerocopy stays ahead):", report.table(head, rows),
+            "crossover:", *notes]
 
 
 def _seed_cell(sc: SuiteCell | None, up: dict[int, float]) -> str:
@@ -355,14 +447,14 @@ def _seed_cell(sc: SuiteCell | None, up: dict[int, float]) -> str:
     return text + ("" if sc.really_zerocopy else " *")
 
 
-def python_c_summary(cells: list[SuiteCell]) -> list[list[str]]:
+def ref_summary(cells: list[SuiteCell]) -> list[list[str]]:
     """Per column: geometric mean, min and max of Python/C requests/s and CPU per request."""
     rows = []
     for col in SEED_COLUMNS:
-        mine = [sc for sc in cells if sc.column is col and sc.python_c_ratio and sc.python_c_cpu]
+        mine = [sc for sc in cells if sc.column is col and sc.ref_ratio and sc.ref_cpu]
         if mine:
             row = [col.key]
-            for ratios in ([sc.python_c_ratio for sc in mine], [sc.python_c_cpu for sc in mine]):
+            for ratios in ([sc.ref_ratio for sc in mine], [sc.ref_cpu for sc in mine]):
                 row += [f"{statistics.geometric_mean(ratios):.2f}", f"{min(ratios):.2f}",
                         f"{max(ratios):.2f}"]
             rows.append(row)
@@ -383,6 +475,12 @@ class Overhead:
     traced_cpu: float
     runs: int
     exact: bool  # every traced run: traced counts == kernel's, nothing lost
+    programs: dict[str, tuple[float, float]]  # program -> median (ns, runs) per request, traced
+
+    @property
+    def bpf_ns_per_request(self) -> float:
+        """The probes' run time per request (sum over programs of the per-program medians)."""
+        return sum(ns for ns, _ in self.programs.values())
 
     @property
     def ratio(self) -> float:
@@ -397,7 +495,10 @@ class Overhead:
                 "untraced_requests_per_s": round(self.untraced_rps, 1),
                 "traced_requests_per_s": round(self.traced_rps, 1),
                 "ratio": round(self.ratio, 4), "cpu_per_request_ratio": round(self.cpu_ratio, 4),
-                "runs": self.runs, "exact": self.exact}
+                "runs": self.runs, "exact": self.exact,
+                "bpf_ns_per_request": round(self.bpf_ns_per_request, 1),
+                "programs": {k: {"ns_per_request": round(ns, 1), "runs_per_request": round(n, 3)}
+                             for k, (ns, n) in self.programs.items()}}
 
 
 def overheads(cells: list[SuiteCell]) -> list[Overhead]:
@@ -413,28 +514,57 @@ def overheads(cells: list[SuiteCell]) -> list[Overhead]:
         out.append(Overhead(target, proto, size, col,
                             med(off, lambda c: c.requests_per_s), med(on, lambda c: c.requests_per_s),
                             med(off, lambda c: c.cpu_per_request), med(on, lambda c: c.cpu_per_request),
-                            len(on), all(c.matches is not False and not c.lost for c in on)))
+                            len(on), all(c.matches is not False and not c.lost for c in on),
+                            _program_medians([sc for sc in scs if sc.traced_run])))
     return out
 
 
-def render_overhead(ohs: list[Overhead], tier: str, repeat: int) -> str:
+def _program_medians(traced: list[SuiteCell]) -> dict[str, tuple[float, float]]:
+    """Per program: medians over the traced runs of its ns and runs per request (0 in a run
+    where it did not run)."""
+    names = sorted({k for sc in traced for k in sc.bpf or {}})
+    per = lambda sc, k, i: (sc.bpf or {}).get(k, (0, 0))[i] / sc.cell.requests if sc.cell.requests else 0.0
+    return {k: (statistics.median(per(sc, k, 0) for sc in traced),
+                statistics.median(per(sc, k, 1) for sc in traced)) for k in names}
+
+
+def threshold_failures(ohs: list[Overhead], args: argparse.Namespace) -> list[str]:
+    """--max-ns-per-request / --min-ratio: one line per cell over budget."""
+    bad = []
+    for o in ohs:
+        cell = f"{o.target} {o.proto} {o.size} B {o.column}"
+        if args.max_ns_per_request is not None and o.bpf_ns_per_request > args.max_ns_per_request:
+            bad.append(f"{cell}: probes {o.bpf_ns_per_request:.0f} ns per request "
+                       f"(> {args.max_ns_per_request:g})")
+        if args.min_ratio is not None and o.ratio < args.min_ratio:
+            bad.append(f"{cell}: traced/untraced {o.ratio:.3f} (< {args.min_ratio:g})")
+    return bad
+
+
+def render_overhead(ohs: list[Overhead], tier: str, repeat: int, engine: str) -> str:
     head = ["TARGET", "PROTO", "SIZE", "COLUMN", "UNTRACED REQ/S", "TRACED REQ/S", "TRACED/UNTRACED",
-            "CPU/REQ RATIO", "COUNTS"]
+            "CPU/REQ RATIO", "BPF NS/REQ", "COUNTS"]
     rows = [[o.target, o.proto, o.size, o.column, f"{o.untraced_rps:,.0f}", f"{o.traced_rps:,.0f}",
-             f"{o.ratio:.3f}", f"{o.cpu_ratio:.3f}", "exact" if o.exact else "MISMATCH/LOST"]
-            for o in ohs]
-    return (f"zctrace bench --suite overhead (tracer tier: {tier}; medians of {repeat} interleaved "
-            f"rounds)\n" + report.table(head, rows))
+             f"{o.ratio:.3f}", f"{o.cpu_ratio:.3f}", f"{o.bpf_ns_per_request:.0f}",
+             "exact" if o.exact else "MISMATCH/LOST"] for o in ohs]
+    progs = [[o.target, o.proto, o.size, o.column, name, f"{n:.2f}", f"{ns / n:.0f}" if n else "-",
+              f"{ns:.0f}"] for o in ohs for name, (ns, n) in o.programs.items() if n >= 0.005]
+    engine_name = "compiled C engine" if engine == "c" else "Python engine"
+    return (f"zctrace bench --suite overhead (workload: {engine_name}; tracer tier: {tier}; medians "
+            f"of {repeat} interleaved rounds; BPF time from bpf_stats, every process's events)\n"
+            + report.table(head, rows) + "\n\nper program (runs of at least 0.005 per request):\n"
+            + report.table(["TARGET", "PROTO", "SIZE", "COLUMN", "PROGRAM", "RUNS/REQ", "NS/RUN",
+                            "NS/REQ"], progs))
 
 
 # --- files -----------------------------------------------------------------------------------
 
-CSV_FIELDS = ("target", "proto", "size", "column", "mode", "notify_batch", "inflight", "notif",
+CSV_FIELDS = ("target", "proto", "size", "column", "engine", "mode", "notify_batch", "inflight", "notif",
               "batch", "traced_run", "round", "requests", "seconds", "cpu_seconds", "requests_per_s",
               "bytes_per_s", "cpu_us_per_request", "speedup_vs_copy", "verdict", "kernel_zerocopied",
               "kernel_copied", "kernel_unknown", "traced_zerocopied", "traced_copied", "traced_unknown",
-              "lost", "match", "c_requests_per_s", "c_cpu_us_per_request", "python_c_ratio",
-              "python_c_cpu")
+              "lost", "match", "c_requests_per_s", "c_cpu_us_per_request", "ref_ratio",
+              "ref_cpu", "bpf_ns_per_request")
 
 
 def _record(sc: SuiteCell, spec: WorkloadSpec, up: dict[int, float]) -> dict:
@@ -445,15 +575,19 @@ def _record(sc: SuiteCell, spec: WorkloadSpec, up: dict[int, float]) -> dict:
                 "notif": spec.notif, "batch": spec.batch, "traced_run": sc.traced_run,
                 "round": sc.round, "cpu_us_per_request": round(c.cpu_per_request * 1e6, 3),
                 "speedup_vs_copy": round(up[id(sc)], 4) if id(sc) in up else None,
-                "verdict": sc.verdict, "reference": None, "python_c_ratio": None,
-                "python_c_cpu": None})
+                "verdict": sc.verdict, "reference": None, "ref_ratio": None,
+                "ref_cpu": None, "bpf": None, "bpf_ns_per_request": None})
+    if sc.bpf is not None:
+        doc["bpf"] = {k: {"run_time_ns": ns, "runs": n} for k, (ns, n) in sc.bpf.items()}
+        doc["bpf_ns_per_request"] = (round(sum(ns for ns, _ in sc.bpf.values()) / c.requests, 1)
+                                     if c.requests else None)
     if ref is not None:
         doc["reference"] = {"requests": ref.requests, "seconds": round(ref.seconds, 6),
                             "cpu_seconds": round(ref.cpu_seconds, 6),
                             "requests_per_s": round(ref.requests_per_s, 1),
                             "kernel": {"zerocopied": ref.zerocopied, "copied": ref.copied}}
-        doc["python_c_ratio"] = round(sc.python_c_ratio, 4) if sc.python_c_ratio else None
-        doc["python_c_cpu"] = round(sc.python_c_cpu, 4) if sc.python_c_cpu else None
+        doc["ref_ratio"] = round(sc.ref_ratio, 4) if sc.ref_ratio else None
+        doc["ref_cpu"] = round(sc.ref_cpu, 4) if sc.ref_cpu else None
     return doc
 
 
@@ -554,10 +688,10 @@ def run_suite(args: argparse.Namespace) -> int:
     else:
         cells, tier = run_overhead(args)
         ohs = overheads(cells)
-        print(render_overhead(ohs, tier, args.repeat))
+        print(render_overhead(ohs, tier, args.repeat, args.engine))
     docs = records(cells, args)
     if args.json:
-        doc = {"suite": args.suite, "tier": tier, "command": " ".join(["zctrace", *sys.argv[1:]]),
+        doc = {"suite": args.suite, "tier": tier, "engine": args.engine, "command": " ".join(["zctrace", *sys.argv[1:]]),
                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
                "host": {"kernel": platform.release(), "cpus": os.cpu_count()}, "results": docs}
         if args.suite == "overhead":
@@ -567,5 +701,10 @@ def run_suite(args: argparse.Namespace) -> int:
         write_csv(docs, args.csv)
     if args.plot:
         write_plot(cells, args.plot, f"zctrace bench --suite seed-tables, {time.strftime('%Y-%m-%d')}, "
-                                     f"kernel {platform.release()}")
-    return check_status([sc.cell for sc in cells]) if args.check else 0
+                                     f"kernel {platform.release()}, {engine_note([sc.cell for sc in cells])}")
+    status = check_status([sc.cell for sc in cells]) if args.check else 0
+    if args.suite == "overhead":
+        for line in threshold_failures(ohs, args):
+            print(f"zctrace: over budget: {line}", file=sys.stderr)
+            status = 1
+    return status

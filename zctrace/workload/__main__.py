@@ -15,7 +15,7 @@ import sys
 from dataclasses import asdict
 from typing import NoReturn
 
-from .senders import MODES, WorkloadSpec, run_workload, validate
+from .senders import ENGINES, MODES, WorkloadSpec, compiled_engine, run_workload, validate
 from .targets import PROTOS, TARGETS, open_target
 
 PROG = "python3 -m zctrace.workload"
@@ -46,6 +46,8 @@ def _parser() -> _Parser:
     p.add_argument("--inflight", type=int, default=8, help="io_uring requests in flight")
     p.add_argument("--no-so-zerocopy", dest="so_zerocopy", action="store_false",
                    help="msg_zerocopy: send MSG_ZEROCOPY without SO_ZEROCOPY (kernel copies)")
+    p.add_argument("--engine", default="python", choices=ENGINES,
+                   help="send loops: python (default) or c (the compiled engine)")
     p.add_argument("--json", default="-", metavar="FILE|-", help="where to write (default -)")
     return p
 
@@ -63,9 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     spec = WorkloadSpec(mode=args.mode, proto=args.proto, size=args.size, target=args.target,
                         duration=args.duration, count=args.count,
                         notify_batch=args.notify_batch, report_usage=args.report_usage,
-                        inflight=args.inflight, so_zerocopy=args.so_zerocopy)
+                        inflight=args.inflight, so_zerocopy=args.so_zerocopy, engine=args.engine)
     try:
         validate(spec)
+        if spec.engine == "c":
+            compiled_engine()
         out = sys.stdout if args.json == "-" else open(args.json, "w")
     except (ValueError, OSError) as e:
         parser.error(str(e))

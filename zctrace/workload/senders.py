@@ -14,6 +14,10 @@ A SEND_ZC request is in flight until its notification CQE (``notif="wait"``: the
 again) or only until its send CQE (``notif="lazy"``: notifications are reaped as they come, the
 loop of liburing's send-zerocopy example; safe here because the payload never changes).
 
+The same loops exist compiled (engine.c, the extension ``_engine``): ``engine="c"`` runs them
+with the GIL released, so the rate is the kernel's and not the interpreter's (``zctrace bench``
+uses it by default); ``engine="python"`` runs the loops below.
+
 Verdict counts are per send request and come only from the kernel: error-queue ranges
 lo..hi (hi-lo+1 requests, COPIED if ee_code bit 0) or SEND_ZC notification CQEs (res bit 31
 with REPORT_USAGE). For the zerocopy modes zerocopied + copied + unknown == requests, where
@@ -60,6 +64,7 @@ MAX_TCP_SIZE = 1 << 24
 MAX_INFLIGHT = 4096
 MAX_BATCH = 1024  # UIO_MAXIOV: the most messages one sendmmsg call takes
 NOTIF_POLICIES = ("wait", "lazy")
+ENGINES = ("c", "python")
 FINAL_WAIT = 10.0  # bound on the wait for outstanding notifications at the end (they are
 #                   normally there at once; a loaded or emulated machine can take seconds)
 _CLOCK_EVERY = 64  # sends between clock checks in the non-zerocopy socket loop
@@ -83,6 +88,7 @@ class WorkloadSpec:
     so_zerocopy: bool = True
     batch: int = 32
     notif: str = "wait"
+    engine: str = "python"
 
     def __post_init__(self) -> None:
         if self.count is not None and self.duration == _DEFAULT_DURATION:
@@ -155,6 +161,8 @@ def validate(spec: WorkloadSpec) -> None:
         raise ValueError(f"notif must be one of {', '.join(NOTIF_POLICIES)}, not {spec.notif!r}")
     if spec.notif != "wait" and spec.mode not in ("uring_zc", "uring_zc_fixed"):
         raise ValueError("notif='lazy' only applies to modes uring_zc and uring_zc_fixed")
+    if spec.engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {spec.engine!r}")
 
 
 def _positive_int(x: object) -> bool:
@@ -166,6 +174,10 @@ def run_workload(spec: WorkloadSpec, endpoint: Endpoint) -> WorkloadResult:
     validate(spec)
     if endpoint.name != spec.target:
         raise ValueError(f"spec wants target {spec.target!r} but the endpoint is {endpoint.name!r}")
+    if spec.engine == "c":
+        engine = compiled_engine()
+        with _connect(spec, endpoint) as sock:
+            return _run_c(engine, spec, sock)
     buf = _payload(spec.size)  # unmapped when the last reference goes (rings keep views)
     gc_was_on = gc.isenabled()
     gc.disable()  # no collector pauses inside the timed loop (as timeit does)
@@ -177,6 +189,29 @@ def run_workload(spec: WorkloadSpec, endpoint: Endpoint) -> WorkloadResult:
     finally:
         if gc_was_on:
             gc.enable()
+
+
+def compiled_engine():
+    """The extension module zctrace.workload._engine, or ValueError saying how to get it."""
+    try:
+        from . import _engine
+    except ImportError:
+        raise ValueError("the compiled send engine is not built (pip install ., or python3 setup.py "
+                         "build_ext --inplace in a checkout); --engine python runs without it") from None
+    return _engine
+
+
+def _run_c(engine, spec: WorkloadSpec, sock: socket.socket) -> WorkloadResult:
+    """One run of the compiled loops (the GIL released) on the connected socket."""
+    zc = spec.mode in ZC_MODES
+    requests, nbytes, seconds, cpu, zcd, cpd = engine.run(
+        sock.fileno(), spec.mode, spec.size, tcp=spec.proto == "tcp",
+        duration=spec.duration or 0.0, count=spec.count or -1, notify_batch=spec.notify_batch,
+        batch=spec.batch, inflight=spec.inflight, lazy=spec.notif == "lazy",
+        report_usage=spec.report_usage,
+        final_wait=0.0 if spec.mode == "msg_zerocopy" and not spec.so_zerocopy else FINAL_WAIT)
+    return WorkloadResult(spec, requests, nbytes, seconds, cpu, zcd, cpd,
+                          requests - zcd - cpd if zc else 0)
 
 
 def _payload(size: int) -> mmap.mmap:
