@@ -31,6 +31,7 @@ from typing import TextIO
 from . import report
 from .bench import Cell, check_status, open_endpoint, run_on
 from .errors import ZctraceError
+from .paths import reference_source
 from .probes import Session
 from .workload.senders import WorkloadSpec, validate
 from .workload.targets import UDP_ONLY, Endpoint
@@ -38,7 +39,7 @@ from .workload.targets import UDP_ONLY, Endpoint
 SUITES = ("seed-tables", "overhead")
 SEED_SIZES = (600, 1000, 1200, 1500, 4000, 8000, 65000)
 SUITE_DURATION = 1.0
-REFERENCE_SOURCE = Path(__file__).resolve().parent.parent / "scripts" / "zc_ref_sender.c"
+REFERENCE_SOURCE = reference_source()
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from typing import Iterator
 
 from .btf import Btf
 from .errors import ZctraceError
-from .header import PROBE_DIR
 from .offsets import kernel_defines, kernel_macros
+from .paths import PROBE_DIR
 
 TIERS = ("fentry", "kprobe", "tracepoint")
 _MACRO = re.compile(r"\bZC_\w+\b")

@@ -1,0 +1,27 @@
+"""Package data from outside the package folder: the probe sources (probes/) and the C
+reference sender (scripts/zc_ref_sender.c) go into the wheel as zctrace/_probes and zctrace/_data,
+where zctrace/paths.py finds them. An editable install reads the checkout's folders instead."""
+
+import shutil
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+DATA = {"_probes": sorted(Path("probes").glob("*")), "_data": [Path("scripts/zc_ref_sender.c")]}
+
+
+class BuildPyWithData(build_py):
+    def run(self) -> None:
+        super().run()
+        if self.editable_mode:
+            return
+        for folder, sources in DATA.items():
+            dest = Path(self.build_lib, "zctrace", folder)
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir(parents=True)
+            for source in sources:
+                shutil.copy2(source, dest)
+
+
+setup(cmdclass={"build_py": BuildPyWithData})
