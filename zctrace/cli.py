@@ -11,7 +11,7 @@ import time
 from typing import Sequence
 
 from . import argtypes, cgroups, model, report, snapshot, tiers
-from .btf import Btf, BtfError
+from .btf import BtfError, CachedBtf
 from .errors import ZctraceError
 from .probes import TIERS, Session, require_root
 
@@ -28,15 +28,32 @@ def _tier_line(active: str, checks: list[tiers.TierCheck]) -> str:
     return f"zctrace: probe tier {active}" + (f" ({refused})" if refused else "")
 
 
+def _stale(checks: list[tiers.TierCheck]) -> bool:
+    """The chosen tier's verdict was remembered and a try now says otherwise (the kernel or its
+    BPF policy changed since): the remembered verdicts must go."""
+    return checks[-1].remembered and not tiers.check(checks[-1].tier).ok
+
+
 def _open_session(forced: str | None, pids: list[int] | None) -> Session:
     require_root()
-    btf = Btf.load()
+    btf = CachedBtf()
     tier, checks = tiers.best(forced)
     if not tier:
         raise ZctraceError(f"the {forced} tier does not load here: {checks[-1].error}" if forced
                            else "no probe tier loads on this kernel: " + checks[-1].error)
     print(_tier_line(tier, checks), file=sys.stderr)
-    session = Session.open(tier, btf, pids=pids)
+    try:
+        session = Session.open(tier, btf, pids=pids)
+    except ZctraceError:
+        if not _stale(checks):
+            raise
+        tiers.forget()
+        return _open_session(forced, pids)
+    if not all(s.attached for s in session.statuses) and _stale(checks):
+        session.close()
+        tiers.forget()
+        return _open_session(forced, pids)
+    btf.save()
     for status in session.statuses:
         if not status.attached:
             print(f"zctrace: probe {status.program} not attached to {status.target}: {status.error}",
