@@ -8,7 +8,8 @@ PY=${PYTHON:-python3}
 export DEBIAN_FRONTEND=noninteractive
 
 apt-get update -qq
-apt-get install -y -qq python3-bpfcc iproute2 bpftool linux-headers-amd64 tmux prometheus >/dev/null
+apt-get install -y -qq python3-bpfcc iproute2 bpftool linux-headers-amd64 tmux prometheus \
+  podman mmdebstrap >/dev/null  # the last two: tests/test_image.py builds the container image
 
 # bcc compiles against kernel headers; use the running kernel's if Debian has them, else
 # Debian's default headers (struct offsets never come from them: zctrace reads BTF).

@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
+from conftest import copy_checkout
 
 
 def _run(argv: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -28,12 +27,7 @@ def venv(tmp_path_factory) -> Path:
     """A venv with the wheel of this checkout's files (tracked and new, not ignored) installed."""
     tmp = tmp_path_factory.mktemp("install")
     src, dist, env = tmp / "src", tmp / "dist", tmp / "venv"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                           capture_output=True, check=True).stdout.split(b"\0")
-    for name in filter(None, files):
-        if (REPO / name.decode()).is_file():
-            (src / name.decode()).parent.mkdir(parents=True, exist_ok=True)
-            (src / name.decode()).write_bytes((REPO / name.decode()).read_bytes())
+    copy_checkout(src)
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist),
           str(src)], tmp)
     wheel, = dist.glob("zctrace-*.whl")
