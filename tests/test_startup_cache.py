@@ -76,3 +76,16 @@ def test_a_wrong_remembered_verdict_is_tried_again(cache_home):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout[r.stdout.index("{"):])["tier"] == tier
     assert json.loads(remembered.read_text())["fentry"]["ok"] is False
+
+
+def test_remembered_refusals_alone_never_fail_a_start(cache_home):
+    """Every tier remembered as refused (a transient failure, a policy since relaxed): tried again."""
+    r = _trace(cache_home)
+    tier = json.loads(r.stdout[r.stdout.index("{"):])["tier"]
+    remembered, = (cache_home / "zctrace").glob("tiers-*.json")
+    remembered.write_text(json.dumps({t: {"tier": t, "ok": False, "error": "planted", "remembered": True}
+                                      for t in ("fentry", "kprobe", "tracepoint")}))
+    r = _trace(cache_home)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout[r.stdout.index("{"):])["tier"] == tier
+    assert json.loads(remembered.read_text())[tier]["ok"] is True

@@ -2,7 +2,8 @@
 
 Each try costs a bcc compile (~0.2 s); the verdicts are remembered for this boot (the kernel and
 its BPF policy) and this module's programs. A caller that finds a remembered verdict wrong (the
-tier then fails to load) calls forget() and asks again."""
+tier then fails to load) calls forget() and asks again; remembered refusals of every tier are
+always tried again before they fail a start."""
 
 from __future__ import annotations
 
@@ -87,5 +88,10 @@ def best(forced: str | None = None) -> tuple[str, list[TierCheck]]:
         checks.append(c)
         if c.ok:
             break
-    _remember([c for c in checks if not c.remembered])
+    fresh = [c for c in checks if not c.remembered]
+    if fresh:
+        _remember(fresh)
+    if not any(c.ok for c in checks) and len(fresh) < len(checks):
+        forget()  # never fail on remembered verdicts alone: try every tier now
+        return best(forced)
     return next((c.tier for c in checks if c.ok), ""), checks
