@@ -66,6 +66,7 @@ def rootfs(tmp_path_factory):
         for path in reversed(mounted):
             subprocess.run(["umount", "-R", str(path)])
         subprocess.run(["podman", "rm", "-f", container], capture_output=True)
+        subprocess.run(["podman", "image", "prune", "-f"], capture_output=True)  # earlier builds' images
 
 
 def test_image_holds_debian_bcc_and_the_wheel(rootfs):
