@@ -1,8 +1,31 @@
-"""The compiled send engine (zctrace.workload._engine); everything else is in pyproject.toml."""
+"""What pyproject.toml cannot say: the compiled send engine (zctrace.workload._engine), and
+package data from outside the package folder: the probe sources (probes/) and the C reference
+sender (scripts/zc_ref_sender.c) go into the wheel as zctrace/_probes and zctrace/_data, where
+zctrace/paths.py finds them. An editable install reads the checkout's folders instead."""
+
+import shutil
+from pathlib import Path
 
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
 
-setup(ext_modules=[Extension(
+DATA = {"_probes": sorted(Path("probes").glob("*")), "_data": [Path("scripts/zc_ref_sender.c")]}
+
+
+class BuildPyWithData(build_py):
+    def run(self) -> None:
+        super().run()
+        if self.editable_mode:
+            return
+        for folder, sources in DATA.items():
+            dest = Path(self.build_lib, "zctrace", folder)
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir(parents=True)
+            for source in sources:
+                shutil.copy2(source, dest)
+
+
+setup(cmdclass={"build_py": BuildPyWithData}, ext_modules=[Extension(
     "zctrace.workload._engine",
     sources=["zctrace/workload/_enginemodule.c", "zctrace/workload/engine.c"],
     depends=["zctrace/workload/engine.h"],

@@ -9,9 +9,10 @@ export DEBIAN_FRONTEND=noninteractive
 
 apt-get update -qq
 # gcc and python3-dev: the install below builds the compiled send engine (zctrace.workload._engine);
-# liburing-dev: the example scripts/bench_engine_anchor.py checks the engine against.
+# liburing-dev: the example scripts/bench_engine_anchor.py checks the engine against;
+# podman and mmdebstrap: tests/test_image.py builds the container image.
 apt-get install -y -qq python3-bpfcc iproute2 bpftool linux-headers-amd64 tmux prometheus \
-  gcc python3-dev liburing-dev >/dev/null
+  gcc python3-dev liburing-dev podman mmdebstrap >/dev/null
 
 # bcc compiles against kernel headers; use the running kernel's if Debian has them, else
 # Debian's default headers (struct offsets never come from them: zctrace reads BTF).

@@ -6,10 +6,24 @@ every other test is skipped.
 """
 import contextlib
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
 IN_VM = os.environ.get("ZCTRACE_IN_VM") == "1"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def copy_checkout(dest: Path) -> Path:
+    """This checkout's files (tracked and new, not ignored) copied to `dest`, for a clean build."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, check=True).stdout.split(b"\0")
+    for name in filter(None, (f.decode() for f in files)):
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            (dest / name).write_bytes((REPO / name).read_bytes())
+    return dest
 
 # tests/vm_selfcheck/ holds a deliberately failing vm test: collected only on request.
 collect_ignore = [] if os.environ.get("ZCTRACE_VM_SELFCHECK") == "1" else ["vm_selfcheck"]

@@ -35,6 +35,7 @@ from . import report
 from .bench import Cell, check_status, engine_note, open_endpoint, run_on
 from .errors import ZctraceError
 from .exporter import bpfinfo
+from .paths import reference_source
 from .probes import Session
 from .workload.senders import WorkloadSpec, validate
 from .workload.targets import UDP_ONLY, Endpoint
@@ -43,8 +44,7 @@ SUITES = ("seed-tables", "overhead")
 SEED_SIZES = (600, 1000, 1200, 1500, 4000, 8000, 65000)
 OVERHEAD_SIZES = (1000, 4000, 65000)
 SUITE_DURATION = 1.0
-REFERENCE_SOURCES = (Path(__file__).resolve().parent.parent / "scripts" / "zc_ref_sender.c",
-                     Path(__file__).resolve().parent / "workload" / "engine.c",
+REFERENCE_SOURCES = (reference_source(), Path(__file__).resolve().parent / "workload" / "engine.c",
                      Path(__file__).resolve().parent / "workload" / "engine.h")
 
 

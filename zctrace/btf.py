@@ -7,8 +7,10 @@ the running kernel; every struct offset the probes use comes from here instead.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
+
+from . import cache
 
 VMLINUX = Path("/sys/kernel/btf/vmlinux")
 
@@ -172,3 +174,57 @@ class Btf:
 
     def has_struct(self, name: str) -> bool:
         return (_STRUCT, name) in self._by_name or (_UNION, name) in self._by_name
+
+
+class CachedBtf(Btf):
+    """The running kernel's Btf, its answers remembered on disk under the blob's hash (and this
+    module's): a second start reads and hashes the blob but parses nothing. Answers are cached
+    one query at a time, so new questions (changed probes) are simply misses. `save()` writes."""
+
+    def __init__(self, path: Path = VMLINUX) -> None:  # Btf.__init__ runs on the first miss
+        try:
+            blob = path.read_bytes()
+        except OSError as e:
+            raise BtfError(f"cannot read kernel BTF at {path}: {e.strerror}") from e
+        self._path = path
+        self._name = f"btf-{cache.key(blob, Path(__file__).read_bytes())}.json"
+        self._memo: dict[str, list] = cache.load(self._name) or {}
+        self._dirty = False
+        self._parsed = False
+
+    @classmethod
+    def load(cls, path: Path = VMLINUX) -> CachedBtf:
+        return cls(path)
+
+    def _ask(self, query: str, answer):
+        if query not in self._memo:
+            if not self._parsed:
+                Btf.__init__(self, self._path.read_bytes())
+                self._parsed = True
+            try:
+                self._memo[query] = [True, answer()]
+            except BtfError as e:
+                self._memo[query] = [False, str(e)]
+            self._dirty = True
+        ok, value = self._memo[query]
+        if not ok:
+            raise BtfError(value)
+        return value
+
+    def save(self) -> None:
+        if self._dirty:
+            cache.store(self._name, self._memo)
+            self._dirty = False
+
+    def field(self, struct_name: str, path: str) -> Field:
+        return Field(*self._ask(f"field {struct_name} {path}",
+                                lambda: astuple(Btf.field(self, struct_name, path))))
+
+    def enum_value(self, name: str) -> int:
+        return self._ask(f"enum {name}", lambda: Btf.enum_value(self, name))
+
+    def has_function(self, name: str) -> bool:
+        return self._ask(f"function {name}", lambda: Btf.has_function(self, name))
+
+    def has_struct(self, name: str) -> bool:
+        return self._ask(f"struct {name}", lambda: Btf.has_struct(self, name))

@@ -11,7 +11,7 @@ import time
 from typing import Sequence
 
 from . import argtypes, cgroups, model, report, snapshot, tiers
-from .btf import Btf, BtfError
+from .btf import BtfError, CachedBtf
 from .errors import ZctraceError
 from .probes import TIERS, Session, require_root
 
@@ -28,15 +28,32 @@ def _tier_line(active: str, checks: list[tiers.TierCheck]) -> str:
     return f"zctrace: probe tier {active}" + (f" ({refused})" if refused else "")
 
 
+def _stale(checks: list[tiers.TierCheck]) -> bool:
+    """The chosen tier's verdict was remembered and a try now says otherwise (the kernel or its
+    BPF policy changed since): the remembered verdicts must go."""
+    return checks[-1].remembered and not tiers.check(checks[-1].tier).ok
+
+
 def _open_session(forced: str | None, pids: list[int] | None) -> Session:
     require_root()
-    btf = Btf.load()
+    btf = CachedBtf()
     tier, checks = tiers.best(forced)
     if not tier:
         raise ZctraceError(f"the {forced} tier does not load here: {checks[-1].error}" if forced
                            else "no probe tier loads on this kernel: " + checks[-1].error)
     print(_tier_line(tier, checks), file=sys.stderr)
-    session = Session.open(tier, btf, pids=pids)
+    try:
+        session = Session.open(tier, btf, pids=pids)
+    except ZctraceError:
+        if not _stale(checks):
+            raise
+        tiers.forget()
+        return _open_session(forced, pids)
+    if not all(s.attached for s in session.statuses) and _stale(checks):
+        session.close()
+        tiers.forget()
+        return _open_session(forced, pids)
+    btf.save()
     for status in session.statuses:
         if not status.attached:
             print(f"zctrace: probe {status.program} not attached to {status.target}: {status.error}",
@@ -131,16 +148,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_cli(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="zctrace", description="Were my sends really zero-copy, and if not, why?")
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
-
-    from .doctor import add_arguments as doctor_arguments
-    d = sub.add_parser("doctor", help="what this kernel supports, and whether zerocopy can succeed here")
-    doctor_arguments(d)
-    d.set_defaults(func=cmd_doctor)
-
-    t = sub.add_parser("trace", help="trace zerocopy sends and report per-process verdicts")
+def _trace_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("-p", "--pid", type=argtypes.pid, action="append", help="trace this process (repeatable)")
     t.add_argument("--comm", help="report only processes with this command name")
     t.add_argument("--cgroup", help="report only processes in this cgroup v2 or below it (path, e.g. system.slice)")
@@ -152,26 +160,56 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...: run and trace CMD")
     t.set_defaults(func=cmd_trace)
 
+
+def _doctor_arguments(d: argparse.ArgumentParser) -> None:
+    from .doctor import add_arguments
+    add_arguments(d)
+    d.set_defaults(func=cmd_doctor)
+
+
+def _bench_arguments(b: argparse.ArgumentParser) -> None:
     from .bench import add_arguments
-    b = sub.add_parser("bench", help="the built-in zerocopy send workload, checked by the tracer")
     add_arguments(b)
     b.set_defaults(func=cmd_bench)
 
+
+def _top_arguments(tp: argparse.ArgumentParser) -> None:
     from . import top
-    tp = sub.add_parser("top", help="live view of the processes and sockets whose zerocopy sends get copied")
     top.add_arguments(tp)
     tp.set_defaults(func=top.run_cli)
 
-    from .exporter.daemon import add_arguments as add_export_arguments, run_cli as run_export
-    e = sub.add_parser("export", help="serve zerocopy verdicts as Prometheus metrics (a daemon)")
-    add_export_arguments(e)
-    e.set_defaults(func=run_export)
+
+def _export_arguments(e: argparse.ArgumentParser) -> None:
+    from .exporter.daemon import add_arguments, run_cli
+    add_arguments(e)
+    e.set_defaults(func=run_cli)
+
+
+COMMANDS = {  # name -> (help, what defines its arguments)
+    "doctor": ("what this kernel supports, and whether zerocopy can succeed here", _doctor_arguments),
+    "trace": ("trace zerocopy sends and report per-process verdicts", _trace_arguments),
+    "bench": ("the built-in zerocopy send workload, checked by the tracer", _bench_arguments),
+    "top": ("live view of the processes and sockets whose zerocopy sends get copied", _top_arguments),
+    "export": ("serve zerocopy verdicts as Prometheus metrics (a daemon)", _export_arguments),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, just that command gets its arguments (and its module imported:
+    the others' imports, pyroute2 among them, would cost every start ~0.3 s)."""
+    p = _Parser(prog="zctrace", description="Were my sends really zero-copy, and if not, why?")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    for name, (text, define) in COMMANDS.items():
+        parser = sub.add_parser(name, help=text)
+        if only in (None, name):
+            define(parser)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        given = sys.argv[1:] if argv is None else list(argv)
+        args = build_parser(given[0] if given and given[0] in COMMANDS else None).parse_args(given)
         return args.func(args)
     except ZctraceError as e:
         print(f"zctrace: error: {e}", file=sys.stderr)

@@ -19,13 +19,17 @@ import socket
 import struct
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-from . import argtypes, netdev, tiers
+from . import argtypes, tiers
 from .btf import VMLINUX, Btf, BtfError
 from .errors import ZctraceError
 from .probes import Session, load_manifest
 from .report import human_bytes, table
 from .workload.uring import IORING_NOTIF_USAGE_ZC_COPIED, Cqe, Ring, supported_opcodes
+
+if TYPE_CHECKING:
+    from . import netdev
 
 IORING_OPS = {"send_zc": 47, "sendmsg_zc": 48}
 
@@ -102,6 +106,7 @@ def diagnose(size: int | None = None) -> dict:
     result["io_uring"] = {name: op in ops for name, op in IORING_OPS.items()}
 
     result["network_namespace"] = os.readlink("/proc/self/ns/net")
+    from . import netdev  # here, not at the top: pyroute2 would cost every command's start ~0.1-0.3 s
     ifaces = [(i, netdev.assess(i, size)) for i in netdev.interfaces()]
     result["interfaces"] = [netdev.to_json(i, v) for i, v in ifaces]
     findings = [f for i, v in ifaces for f in _interface_findings(i, v)]

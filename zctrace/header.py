@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from pathlib import Path
 
-PROBE_DIR = Path(__file__).resolve().parent.parent / "probes"
+from .paths import PROBE_DIR
+
 HEADER = PROBE_DIR / "zctrace.h"
 
 _ENUM = re.compile(r"enum\s+(\w+)\s*\{(.*?)\};", re.S)

@@ -7,6 +7,7 @@ point is attached on its own, so one that fails leaves the others running (and s
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import tomllib
@@ -16,8 +17,8 @@ from typing import Iterator
 
 from .btf import Btf
 from .errors import ZctraceError
-from .header import PROBE_DIR
 from .offsets import kernel_defines, kernel_macros
+from .paths import PROBE_DIR
 
 TIERS = ("fentry", "kprobe", "tracepoint")
 LATENCY_EVERY = 64  # notification latency: one send in N is timed (probes/common.bpf.h)
@@ -112,6 +113,13 @@ def require_root() -> None:
                            "to load BPF programs")
 
 
+def _release_freed_memory() -> None:
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 @dataclass
 class Session:
     """Probes of one tier, compiled and attached; `bpf` holds the maps."""
@@ -155,6 +163,7 @@ class Session:
             session.programs.append(prog)
         cflags = [f"-I{PROBE_DIR}", "-Wno-macro-redefined"] + [f"-D{k}={v}" for k, v in defines.items()]
         session.bpf = session._compile(module, cflags)
+        _release_freed_memory()  # clang's heap, freed but kept by malloc: ~30 MB of RSS
         session._attach()
         if pids:
             for pid in pids:
