@@ -226,5 +226,8 @@ class CachedBtf(Btf):
     def has_function(self, name: str) -> bool:
         return self._ask(f"function {name}", lambda: Btf.has_function(self, name))
 
+    def tracepoint_args(self, event: str) -> int:
+        return self._ask(f"tracepoint {event}", lambda: Btf.tracepoint_args(self, event))
+
     def has_struct(self, name: str) -> bool:
         return self._ask(f"struct {name}", lambda: Btf.has_struct(self, name))
