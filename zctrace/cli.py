@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import sys
-import time
 from typing import Sequence
 
-from . import argtypes, cgroups, model, report, snapshot, tiers
+from . import argtypes, cgroups, interrupts, model, report, snapshot, tiers
 from .btf import Btf, BtfError
 from .errors import ZctraceError
 from .probes import TIERS, Session, require_root
@@ -37,6 +35,9 @@ def _open_session(forced: str | None, pids: list[int] | None) -> Session:
                            else "no probe tier loads on this kernel: " + checks[-1].error)
     print(_tier_line(tier, checks), file=sys.stderr)
     session = Session.open(tier, btf, pids=pids)
+    if interrupts.received():
+        session.close()
+        interrupts.check("before the probes were attached: nothing done")
     for status in session.statuses:
         if not status.attached:
             print(f"zctrace: probe {status.program} not attached to {status.target}: {status.error}",
@@ -61,6 +62,7 @@ def _spawn_gated(argv: list[str]) -> tuple[int, int]:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
+        interrupts.default_in_child()
         os.close(w)
         os.read(r, 1)
         os.close(r)
@@ -74,6 +76,8 @@ def _spawn_gated(argv: list[str]) -> tuple[int, int]:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    if args.command[:1] == ["--"] and len(args.command) == 1:
+        raise ZctraceError("nothing to run after --: give a command, or leave out -- to trace the whole system")
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if command and args.pid:
         raise ZctraceError("give either -p PID or -- CMD, not both")
@@ -87,34 +91,34 @@ def cmd_trace(args: argparse.Namespace) -> int:
     session = _open_session(args.tier, pids)
     status = 0
     with session:
-        previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        try:
-            if command:
-                child, gate = _spawn_gated(command)
-                session.add_pid(child)
-                os.write(gate, b"x")
-                os.close(gate)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child gets the terminal's ^C
-                _, raw = os.waitpid(child, 0)
-                status = os.waitstatus_to_exitcode(raw)
-                status = status if status >= 0 else 128 - status
-                time.sleep(0.2)  # let completions of the last sends land
-            else:
-                deadline = time.monotonic() + args.duration if args.duration else None
-                print("zctrace: tracing" + (f" for {args.duration:g} s" if deadline else ", Ctrl-C to stop"),
-                      file=sys.stderr)
-                while deadline is None or time.monotonic() < deadline:
-                    time.sleep(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))
-        except KeyboardInterrupt:
-            pass
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        if command:
+            status = _run_traced(session, command)
+        else:
+            print("zctrace: tracing" + (f" for {args.duration:g} s" if args.duration else ", Ctrl-C to stop"),
+                  file=sys.stderr)
+            interrupts.wait(args.duration)
         rep = model.build(snapshot.take(session.bpf, rings=True), session.tier, probe_statuses(session), comm=args.comm,
                           cgroups=cgroups.subtree_ids(cgroup) if cgroup else None)
     print(report.render(rep, args.verbose))
     if args.json:
         report.write_json(rep.to_json(), args.json)
     return status
+
+
+def _run_traced(session: Session, command: list[str]) -> int:
+    """Run `command` traced until it exits (stop signals forwarded to it); its exit status."""
+    child, gate = _spawn_gated(command)
+    session.add_pid(child)
+    os.write(gate, b"x")
+    os.close(gate)
+    raw = interrupts.wait_child(child)
+    if raw is None:
+        print(f"zctrace: {command[0]} (pid {child}) has not exited after a second signal: "
+              "reporting without it", file=sys.stderr)
+        return interrupts.exit_status()
+    status = os.waitstatus_to_exitcode(raw)
+    interrupts.wait(0.2, since=interrupts.count())  # let the last completions land (a new signal cuts this short)
+    return status if status >= 0 else 128 - status
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -133,6 +137,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="zctrace", description="Were my sends really zero-copy, and if not, why?")
+    p.set_defaults(needs_root=False)
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     from .doctor import add_arguments as doctor_arguments
@@ -142,15 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("trace", help="trace zerocopy sends and report per-process verdicts")
     t.add_argument("-p", "--pid", type=argtypes.pid, action="append", help="trace this process (repeatable)")
-    t.add_argument("--comm", help="report only processes with this command name")
+    t.add_argument("--comm", type=argtypes.comm, help="report only processes with this command name")
     t.add_argument("--cgroup", help="report only processes in this cgroup v2 or below it (path, e.g. system.slice)")
     t.add_argument("--duration", type=argtypes.seconds, help="stop after this many seconds")
     t.add_argument("--tier", choices=TIERS, help="force a probe tier instead of the best available")
-    t.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-' = stdout)")
+    t.add_argument("--json", metavar="FILE", type=argtypes.output_file, help="also write the report as JSON ('-' = stdout)")
     t.add_argument("-v", "--verbose", action="store_true",
                    help="also list late copies by kernel call site, with their stacks (fentry/kprobe tiers)")
     t.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...: run and trace CMD")
-    t.set_defaults(func=cmd_trace)
+    t.set_defaults(func=cmd_trace, needs_root=True)
 
     from .bench import add_arguments
     b = sub.add_parser("bench", help="the built-in zerocopy send workload, checked by the tracer")
@@ -160,28 +165,33 @@ def build_parser() -> argparse.ArgumentParser:
     from . import top
     tp = sub.add_parser("top", help="live view of the processes and sockets whose zerocopy sends get copied")
     top.add_arguments(tp)
-    tp.set_defaults(func=top.run_cli)
+    tp.set_defaults(func=top.run_cli, needs_root=True)
 
     from .exporter.daemon import add_arguments as add_export_arguments, run_cli as run_export
     e = sub.add_parser("export", help="serve zerocopy verdicts as Prometheus metrics (a daemon)")
     add_export_arguments(e)
-    e.set_defaults(func=run_export)
+    e.set_defaults(func=run_export, needs_root=True)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    restore = interrupts.install()  # from here on SIGINT/SIGTERM never kill without a word
     try:
         args = build_parser().parse_args(argv)
+        if args.needs_root:  # privileges first: before any work (bench checks its own)
+            require_root()
         return args.func(args)
-    except ZctraceError as e:
+    except (ZctraceError, BtfError) as e:
         print(f"zctrace: error: {e}", file=sys.stderr)
         return 2
-    except BtfError as e:
-        print(f"zctrace: error: {e}", file=sys.stderr)
-        return 2
+    except interrupts.Interrupted as e:
+        print(f"zctrace: {e}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("zctrace: interrupted", file=sys.stderr)
-        return 130
+        return interrupts.exit_status()
+    finally:
+        restore()
 
 
 if __name__ == "__main__":
