@@ -3,6 +3,8 @@ with SIGKILL: one line and exit 2 before any work, reports written, nothing left
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -307,3 +309,25 @@ def test_sigkilled_bench_leftovers_are_removed_but_not_a_live_runs(reclaimer):
         alive.terminate()
         alive.wait(timeout=WAIT)
     assert owned_by(alive.pid) == set()  # SIGTERM: the bench removed its own
+
+
+def test_the_terminals_ctrl_c_reaches_the_traced_command_once(tmp_path):
+    """^C in a terminal goes to trace and CMD alike: trace does not send CMD a second one."""
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux not installed (scripts/setup.sh installs it)")
+    ready, count, status = tmp_path / "ready", tmp_path / "count", tmp_path / "status"
+    child = (f"import signal, time\nn = 0\ndef h(s, f):\n    global n\n    n += 1\n"
+             f"    open({str(count)!r}, 'w').write(str(n))\nsignal.signal(signal.SIGINT, h)\n"
+             f"open({str(ready)!r}, 'w').close()\nwhile not n: time.sleep(0.05)\ntime.sleep(1)\n"
+             "raise SystemExit(5)\n")
+    command = shlex.join(ZCTRACE + ["trace", "--", sys.executable, "-c", child]) + f" >/dev/null 2>&1; echo $? >{status}"
+    tmux = ["tmux", "-S", str(tmp_path / "tmux.sock")]
+    try:
+        subprocess.run(tmux + ["new-session", "-d", "-s", "t", "-x", "200", "-y", "50", command], check=True)
+        wait_for(ready.exists, "the traced command")
+        subprocess.run(tmux + ["send-keys", "-t", "t", "C-c"], check=True)
+        wait_for(lambda: status.exists() and status.read_text().strip(), "trace's exit")
+    finally:
+        subprocess.run(tmux + ["kill-server"], capture_output=True)
+    assert status.read_text().strip() == "5"  # trace waited for the command and took its status
+    assert count.read_text() == "1"
