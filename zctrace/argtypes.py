@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import math
+import os
+import stat
 from typing import Callable
+
+# The longest --duration/--interval taken: 30 days. Longer runs are a daemon's job (`zctrace
+# export`) or a trace without --duration, stopped with SIGINT/SIGTERM.
+MAX_SECONDS = 30 * 24 * 3600
+# The kernel keeps a task's comm in 16 bytes with the NUL (TASK_COMM_LEN): a longer name is
+# cut to 15 bytes, so a longer --comm could never match.
+COMM_BYTES = 15
 
 
 def _checked(kind: type, not_a_number: str, not_positive: str) -> Callable[[str], int | float]:
     def parse(text: str):
         try:
             value = kind(text)
+            if value != value:
+                raise ValueError("NaN")
         except ValueError:
             raise argparse.ArgumentTypeError(f"{not_a_number}: {text!r}") from None
         if value <= 0:
@@ -24,4 +37,52 @@ def positive(kind: type, what: str) -> Callable[[str], int | float]:
 
 
 pid = _checked(int, "not a PID", "not a PID")
-seconds = positive(float, "seconds")
+_positive_seconds = positive(float, "seconds")
+
+
+def seconds(text: str) -> float:
+    """A finite positive number of seconds, at most MAX_SECONDS (30 days)."""
+    value = _positive_seconds(text)
+    if not math.isfinite(value) or value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"seconds must be at most {MAX_SECONDS} (30 days): {text!r}")
+    return value
+
+
+def comm(text: str) -> str:
+    """A command name as the kernel keeps it: 1 to 15 bytes."""
+    size = len(os.fsencode(text))
+    if not 0 < size <= COMM_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"a command name is 1 to {COMM_BYTES} bytes (the kernel cuts longer ones), got {size}: {text!r}")
+    return text
+
+
+def output_file(text: str) -> str:
+    """A file this process can write ('-' = stdout), checked before any work: a new file is
+    created and removed again, an existing regular file opened for appending (not truncated)."""
+    if text == "-":
+        return text
+    if not text:
+        raise argparse.ArgumentTypeError("empty file name")
+    try:
+        mode = os.stat(text).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {e.strerror}") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: it is a directory")
+    parent = os.path.dirname(text) or "."
+    if mode is None and not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: no directory {parent}")
+    try:
+        if mode is None:
+            os.close(os.open(text, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            os.unlink(text)
+        elif stat.S_ISREG(mode):
+            os.close(os.open(text, os.O_WRONLY | os.O_APPEND))
+        elif not os.access(text, os.W_OK):  # a device or FIFO: opening it may block or act
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {e.strerror}") from None
+    return text

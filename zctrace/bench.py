@@ -11,14 +11,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import signal
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-from . import model, report, snapshot
-from .argtypes import positive, seconds
+from . import interrupts, model, report, snapshot
+from .argtypes import output_file, positive, seconds
 from .errors import ZctraceError
-from .probes import TIERS
+from .probes import CAP_NET_ADMIN, CAP_SYS_ADMIN, TIERS, has_caps, require_root
 
 DEFAULT_MODES = ("copy", "msg_zerocopy", "uring_zc")
 DEFAULT_SIZES = (1000, 4000)
@@ -80,11 +81,12 @@ class Cell:
 
 
 def _sizes(text: str) -> list[int]:
+    """'N,N,...': every item a whole number of bytes (no empty items)."""
     try:
-        sizes = [int(s) for s in text.split(",") if s.strip()]
+        sizes = [int(s) for s in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"sizes must be whole numbers of bytes: {text!r}") from None
-    if not sizes or any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"sizes must be whole numbers of bytes, comma-separated: {text!r}") from None
+    if any(s <= 0 for s in sizes):
         raise argparse.ArgumentTypeError(f"sizes must be positive: {text!r}")
     return sizes
 
@@ -132,14 +134,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="send loops: c (compiled, default: the kernel sets the pace) or python")
     p.add_argument("--no-trace", action="store_true", help="run the workload without the tracer")
     p.add_argument("--tier", choices=TIERS, help="force a probe tier")
-    p.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' = stdout)")
+    p.add_argument("--json", metavar="FILE", type=output_file, help="also write the results as JSON ('-' = stdout)")
     p.add_argument("--check", action="store_true",
                    help="exit 1 if the tracer's verdicts differ from the kernel's in any cell, or "
                         "the probes lost events")
     p.add_argument("--suite", choices=SUITES,
                    help="a predefined set of cells instead of --mode (see docs/benchmarks.md)")
-    p.add_argument("--csv", metavar="FILE", help="--suite: also write one CSV row per cell ('-' = stdout)")
-    p.add_argument("--plot", metavar="PNG", help="--suite seed-tables: plot req/s against IO size")
+    p.add_argument("--csv", metavar="FILE", type=output_file, help="--suite: also write one CSV row per cell ('-' = stdout)")
+    p.add_argument("--plot", metavar="PNG", type=output_file, help="--suite seed-tables: plot req/s against IO size")
     p.add_argument("--reference", action="store_true",
                    help="--suite seed-tables: run the C reference sender beside every cell (needs gcc)")
     p.add_argument("--repeat", type=positive(int, "rounds"), default=3,
@@ -152,7 +154,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Reject contradictory options (one line, exit 2)."""
+    """Reject contradictory options and missing privileges (one line, exit 2)."""
     if args.duration and args.count:
         raise ZctraceError("give either --duration or --count, not both")
     if not args.suite:
@@ -168,6 +170,31 @@ def check_args(args: argparse.Namespace) -> None:
             compiled_engine()
         except ValueError as e:
             raise ZctraceError(str(e)) from None
+    if not args.no_trace:
+        require_root()
+    made = local_targets(args)
+    if made and not has_caps(CAP_NET_ADMIN, CAP_SYS_ADMIN):
+        raise ZctraceError(f"the {made[0]} target needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN: it creates "
+                           "a network namespace and devices); use --target loopback or ADDR:PORT")
+
+
+def local_targets(args: argparse.Namespace) -> list[str]:
+    """The targets of this run that create namespaces or devices."""
+    from .workload.targets import TARGETS
+    default = ["sink"] if args.suite else DEFAULT_TARGETS
+    return [t for t in args.target or default if t in TARGETS and t != "loopback"]
+
+
+def reclaim_leftovers() -> None:
+    """Remove what killed runs left (their namespaces and devices), saying what."""
+    from .workload.targets import reclaim
+    removed, failed = reclaim()
+    for pid in sorted({x.pid for x in removed}):
+        print(f"zctrace: removed what a killed run (pid {pid}) left: "
+              + ", ".join(f"{x.kind} {x.name}" for x in removed if x.pid == pid), file=sys.stderr)
+    for leftover, why in failed:
+        print(f"zctrace: warning: cannot remove {leftover.kind} {leftover.name} left by pid "
+              f"{leftover.pid}: {why}", file=sys.stderr)
 
 
 def _specs(args: argparse.Namespace) -> list:
@@ -272,36 +299,51 @@ def engine_note(cells: list[Cell]) -> str:
 
 def run_cli(args: argparse.Namespace) -> int:
     check_args(args)
+    if local_targets(args):
+        reclaim_leftovers()
     try:
         if args.suite:
             from .benchsuite import run_suite
-            return run_suite(args)
+            with interrupts.raising():
+                return run_suite(args)
         return _run_cells(args)
     except (OSError, RuntimeError) as e:  # a target that cannot be set up, a refused connection
         raise ZctraceError(f"bench failed: {e}") from e
 
 
 def _run_cells(args: argparse.Namespace) -> int:
+    """Run the cells; on SIGINT/SIGTERM or a failing cell, report the cells finished before it."""
     from .cli import _open_session
     specs = _specs(args)
-    done = 0
+    cells: list[Cell] = []
 
     def progress(c: Cell) -> None:
-        nonlocal done
-        done += 1
-        print(f"zctrace: bench {done}/{len(specs)}: {c.target} {c.proto} {c.mode} {c.size} B, "
+        cells.append(c)
+        print(f"zctrace: bench {len(cells)}/{len(specs)}: {c.target} {c.proto} {c.mode} {c.size} B, "
               f"{c.requests_per_s:,.0f} req/s", file=sys.stderr)
 
     session = None if args.no_trace else _open_session(args.tier, [os.getpid()])
     tier = session.tier if session is not None else None
+    stopped = error = None
     try:
-        cells = run(specs, session, progress)
+        with interrupts.raising():
+            run(specs, session, progress)
+    except KeyboardInterrupt:
+        stopped = signal.Signals(interrupts.received() or signal.SIGINT).name
+    except (OSError, RuntimeError) as e:
+        error = e
     finally:
         if session is not None:
             session.close()
     print(render(cells, tier))
     if args.json:
         report.write_json({"tier": tier, "engine": args.engine, "results": [c.to_json() for c in cells]}, args.json)
+    done = f"after {len(cells)} of {len(specs)} cells"
+    if error:
+        raise ZctraceError(f"bench failed {done}: {error}")
+    if stopped:
+        print(f"zctrace: stopped by {stopped} {done}", file=sys.stderr)
+        return interrupts.exit_status()
     return check_status(cells) if args.check else 0
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import sys
-import time
 from typing import Sequence
 
-from . import argtypes, cgroups, model, report, snapshot, tiers
+from . import argtypes, cgroups, interrupts, model, report, snapshot, tiers
 from .btf import BtfError, CachedBtf
 from .errors import ZctraceError
 from .probes import TIERS, Session, require_root
@@ -54,6 +52,9 @@ def _open_session(forced: str | None, pids: list[int] | None) -> Session:
         tiers.forget()
         return _open_session(forced, pids)
     btf.save()
+    if interrupts.received():
+        session.close()
+        interrupts.check("before the probes were attached: nothing done")
     for status in session.statuses:
         if not status.attached:
             print(f"zctrace: probe {status.program} not attached to {status.target}: {status.error}",
@@ -78,6 +79,7 @@ def _spawn_gated(argv: list[str]) -> tuple[int, int]:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
+        interrupts.default_in_child()
         os.close(w)
         os.read(r, 1)
         os.close(r)
@@ -91,6 +93,8 @@ def _spawn_gated(argv: list[str]) -> tuple[int, int]:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    if args.command[:1] == ["--"] and len(args.command) == 1:
+        raise ZctraceError("nothing to run after --: give a command, or leave out -- to trace the whole system")
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if command and args.pid:
         raise ZctraceError("give either -p PID or -- CMD, not both")
@@ -104,34 +108,34 @@ def cmd_trace(args: argparse.Namespace) -> int:
     session = _open_session(args.tier, pids)
     status = 0
     with session:
-        previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        try:
-            if command:
-                child, gate = _spawn_gated(command)
-                session.add_pid(child)
-                os.write(gate, b"x")
-                os.close(gate)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child gets the terminal's ^C
-                _, raw = os.waitpid(child, 0)
-                status = os.waitstatus_to_exitcode(raw)
-                status = status if status >= 0 else 128 - status
-                time.sleep(0.2)  # let completions of the last sends land
-            else:
-                deadline = time.monotonic() + args.duration if args.duration else None
-                print("zctrace: tracing" + (f" for {args.duration:g} s" if deadline else ", Ctrl-C to stop"),
-                      file=sys.stderr)
-                while deadline is None or time.monotonic() < deadline:
-                    time.sleep(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))
-        except KeyboardInterrupt:
-            pass
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        if command:
+            status = _run_traced(session, command)
+        else:
+            print("zctrace: tracing" + (f" for {args.duration:g} s" if args.duration else ", Ctrl-C to stop"),
+                  file=sys.stderr)
+            interrupts.wait(args.duration)
         rep = model.build(snapshot.take(session.bpf, rings=True), session.tier, probe_statuses(session), comm=args.comm,
                           cgroups=cgroups.subtree_ids(cgroup) if cgroup else None)
     print(report.render(rep, args.verbose))
     if args.json:
         report.write_json(rep.to_json(), args.json)
     return status
+
+
+def _run_traced(session: Session, command: list[str]) -> int:
+    """Run `command` traced until it exits (stop signals forwarded to it); its exit status."""
+    child, gate = _spawn_gated(command)
+    session.add_pid(child)
+    os.write(gate, b"x")
+    os.close(gate)
+    raw = interrupts.wait_child(child)
+    if raw is None:
+        print(f"zctrace: {command[0]} (pid {child}) has not exited after a second signal: "
+              "reporting without it", file=sys.stderr)
+        return interrupts.exit_status()
+    status = os.waitstatus_to_exitcode(raw)
+    interrupts.wait(0.2, since=interrupts.count())  # let the last completions land (a new signal cuts this short)
+    return status if status >= 0 else 128 - status
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -150,15 +154,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _trace_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("-p", "--pid", type=argtypes.pid, action="append", help="trace this process (repeatable)")
-    t.add_argument("--comm", help="report only processes with this command name")
+    t.add_argument("--comm", type=argtypes.comm, help="report only processes with this command name")
     t.add_argument("--cgroup", help="report only processes in this cgroup v2 or below it (path, e.g. system.slice)")
     t.add_argument("--duration", type=argtypes.seconds, help="stop after this many seconds")
     t.add_argument("--tier", choices=TIERS, help="force a probe tier instead of the best available")
-    t.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-' = stdout)")
+    t.add_argument("--json", metavar="FILE", type=argtypes.output_file, help="also write the report as JSON ('-' = stdout)")
     t.add_argument("-v", "--verbose", action="store_true",
                    help="also list late copies by kernel call site, with their stacks (fentry/kprobe tiers)")
     t.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...: run and trace CMD")
-    t.set_defaults(func=cmd_trace)
+    t.set_defaults(func=cmd_trace, needs_root=True)
 
 
 def _doctor_arguments(d: argparse.ArgumentParser) -> None:
@@ -176,13 +180,14 @@ def _bench_arguments(b: argparse.ArgumentParser) -> None:
 def _top_arguments(tp: argparse.ArgumentParser) -> None:
     from . import top
     top.add_arguments(tp)
-    tp.set_defaults(func=top.run_cli)
+    tp.set_defaults(func=top.run_cli, needs_root=True)
+
 
 
 def _export_arguments(e: argparse.ArgumentParser) -> None:
     from .exporter.daemon import add_arguments, run_cli
     add_arguments(e)
-    e.set_defaults(func=run_cli)
+    e.set_defaults(func=run_cli, needs_root=True)
 
 
 COMMANDS = {  # name -> (help, what defines its arguments)
@@ -198,6 +203,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with `only`, just that command gets its arguments (and its module imported:
     the others' imports, pyroute2 among them, would cost every start ~0.3 s)."""
     p = _Parser(prog="zctrace", description="Were my sends really zero-copy, and if not, why?")
+    p.set_defaults(needs_root=False)
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     for name, (text, define) in COMMANDS.items():
         parser = sub.add_parser(name, help=text)
@@ -207,19 +213,24 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    restore = interrupts.install()  # from here on SIGINT/SIGTERM never kill without a word
     try:
         given = sys.argv[1:] if argv is None else list(argv)
         args = build_parser(given[0] if given and given[0] in COMMANDS else None).parse_args(given)
+        if args.needs_root:  # privileges first: before any work (bench checks its own)
+            require_root()
         return args.func(args)
-    except ZctraceError as e:
+    except (ZctraceError, BtfError) as e:
         print(f"zctrace: error: {e}", file=sys.stderr)
         return 2
-    except BtfError as e:
-        print(f"zctrace: error: {e}", file=sys.stderr)
-        return 2
+    except interrupts.Interrupted as e:
+        print(f"zctrace: {e}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("zctrace: interrupted", file=sys.stderr)
-        return 130
+        return interrupts.exit_status()
+    finally:
+        restore()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Findings: kernel, BTF, probe tiers (and why not), probes on the active tier, io_
 kernel functions; then, each with a one-line advice: per interface of this network namespace
 whether zerocopy sends can end zero-copy (zctrace.netdev), net.core.optmem_max, RLIMIT_MEMLOCK
 and CAP_IPC_LOCK, kernel.io_uring_disabled, and by behaviour (never by version or number):
-IORING_SEND_ZC_REPORT_USAGE, io_uring zcrx, SCM_ZC_NOTIFICATION.
+IORING_SEND_ZC_REPORT_USAGE, io_uring zcrx, SCM_ZC_NOTIFICATION; and the namespaces and
+devices that killed zctrace runs left (removed, as root).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 from . import argtypes, tiers
 from .btf import VMLINUX, Btf, BtfError
 from .errors import ZctraceError
-from .probes import Session, load_manifest
+from .probes import CAP_NET_ADMIN, CAP_SYS_ADMIN, Session, has_caps, load_manifest
 from .report import human_bytes, table
 from .workload.uring import IORING_NOTIF_USAGE_ZC_COPIED, Cqe, Ring, supported_opcodes
 
@@ -77,7 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=argtypes.positive(int, "bytes"), metavar="BYTES",
                    help="bytes per send of your application: checks UDP payload against each "
                         f"MTU and sizes the memlock estimate (default {DEFAULT_SEND_SIZE})")
-    p.add_argument("--json", metavar="FILE", help="also write the findings as JSON ('-' = stdout)")
+    p.add_argument("--json", metavar="FILE", type=argtypes.output_file, help="also write the findings as JSON ('-' = stdout)")
 
 
 def diagnose(size: int | None = None) -> dict:
@@ -107,9 +108,10 @@ def diagnose(size: int | None = None) -> dict:
 
     result["network_namespace"] = os.readlink("/proc/self/ns/net")
     from . import netdev  # here, not at the top: pyroute2 would cost every command's start ~0.1-0.3 s
+    leftovers = leftovers_finding()  # before the interfaces: removed ones are not listed there
     ifaces = [(i, netdev.assess(i, size)) for i in netdev.interfaces()]
     result["interfaces"] = [netdev.to_json(i, v) for i, v in ifaces]
-    findings = [f for i, v in ifaces for f in _interface_findings(i, v)]
+    findings = leftovers + [f for i, v in ifaces for f in _interface_findings(i, v)]
     findings += [optmem_finding(), memlock_finding(size or DEFAULT_SEND_SIZE),
                  io_uring_disabled_finding(), report_usage_finding(), zcrx_finding(),
                  scm_zc_notification_finding()]
@@ -370,6 +372,29 @@ def scm_zc_notification_finding() -> Finding:
     return Finding(name, subject, "ok", "supported",
                    f"{tried} was accepted: this kernel takes the cmsg (delivery of notifications "
                    "through it was not checked)")
+
+
+# --- leftovers -------------------------------------------------------------------------------
+
+def leftovers_finding() -> list[Finding]:
+    """Namespaces and devices that killed zctrace runs left: removed when allowed, else listed."""
+    from .workload import targets  # here: pyroute2 would cost every command's start
+    if has_caps(CAP_NET_ADMIN, CAP_SYS_ADMIN):
+        removed, failed = targets.reclaim()
+    else:
+        removed, failed = [], [(x, "needs root") for x in targets.leftovers()]
+    names = lambda xs: ", ".join(f"{x.kind} {x.name} (pid {x.pid})" for x in xs)
+    found = []
+    if removed:
+        found.append(Finding("leftovers", "bench targets", "info", f"{len(removed)} removed",
+                             f"removed what killed zctrace runs left: {names(removed)}",
+                             facts={"removed": [x.name for x in removed]}))
+    if failed:
+        found.append(Finding("leftovers", "bench targets", "warn", f"{len(failed)} left",
+                             f"left by killed zctrace runs: {names(x for x, _ in failed)}: "
+                             f"{failed[0][1]}", "run zctrace doctor as root to remove them",
+                             facts={"left": [x.name for x, _ in failed]}))
+    return found
 
 
 # --- rendering -------------------------------------------------------------------------------

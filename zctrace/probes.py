@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from . import interrupts
 from .btf import Btf
 from .errors import ZctraceError
 from .offsets import kernel_defines, kernel_macros
@@ -100,15 +101,19 @@ def ensure_tracefs() -> None:
         raise ZctraceError("tracefs is not mounted and could not be mounted (need root)")
 
 
-_CAP_SYS_ADMIN, _CAP_PERFMON, _CAP_BPF = 21, 38, 39
+CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 21, 38, 39
+
+
+def has_caps(*caps: int) -> bool:
+    """Does this process have every one of `caps` in its effective set?"""
+    with open("/proc/self/status") as f:
+        effective = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    return all(effective >> cap & 1 for cap in caps)
 
 
 def require_root() -> None:
     """Loading tracing programs needs CAP_BPF with CAP_PERFMON, or CAP_SYS_ADMIN."""
-    with open("/proc/self/status") as f:
-        caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
-    has = lambda cap: bool(caps >> cap & 1)
-    if not (has(_CAP_SYS_ADMIN) or (has(_CAP_BPF) and has(_CAP_PERFMON))):
+    if not (has_caps(CAP_SYS_ADMIN) or has_caps(CAP_BPF, CAP_PERFMON)):
         raise ZctraceError("zctrace needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN) "
                            "to load BPF programs")
 
@@ -162,12 +167,16 @@ class Session:
                 continue
             session.programs.append(prog)
         cflags = [f"-I{PROBE_DIR}", "-Wno-macro-redefined"] + [f"-D{k}={v}" for k, v in defines.items()]
-        session.bpf = session._compile(module, cflags)
-        _release_freed_memory()  # clang's heap, freed but kept by malloc: ~30 MB of RSS
-        session._attach()
-        if pids:
-            for pid in pids:
-                session.add_pid(pid)
+        try:
+            with interrupts.deferred():  # a stop signal lands once everything is attached
+                session.bpf = session._compile(module, cflags)
+                _release_freed_memory()  # clang's heap, freed but kept by malloc: ~30 MB of RSS
+                session._attach()
+                for pid in pids or ():
+                    session.add_pid(pid)
+        except BaseException:
+            session.close()
+            raise
         return session
 
     def _compile(self, module, cflags: list[str]):
@@ -245,8 +254,9 @@ class Session:
 
     def close(self) -> None:
         if self.bpf is not None:
-            self.bpf.cleanup()
-            self.bpf = None
+            with interrupts.deferred():  # a detach cut short is retried, loudly, by bcc at exit
+                self.bpf.cleanup()
+                self.bpf = None
 
     def __enter__(self) -> Session:
         return self

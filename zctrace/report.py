@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Iterable, Sequence
 
+from .errors import ZctraceError
 from .model import Counts, Report
 from .reasons import ADVICE
 
@@ -105,10 +106,14 @@ def render(report: Report, verbose: bool = False) -> str:
 
 
 def write_json(obj: dict, path: str) -> None:
-    """Write `obj` to `path`, or to stdout for '-'."""
+    """Write `obj` to `path`, or to stdout for '-' (a path that became unwritable since it was
+    checked is one error line)."""
     text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
     if path == "-":
         sys.stdout.write(text)
-    else:
+        return
+    try:
         with open(path, "w") as f:
             f.write(text)
+    except OSError as e:
+        raise ZctraceError(f"cannot write {path}: {e.strerror}") from None

@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import cache
+from . import cache, interrupts
 from .probes import TIERS, import_bcc, quiet_stderr
 
 # A function every zerocopy-capable kernel has, and a tracepoint every kernel has.
@@ -53,16 +53,17 @@ def check(tier: str) -> TierCheck:
     module = import_bcc()
     text, attach = _TINY[tier]
     b = None
-    try:
-        with quiet_stderr():
-            b = module(text=text)
-            attach(b)
-        return TierCheck(tier, True)
-    except Exception as e:
-        return TierCheck(tier, False, _explain(str(e).splitlines()[0][:200]))
-    finally:
-        if b is not None:
-            b.cleanup()
+    with interrupts.deferred():  # never a stop signal half-way through bcc (see interrupts)
+        try:
+            with quiet_stderr():
+                b = module(text=text)
+                attach(b)
+            return TierCheck(tier, True)
+        except Exception as e:
+            return TierCheck(tier, False, _explain(str(e).splitlines()[0][:200]))
+        finally:
+            if b is not None:
+                b.cleanup()
 
 
 def _explain(error: str) -> str:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import curses
 import os
-import signal
 import socket
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import argtypes, cgroups, model, snapshot
+from . import argtypes, cgroups, interrupts, model, snapshot
 from .probes import TIERS, Session
 from .report import human_bytes, table
 
@@ -28,7 +27,7 @@ MAX_SOCKETS = 10
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--pid", type=argtypes.pid, action="append", help="watch this process (repeatable)")
-    p.add_argument("--comm", help="show only processes with this command name")
+    p.add_argument("--comm", type=argtypes.comm, help="show only processes with this command name")
     p.add_argument("--cgroup", help="show only processes in this cgroup v2 or below it (path, e.g. system.slice)")
     p.add_argument("--tier", choices=TIERS, help="force a probe tier instead of the best available")
     p.add_argument("--interval", type=argtypes.seconds, default=1.0, help="seconds between refreshes (default 1)")
@@ -133,19 +132,12 @@ def run_cli(args: argparse.Namespace) -> int:
     cgroup = cgroups.resolve(args.cgroup) if args.cgroup else None
     session = _open_session(args.tier, list(args.pid) if args.pid else None)
     show = _curses if sys.stdout.isatty() else _plain
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with session:
+        with session, interrupts.raising():
             show(Sampler(session, args.comm, cgroup), args)
     except KeyboardInterrupt:
         pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     return 0
-
-
-def _interrupt(*_: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _plain(sampler: Sampler, args: argparse.Namespace) -> None:

@@ -56,6 +56,9 @@ def run_cli(args: argparse.Namespace) -> int:
 
     logging.basicConfig(format="zctrace: %(message)s", level=logging.INFO, stream=sys.stderr)
     host, port = parse_listen(args.listen)
+    if host in ("0.0.0.0", "::"):  # every address: other hosts can scrape it
+        print(f"zctrace: note: --listen {args.listen} serves every address of this host, so other "
+              f"hosts can scrape it (127.0.0.1:{port}: this host only)", file=sys.stderr)
     cgroup = cgroups.resolve(args.cgroup) if args.cgroup else None
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ZctraceError("give both --tls-cert and --tls-key, or neither")

@@ -15,8 +15,10 @@ import base64
 import hmac
 import io
 import logging
+import os
 import socket
 import ssl
+import stat
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +51,7 @@ _INDEX = (b"<html><head><title>zctrace exporter</title></head><body><h1>zctrace 
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """'HOST:PORT' or '[V6ADDR]:PORT' -> (host, port)."""
+    """'HOST:PORT' or '[V6ADDR]:PORT' -> (host, port); ':PORT' is every IPv4 address (0.0.0.0)."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ZctraceError(f"--listen wants HOST:PORT, got {text!r}")
@@ -58,9 +60,14 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def read_basic_auth(path: str) -> dict[str, str]:
-    """'user:password' lines ('#' comments and blank lines ignored)."""
+    """'user:password' lines ('#' comments and blank lines ignored). Like sshd with a private key,
+    a file that group or others may read or write is refused."""
     try:
         with open(path) as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if mode & 0o077:
+                raise ZctraceError(f"the basic auth file {path} is open to group or others (mode "
+                                   f"{stat.S_IMODE(mode):04o}): chmod 600 {path}")
             lines = [line.strip() for line in f]
     except OSError as e:
         raise ZctraceError(f"cannot read the basic auth file {path}: {e.strerror}") from None

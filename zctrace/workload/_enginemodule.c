@@ -55,8 +55,17 @@ static PyObject *engine_run(PyObject *self, PyObject *args, PyObject *kw)
 			     res.zerocopied, res.copied);
 }
 
+PyDoc_STRVAR(stop_doc, "stop()\n\nAsk a run() in progress in another thread to end at its next clock check.");
+
+static PyObject *engine_stop(PyObject *self, PyObject *unused)
+{
+	zc_request_stop();
+	Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
 	{"run", (PyCFunction)(void (*)(void))engine_run, METH_VARARGS | METH_KEYWORDS, run_doc},
+	{"stop", engine_stop, METH_NOARGS, stop_doc},
 	{NULL, NULL, 0, NULL},
 };
 

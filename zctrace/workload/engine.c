@@ -12,6 +12,7 @@
 #include "engine.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <time.h> /* before linux/errqueue.h, which needs struct timespec */
 #include <linux/errqueue.h>
 #include <linux/io_uring.h>
@@ -32,6 +33,7 @@
 #define CQE_F_MORE (1U << 1)
 #define CQE_F_NOTIF (1U << 3)
 #define NOTIF_USAGE_ZC_COPIED (1U << 31)
+static volatile sig_atomic_t stop_requested; /* zc_request_stop(): end the loops early */
 #define CLOCK_EVERY 64
 
 static const char *const MODE_NAMES[] = {"copy", "msg_zerocopy", "uring", "uring_zc", "uring_zc_fixed"};
@@ -116,7 +118,7 @@ static int wait_errqueue(struct run *r, long expected, double timeout)
 	while (r->res->zerocopied + r->res->copied < expected) {
 		double left = deadline - mono();
 
-		if (left <= 0)
+		if (left <= 0 || stop_requested)
 			return 0;
 		poll(&pfd, 1, left * 1000 > 1 ? (int)(left * 1000) : 1);
 		if (drain_errqueue(r))
@@ -181,6 +183,8 @@ static int run_socket(struct run *r, double deadline)
 		} else if (mono() >= deadline) {
 			break;
 		}
+		if (stop_requested)
+			break;
 	}
 	return zc && wait_errqueue(r, res->requests, cfg->final_wait) < 0 ? -1 : 0;
 }
@@ -339,7 +343,7 @@ static int uring_loop(struct run *r, struct ring *g, double deadline)
 	long left = cfg->count, submitted = 0;
 	double t_end;
 
-	while (left < 0 ? mono() < deadline : left > 0) {
+	while ((left < 0 ? mono() < deadline : left > 0) && !stop_requested) {
 		/* never more CQEs owed than the CQ holds (lazy notifications pile up otherwise) */
 		long unsent = submitted - res->requests;
 		long owed = unsent + r->expected_notifs - r->notified + unsent;
@@ -356,7 +360,8 @@ static int uring_loop(struct run *r, struct ring *g, double deadline)
 			return -1;
 	}
 	t_end = mono() + cfg->final_wait; /* then missing notifications stay unknown */
-	while (submitted - res->requests + r->expected_notifs - r->notified > 0 && mono() < t_end) {
+	while (submitted - res->requests + r->expected_notifs - r->notified > 0 && mono() < t_end &&
+	       !stop_requested) {
 		struct pollfd pfd = {.fd = g->fd, .events = POLLIN};
 		int n = ring_reap(r, g, usage, wait_notif);
 
@@ -396,6 +401,11 @@ static int run_uring(struct run *r, double deadline)
 
 /* --- entry point ------------------------------------------------------------------------- */
 
+void zc_request_stop(void)
+{
+	stop_requested = 1;
+}
+
 int zc_run(int fd, const struct zc_config *cfg, struct zc_result *res)
 {
 	struct run r = {.cfg = cfg, .res = res, .fd = fd};
@@ -403,6 +413,7 @@ int zc_run(int fd, const struct zc_config *cfg, struct zc_result *res)
 	int ret;
 
 	memset(res, 0, sizeof(*res));
+	stop_requested = 0;
 	if (cfg->size <= 0 || cfg->batch < 1 || cfg->batch > ZC_MAX_BATCH || cfg->notify_batch < 1 ||
 	    cfg->inflight < 1 || cfg->inflight > ZC_MAX_INFLIGHT || (cfg->count < 0) == (cfg->duration <= 0) ||
 	    (unsigned)cfg->mode > ZC_URING_ZC_FIXED)

@@ -31,6 +31,10 @@ struct zc_result {
 /* The mode named `name`, or -1. */
 int zc_mode_of(const char *name);
 
+/* Ask a zc_run in progress (another thread's) to stop at its next clock check; zc_run clears
+ * the request when it starts. */
+void zc_request_stop(void);
+
 /* Run `cfg` on the connected socket `fd`; 0, or -1 with res->failed and res->err set. */
 int zc_run(int fd, const struct zc_config *cfg, struct zc_result *res);
 

@@ -37,6 +37,7 @@ import os
 import select
 import socket
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -202,14 +203,36 @@ def compiled_engine():
 
 
 def _run_c(engine, spec: WorkloadSpec, sock: socket.socket) -> WorkloadResult:
-    """One run of the compiled loops (the GIL released) on the connected socket."""
+    """One run of the compiled loops on the connected socket, in a thread of its own (the GIL
+    released) while this one waits: signal handlers run here, and an exception they raise
+    (KeyboardInterrupt) stops the loops before it goes on."""
     zc = spec.mode in ZC_MODES
-    requests, nbytes, seconds, cpu, zcd, cpd = engine.run(
-        sock.fileno(), spec.mode, spec.size, tcp=spec.proto == "tcp",
-        duration=spec.duration or 0.0, count=spec.count or -1, notify_batch=spec.notify_batch,
-        batch=spec.batch, inflight=spec.inflight, lazy=spec.notif == "lazy",
-        report_usage=spec.report_usage,
-        final_wait=0.0 if spec.mode == "msg_zerocopy" and not spec.so_zerocopy else FINAL_WAIT)
+    out: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            out["result"] = engine.run(
+                sock.fileno(), spec.mode, spec.size, tcp=spec.proto == "tcp",
+                duration=spec.duration or 0.0, count=spec.count or -1, notify_batch=spec.notify_batch,
+                batch=spec.batch, inflight=spec.inflight, lazy=spec.notif == "lazy",
+                report_usage=spec.report_usage,
+                final_wait=0.0 if spec.mode == "msg_zerocopy" and not spec.so_zerocopy else FINAL_WAIT)
+        except BaseException as e:  # handed to the waiting thread
+            out["error"] = e
+
+    loop = threading.Thread(target=work, name="zctrace-engine", daemon=True)
+    loop.start()
+    try:
+        while loop.is_alive():
+            loop.join(0.1)
+    except BaseException:
+        while loop.is_alive():  # again until it ends: a request before run() began is cleared
+            engine.stop()
+            loop.join(0.1)
+        raise
+    if "error" in out:
+        raise out["error"]  # type: ignore[misc]
+    requests, nbytes, seconds, cpu, zcd, cpd = out["result"]  # type: ignore[misc]
     return WorkloadResult(spec, requests, nbytes, seconds, cpu, zcd, cpd,
                           requests - zcd - cpd if zc else 0)
 

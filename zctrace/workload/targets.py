@@ -12,6 +12,8 @@ Every target is a context manager that removes what it created (namespace, veth 
 receiver) on any exit, including exceptions and KeyboardInterrupt. Names carry the pid and a
 per-process sequence number; veth subnets are /30s of 198.18.0.0/15 picked under a file lock,
 so parallel runs do not collide. Traffic only ever goes to 127.0.0.1 or into our namespaces.
+What a process killed with SIGKILL could not remove, `reclaim()` finds by those names and
+removes once that process is gone.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import fcntl
 import ipaddress
 import itertools
 import os
+import re
 import select
 import signal
 import socket
@@ -44,6 +47,9 @@ _LOCK_PATH = "/run/lock/zctrace-workload.lock"
 _NUD_PERMANENT = 0x80
 _READY_TIMEOUT = 10.0
 _seq = itertools.count()
+# zc<pid><kind letter><seq>: a namespace or dummy/bridge; a veth's host end adds "h".
+_OWNED = re.compile(r"zc(\d+)[a-z]\d+h?")
+_open_here = 0  # targets this process has open (its own names are leftovers when none is)
 
 
 @dataclass(frozen=True)
@@ -79,10 +85,12 @@ def check_target(name: str, proto: str) -> None:
 @contextmanager
 def open_target(name: str, proto: str) -> Iterator[Endpoint]:
     """Set up target ``name`` for ``proto`` ("udp"/"tcp"), yield its Endpoint, always tear down."""
+    global _open_here
     check_target(name, proto)
     owner = os.getpid()
     stack = ExitStack()
     sigterm = _unwind_on_sigterm()
+    _open_here += 1
     try:
         # Setup is never interrupted half-way (an interrupt inside pyroute2's event loop or a
         # fork hook is lost or leaves pyroute2 broken); a signal lands once it is done.
@@ -105,6 +113,7 @@ def open_target(name: str, proto: str) -> Iterator[Endpoint]:
             with _signals_deferred():
                 stack.close()
         finally:
+            _open_here -= 1
             sigterm.close()
 
 
@@ -291,6 +300,68 @@ def _delete_link(ifname: str) -> None:
 def _remove_netns(name: str) -> None:
     if name in netns.listnetns():
         netns.remove(name)
+
+
+# --- leftovers of killed processes --------------------------------------------------------
+
+@dataclass(frozen=True)
+class Leftover:
+    """A namespace or network device a target made, whose process is gone."""
+
+    kind: str  # "netns", or the device's kind: veth, dummy, bridge
+    name: str
+    pid: int
+
+
+def leftovers() -> list[Leftover]:
+    """What targets of processes that no longer exist left in /run/netns and in this network
+    namespace (devices first: a veth goes with its pair)."""
+    found = []
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            name = link.get("IFLA_IFNAME")
+            info = link.get("IFLA_LINKINFO")
+            kind = info.get("IFLA_INFO_KIND") if info else None
+            owner = _OWNED.fullmatch(name or "")
+            if owner and kind in ("veth", "dummy", "bridge") and not _alive(int(owner[1])):
+                found.append(Leftover(kind, name, int(owner[1])))
+    for name in sorted(netns.listnetns()):
+        owner = _OWNED.fullmatch(name)
+        if owner and not _alive(int(owner[1])):
+            found.append(Leftover("netns", name, int(owner[1])))
+    return found
+
+
+def remove(leftover: Leftover) -> None:
+    """Delete a leftover (OSError or NetlinkError if that is not allowed)."""
+    if leftover.kind == "netns":
+        _remove_netns(leftover.name)
+    else:
+        _delete_link(leftover.name)
+
+
+def reclaim() -> tuple[list[Leftover], list[tuple[Leftover, str]]]:
+    """Remove every leftover: (removed, [(not removed, why)])."""
+    removed, failed = [], []
+    with _signals_deferred():
+        for leftover in leftovers():
+            try:
+                remove(leftover)
+                removed.append(leftover)
+            except (OSError, NetlinkError) as e:
+                failed.append((leftover, str(e)))
+    return removed, failed
+
+
+def _alive(pid: int) -> bool:
+    """Is the process that made a name still there (a zombie is not)?"""
+    if pid == os.getpid():
+        return _open_here > 0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 # --- receiver process inside the namespace ---------------------------------------------------
