@@ -3,8 +3,10 @@ then thousands of short-lived processes against a real exporter session."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from zctrace.probes import Session
 from zctrace.snapshot import ReasonRow, Snapshot, SocketRow, StatsRow
 
 PROGS = Path(__file__).parent / "progs"
+ZCTRACE = [sys.executable, "-m", "zctrace.cli"]
 
 COUNTERS = {"requests": 0, "bytes": 0, "zerocopied": 0, "copied": 0}
 
@@ -120,3 +123,22 @@ def scrape(collector: ZctraceCollector) -> dict:
 
 def map_entries(fams: dict) -> dict[str, float]:
     return {s.labels["map"]: s.value for s in fams["zctrace_bpf_map_entries"].samples}
+
+
+def test_trace_of_a_command_forking_more_processes_than_the_maps_hold(tmp_path: Path):
+    """`zctrace trace -- CMD` whose CMD forks 12,000 one-datagram senders, more than zc_stats holds
+    (10,240): exited processes leave the maps during the run and the report still counts every
+    request (it used to lose what came after the map filled)."""
+    count, size = 12_000, 100
+    churn, out = tmp_path / "zc_churn", tmp_path / "trace.json"
+    subprocess.run(["gcc", "-O2", "-o", str(churn), str(PROGS / "zc_churn.c")], check=True)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        cmd = f"echo x | {churn} 127.0.0.1 {rx.getsockname()[1]} {count} {size}"
+        r = subprocess.run(ZCTRACE + ["trace", "--json", str(out), "--", "sh", "-c", cmd],
+                           capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["lost"] == {}
+    assert (doc["totals"]["zc_requests"], doc["totals"]["bytes"]) == (count, count * size)
+    assert sum(p["comm"] == "zc_churn" for p in doc["processes"]) == count

@@ -6,9 +6,9 @@ import argparse
 import os
 import shutil
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
-from . import argtypes, cgroups, interrupts, model, report, snapshot, tiers
+from . import argtypes, cgroups, interrupts, lifecycle, model, report, snapshot, tiers
 from .btf import BtfError, CachedBtf
 from .errors import ZctraceError
 from .probes import TIERS, Session, require_root
@@ -108,27 +108,32 @@ def cmd_trace(args: argparse.Namespace) -> int:
     session = _open_session(args.tier, pids)
     status = 0
     with session:
+        # Exited processes leave the maps every second (so they only hold live ones, however
+        # long the run); the ledger keeps what they counted for the report.
+        life = lifecycle.Lifetime(lifecycle.Reaper(session.bpf))
+        sweep = lambda: life.observe(snapshot.take(session.bpf))  # noqa: E731
         if command:
-            status = _run_traced(session, command)
+            status = _run_traced(session, command, sweep)
         else:
             print("zctrace: tracing" + (f" for {args.duration:g} s" if args.duration else ", Ctrl-C to stop"),
                   file=sys.stderr)
-            interrupts.wait(args.duration)
-        rep = model.build(snapshot.take(session.bpf, rings=True), session.tier, probe_statuses(session), comm=args.comm,
-                          cgroups=cgroups.subtree_ids(cgroup) if cgroup else None)
+            interrupts.wait(args.duration, tick=sweep)
+        rep = model.build(life.observe(snapshot.take(session.bpf, rings=True)), session.tier, probe_statuses(session),
+                          comm=args.comm, cgroups=cgroups.subtree_ids(cgroup) if cgroup else None)
     print(report.render(rep, args.verbose))
     if args.json:
         report.write_json(rep.to_json(), args.json)
     return status
 
 
-def _run_traced(session: Session, command: list[str]) -> int:
-    """Run `command` traced until it exits (stop signals forwarded to it); its exit status."""
+def _run_traced(session: Session, command: list[str], tick: Callable[[], object]) -> int:
+    """Run `command` traced until it exits (stop signals forwarded to it; `tick` every second);
+    its exit status."""
     child, gate = _spawn_gated(command)
     session.add_pid(child)
     os.write(gate, b"x")
     os.close(gate)
-    raw = interrupts.wait_child(child)
+    raw = interrupts.wait_child(child, tick)
     if raw is None:
         print(f"zctrace: {command[0]} (pid {child}) has not exited after a second signal: "
               "reporting without it", file=sys.stderr)

@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _SI_KERNEL = 0x80  # si_code of a signal the kernel sent, e.g. the terminal's ^C to its process group
 _STEP = 0.1  # seconds between checks in wait()
+_TICK = 1.0  # seconds between the callers' periodic work in wait() and wait_child()
 
 _received: list[int] = []  # stop signals, in arrival order
 _raising = 0  # depth of raising() blocks
@@ -82,15 +83,19 @@ def count() -> int:
     return len(_received)
 
 
-def wait(seconds: float | None, since: int = 0) -> bool:
+def wait(seconds: float | None, since: int = 0, tick: Callable[[], object] | None = None) -> bool:
     """Sleep up to `seconds` (None: until a signal) unless more than `since` stop signals have
-    come (before or during); True if they have."""
+    come (before or during); True if they have. `tick` runs about once a second meanwhile."""
     deadline = None if seconds is None else time.monotonic() + seconds
+    next_tick = time.monotonic() + _TICK
     while len(_received) <= since:
         left = _STEP if deadline is None else deadline - time.monotonic()
         if left <= 0:
             return False
         time.sleep(min(_STEP, left))
+        if tick and time.monotonic() >= next_tick:
+            tick()
+            next_tick = time.monotonic() + _TICK
     return True
 
 
@@ -125,10 +130,11 @@ def _raise_owed() -> None:
         raise KeyboardInterrupt
 
 
-def wait_child(pid: int) -> int | None:
+def wait_child(pid: int, tick: Callable[[], object] | None = None) -> int | None:
     """Wait for child `pid`, forwarding stop signals to it (the terminal's ^C, which the child
     got from the terminal itself, is not sent twice). Returns its wait status, or None when a
-    second stop signal came before it exited (stop waiting: the caller reports without it)."""
+    second stop signal came before it exited (stop waiting: the caller reports without it).
+    `tick` runs about once a second meanwhile."""
     waited = {signal.SIGCHLD, *SIGNALS}
     signal.pthread_sigmask(signal.SIG_BLOCK, waited)
     try:
@@ -140,7 +146,9 @@ def wait_child(pid: int) -> int | None:
                 return status
             if len(_received) > 1:
                 return None
-            info = signal.sigtimedwait(waited, 1.0)
+            info = signal.sigtimedwait(waited, _TICK)
+            if info is None and tick:
+                tick()
             if info is None or info.si_signo == signal.SIGCHLD:
                 continue
             _received.append(info.si_signo)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import argtypes, cgroups, interrupts, model, snapshot
+from . import argtypes, cgroups, interrupts, lifecycle, model, snapshot
 from .probes import TIERS, Session
 from .report import human_bytes, table
 
@@ -51,11 +51,12 @@ class Sampler:
         self._comm = comm
         self._cgroup = cgroup
         self._last: dict[int, int] = {}
+        self._life = lifecycle.Lifetime(lifecycle.Reaper(session.bpf))  # exited processes leave the maps
         self._then = time.monotonic()
 
     def take(self) -> Frame:
         now = time.monotonic()
-        rep = model.build(snapshot.take(self._session.bpf), self._session.tier, comm=self._comm,
+        rep = model.build(self._life.observe(snapshot.take(self._session.bpf)), self._session.tier, comm=self._comm,
                           cgroups=cgroups.subtree_ids(self._cgroup) if self._cgroup else None)
         elapsed = max(now - self._then, 1e-9)
         rates = {p.pid: (p.counts.zc_requests - self._last.get(p.pid, 0)) / elapsed
