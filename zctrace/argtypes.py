@@ -37,6 +37,14 @@ def positive(kind: type, what: str) -> Callable[[str], int | float]:
 
 
 pid = _checked(int, "not a PID", "not a PID")
+
+
+def add_latency_every(p: argparse.ArgumentParser) -> None:
+    """--latency-every N: the notification latency histogram times one send in N."""
+    from .probes import LATENCY_EVERY
+    p.add_argument("--latency-every", type=positive(int, "sends"), default=LATENCY_EVERY, metavar="N",
+                   help=f"time the notification latency of one send in N per socket or ring (default "
+                        f"{LATENCY_EVERY}; 1 = every send while none is in flight; the probes keep no entry per send)")
 _positive_seconds = positive(float, "seconds")
 
 

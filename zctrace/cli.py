@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 from . import argtypes, cgroups, interrupts, lifecycle, model, report, snapshot, tiers
 from .btf import BtfError, CachedBtf
 from .errors import ZctraceError
-from .probes import TIERS, Session, require_root
+from .probes import LATENCY_EVERY, TIERS, Session, require_root
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,7 +32,7 @@ def _stale(checks: list[tiers.TierCheck]) -> bool:
     return checks[-1].remembered and not tiers.check(checks[-1].tier).ok
 
 
-def _open_session(forced: str | None, pids: list[int] | None) -> Session:
+def _open_session(forced: str | None, pids: list[int] | None, latency_every: int = LATENCY_EVERY) -> Session:
     require_root()
     btf = CachedBtf()
     tier, checks = tiers.best(forced)
@@ -41,16 +41,16 @@ def _open_session(forced: str | None, pids: list[int] | None) -> Session:
                            else "no probe tier loads on this kernel: " + checks[-1].error)
     print(_tier_line(tier, checks), file=sys.stderr)
     try:
-        session = Session.open(tier, btf, pids=pids)
+        session = Session.open(tier, btf, pids=pids, latency_every=latency_every)
     except ZctraceError:
         if not _stale(checks):
             raise
         tiers.forget()
-        return _open_session(forced, pids)
+        return _open_session(forced, pids, latency_every)
     if not all(s.attached for s in session.statuses) and _stale(checks):
         session.close()
         tiers.forget()
-        return _open_session(forced, pids)
+        return _open_session(forced, pids, latency_every)
     btf.save()
     if interrupts.received():
         session.close()
@@ -105,7 +105,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         raise ZctraceError(f"command not found: {command[0]}")
     cgroup = cgroups.resolve(args.cgroup) if args.cgroup else None
     pids = list(args.pid) if args.pid else ([] if command else None)
-    session = _open_session(args.tier, pids)
+    session = _open_session(args.tier, pids, args.latency_every)
     status = 0
     with session:
         # Exited processes leave the maps every second (so they only hold live ones, however
@@ -163,6 +163,7 @@ def _trace_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--cgroup", help="report only processes in this cgroup v2 or below it (path, e.g. system.slice)")
     t.add_argument("--duration", type=argtypes.seconds, help="stop after this many seconds")
     t.add_argument("--tier", choices=TIERS, help="force a probe tier instead of the best available")
+    argtypes.add_latency_every(t)
     t.add_argument("--json", metavar="FILE", type=argtypes.output_file, help="also write the report as JSON ('-' = stdout)")
     t.add_argument("-v", "--verbose", action="store_true",
                    help="also list late copies by kernel call site, with their stacks (fentry/kprobe tiers)")
