@@ -186,8 +186,12 @@ static __always_inline int zc_send_enter(int fd, u64 flags, u64 len, u64 umsg, u
 	if (st) {
 		u32 ifindex = 0;
 		void *dev = zc_sk_dev(sk);
-		st->append_reason = zc_predict_copy(sk, dev, call.proto, len ? len : zc_msghdr_len(umsg), flags,
-						     &ifindex);
+		u8 reason = zc_predict_copy(sk, dev, call.proto, len ? len : zc_msghdr_len(umsg), flags, &ifindex);
+		if (reason != st->append_reason) { /* from this send's id on (a new route, a cork, ...) */
+			st->append_prev = st->append_reason;
+			st->append_since = call.zckey;
+			st->append_reason = reason;
+		}
 		st->ifindex = ifindex;
 	}
 	return 0;

@@ -16,8 +16,24 @@ RAW_TRACEPOINT_PROBE(netif_receive_skb)
 		return 0;
 	ZC_READ(sk, uarg - ZC_OFF_sk_buff_cb, ZC_OFF_sk_buff_sk);
 	struct zc_sock *st = zc_socks.lookup(&sk);
-	if (st) {
-		st->late_reason = ZC_R_LOCAL_DELIVERY;
+	if (st) { /* the ids of this notification range were delivered locally */
+		u32 id = 0;
+		u16 len = 0;
+		ZC_READ(id, (void *)uarg, ZC_OFF_ubuf_info_msgzc_id);
+		ZC_READ(len, (void *)uarg, ZC_OFF_ubuf_info_msgzc_len);
+		if (!len)
+			return 0;
+		u32 hi = id + len - 1;
+		if (st->local && (s32)(id - st->local_hi) <= 1 && (s32)(hi - st->local_lo) >= -1) {
+			if ((s32)(id - st->local_lo) < 0)
+				st->local_lo = id;
+			if ((s32)(hi - st->local_hi) > 0)
+				st->local_hi = hi;
+		} else { /* a new run: evidence about earlier sends does not carry over */
+			st->local_lo = id;
+			st->local_hi = hi;
+			st->local = 1;
+		}
 		return 0;
 	}
 	/* Else an io_uring notification (or another zerocopy skb, which nobody asks about: it ages

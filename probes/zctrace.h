@@ -130,13 +130,17 @@ struct zc_reason_key {
 struct zc_sock {
 	__u32 tgid;
 	__u8 proto;
-	__u8 append_reason;          /* predicted at the last send from the route: no_sg/no_csum/over_mtu */
-	__u8 late_reason;            /* tracepoint tier: local delivery seen (rx_evidence) */
-	__u8 pad;
+	__u8 append_reason;          /* send-time copy the route predicts (no_sg/no_csum/over_mtu) for */
+	__u8 append_prev;            /*   the sends from id append_since on, and for those before it */
+	__u8 local;                  /* tracepoint tier: ids local_lo..local_hi were delivered locally */
 	__u32 first_id;              /* notification id of the first send seen */
 	__u32 ifindex;
 	__u32 netns;
 	__u32 seq;                   /* sends seen: latency samples one in ZC_LATENCY_EVERY */
+	__u32 append_since;
+	__u32 local_lo;              /*   (rx_evidence: the latest run of them) */
+	__u32 local_hi;
+	__u32 pad;
 	__u64 sample_id;             /* the one send being timed: its notification id and time */
 	__u64 sample_ts;
 	__u64 ino;

@@ -7,6 +7,7 @@ redirect to local delivery is `local_delivery` there (what it can prove).
 """
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
@@ -102,14 +103,16 @@ def test_no_scatter_gather_is_copied_at_send(tracer):
     assert reasons == {"no_sg": N}
 
 
-@pytest.mark.parametrize("how", ["device", "msg_more", "udp_cork"])
-def test_udp_without_checksum_partial_is_copied_at_send(tracer, how):
+@pytest.mark.parametrize("target,how", [("sink", "device"), ("sink", "msg_more"), ("sink", "udp_cork"),
+                                        ("loopback", "msg_more"), ("loopback", "udp_cork")])
+def test_udp_without_checksum_partial_is_copied_at_send(tracer, target, how):
     """UDP zerocopy needs CHECKSUM_PARTIAL: a device without TX checksum offload, or a corked
     datagram (MSG_MORE, or UDP_CORK, without GSO), is checksummed in software and
-    __ip_append_data copies every part."""
+    __ip_append_data copies every part. Over loopback too: the copy at send comes before the
+    local delivery (which would copy it again), and would happen on a real NIC."""
     UDP_CORK, MSG_MORE = 1, 0x8000
     tracer.clear()
-    with open_target("sink", "udp") as ep, socket.socket(ep.family, socket.SOCK_DGRAM) as s:
+    with open_target(target, "udp") as ep, socket.socket(ep.family, socket.SOCK_DGRAM) as s:
         if how == "device":
             with Ethtool() as eth:
                 features = eth.get_features(ep.ifname)
@@ -139,6 +142,36 @@ def test_udp_without_checksum_partial_is_copied_at_send(tracer, how):
     totals = report(tracer).totals
     assert totals.zc_requests == N
     assert totals.copied_reasons == {"no_csum_offload": N}
+
+
+def disconnect(s: socket.socket) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    unspec = struct.pack("HH12x", socket.AF_UNSPEC, 0)
+    if libc.connect(s.fileno(), unspec, len(unspec)):
+        raise OSError(ctypes.get_errno(), "connect(AF_UNSPEC)")
+
+
+def test_a_reconnected_socket_gets_each_sends_own_reason(tracer):
+    """One UDP socket: 100 sends to a receiver on loopback (copied: local delivery), then, connected
+    to the sink with an MTU of 1500, 100 of 4000 B (copied at send: over the MTU). Each send gets
+    its own reason; the first route's does not stick to the socket."""
+    tracer.clear()
+    with open_target("loopback", "udp") as lo, open_target("sink", "udp") as sink, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        subprocess.run(["ip", "link", "set", "dev", sink.ifname, "mtu", "1500"], check=True)
+        s.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)
+        notes = ErrQueue(s)
+        s.connect(lo.addr)
+        for _ in range(N):
+            s.send(b"l" * 1000, MSG_ZEROCOPY)
+        assert notes.wait(N, 10), (notes.copied, notes.zerocopied)
+        disconnect(s)  # AF_UNSPEC: forget the destination and the source address it chose
+        s.connect(sink.addr)
+        for _ in range(N):
+            s.send(b"m" * 4000, MSG_ZEROCOPY)
+        assert notes.wait(2 * N, 10), (notes.copied, notes.zerocopied)
+    assert (notes.copied, notes.zerocopied) == (2 * N, 0)
+    assert report(tracer).totals.copied_reasons == {"local_delivery": N, "over_mtu": N}
 
 
 @contextlib.contextmanager
