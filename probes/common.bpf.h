@@ -355,6 +355,11 @@ static __always_inline void zc_msgzc_range(u64 sk, u32 lo, u32 hi, int copied, i
 	zc_reason_add(st->tgid, ZC_API_MSG_ZEROCOPY, st->proto, reason, stackid, n);
 }
 
+/* A tracepoint entry point; the loader defines `event` as an older name of it where this kernel
+ * has that one (bcc reads the event's format from tracefs at compile time). */
+#define ZC_TRACEPOINT(category, event) ZC_TRACEPOINT_(category, event)
+#define ZC_TRACEPOINT_(category, event) TRACEPOINT_PROBE(category, event)
+
 /* Entry points for kernel functions: fentry on the fentry tier, kprobe otherwise. The loader
  * attaches kfunc__<fn> or kprobe__<fn>. Where this kernel has `fn` under an older name the
  * loader defines fn as that name (so the fentry program loads against it) and ZC_VIA_<name>. */

@@ -102,7 +102,7 @@ static __always_inline void *zc_uring_sock(void *req)
 	return sk;
 }
 
-TRACEPOINT_PROBE(io_uring, io_uring_submit_req)
+ZC_TRACEPOINT(io_uring, io_uring_submit_req)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	u64 ctx = (u64)args->ctx;

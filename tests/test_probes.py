@@ -67,7 +67,8 @@ def test_manifest_files_and_entry_points_exist():
         text = prog.source()
         for tp in prog.tracepoints:
             cat, event = tp.split(":")
-            assert f"TRACEPOINT_PROBE({cat}, {event})" in text
+            macro = "ZC_TRACEPOINT" if tp in prog.tracepoint_variants else "TRACEPOINT_PROBE"
+            assert f"{macro}({cat}, {event})" in text
         for func in prog.kfuncs:
             assert f"({func}," in text
 
@@ -149,6 +150,22 @@ def test_older_function_names_and_missing_members_compile(btf, tier):
                     s.bpf.load_func(f"kprobe__{func}", import_bcc().KPROBE)
     finally:
         s.close()
+
+
+def test_tracepoints_by_the_name_this_kernel_has(btf):
+    """6.1 has io_uring_submit_sqe where 6.2+ has io_uring_submit_req (struct
+    trace_event_raw_<event> in BTF says which)."""
+    class Kernel61(OlderKernel):
+        def has_struct(self, name):
+            return name != "trace_event_raw_io_uring_submit_req" and (
+                name == "trace_event_raw_io_uring_submit_sqe" or self.btf.has_struct(name))
+
+    (uring,) = [p for p in load_manifest() if p.name == "uring_send"]
+    assert uring.resolve_tracepoints(btf)["io_uring:io_uring_submit_req"] == "io_uring:io_uring_submit_req"
+    assert uring.resolve_tracepoints(Kernel61(btf)) == {
+        "io_uring:io_uring_submit_req": "io_uring:io_uring_submit_sqe",
+        "io_uring:io_uring_complete": "io_uring:io_uring_complete",
+        "io_uring:io_uring_cqe_overflow": "io_uring:io_uring_cqe_overflow"}
 
 
 def test_a_function_no_kernel_name_fits_skips_its_program_with_the_names(btf):

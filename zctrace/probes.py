@@ -4,10 +4,10 @@ The programs, their tiers and attach points are declared in probes/manifest.toml
 programs of a session are compiled into one bcc module so they share their maps; each attach
 point is attached on its own, so one that fails leaves the others running (and says why).
 
-Per kernel: a kernel function the manifest names may go by an older name on this kernel
-(`kfunc_variants`, first one in BTF wins; docs/kernel.md lists them). The program is then
-compiled with -D<name>=<variant> (so its fentry program is named after, and loads against, the
-function this kernel has) and -DZC_VIA_<variant>, for the few lines whose arguments differ.
+Per kernel: a kernel function or tracepoint the manifest names may go by an older name on this
+kernel (`kfunc_variants`, `tracepoint_variants`: first one in BTF wins; docs/kernel.md lists
+them). The program is then compiled with -D<name>=<variant> (so its program is named after, and
+loads against, what this kernel has) and -DZC_VIA_<variant>, for the lines that differ.
 Struct members a kernel lacks skip the programs that need them, unless zctrace.offsets has a
 fallback for them.
 """
@@ -42,6 +42,7 @@ class Program:
     raw_tracepoints: tuple[str, ...] = ()
     kfuncs: tuple[str, ...] = ()
     kfunc_variants: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> older names
+    tracepoint_variants: dict[str, tuple[str, ...]] = field(default_factory=dict)  # "cat:event" -> older
     filtered_only: bool = False
 
     def source(self) -> str:
@@ -63,6 +64,15 @@ class Program:
                 found[func] = name
         return found, absent
 
+    def resolve_tracepoints(self, btf: Btf) -> dict[str, str]:
+        """{manifest tracepoint: this kernel's}: the first variant whose event struct is in BTF
+        (tracepoints without variants, and those no variant fits, keep their name)."""
+        def present(tp: str) -> bool:
+            return btf.has_struct("trace_event_raw_" + tp.split(":")[1])
+
+        return {tp: next((v for v in (tp, *self.tracepoint_variants.get(tp, ())) if present(v)), tp)
+                for tp in self.tracepoints}
+
 
 @dataclass
 class AttachStatus:
@@ -80,6 +90,7 @@ def load_manifest() -> list[Program]:
                     tracepoints=tuple(p.get("tracepoint", ())),
                     raw_tracepoints=tuple(p.get("raw_tracepoint", ())), kfuncs=tuple(p.get("kfunc", ())),
                     kfunc_variants={k: tuple(v) for k, v in p.get("kfunc_variants", {}).items()},
+                    tracepoint_variants={k: tuple(v) for k, v in p.get("tracepoint_variants", {}).items()},
                     filtered_only=p.get("filtered_only", False))
             for p in data["program"]]
 
@@ -143,6 +154,7 @@ class Session:
     statuses: list[AttachStatus] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # program -> why it is not loaded
     kfuncs: dict[str, str] = field(default_factory=dict)  # manifest name -> this kernel's function
+    tracepoints: dict[str, str] = field(default_factory=dict)  # manifest name -> this kernel's
     fallbacks: dict[str, list[str]] = field(default_factory=dict)  # program -> what it does instead
     filtered: bool = False
     bpf: object = None
@@ -177,11 +189,14 @@ class Session:
                     session.skipped[prog.name] = f"kernel has no function {names}"
                     continue
                 session.kfuncs.update(found)
+            session.tracepoints.update(prog.resolve_tracepoints(btf))
             used = sorted(prog.needs() & fallbacks.keys())
             if used:
                 session.fallbacks[prog.name] = [fallbacks[m] for m in used]
             session.programs.append(prog)
-        for func, name in session.kfuncs.items():
+        renamed = {**session.kfuncs, **{tp.split(":")[1]: name.split(":")[1]
+                                         for tp, name in session.tracepoints.items()}}
+        for func, name in renamed.items():
             if name != func:
                 defines[func] = name
                 defines[f"ZC_VIA_{name}"] = 1
@@ -222,10 +237,12 @@ class Session:
     def _attach(self) -> None:
         b = self.bpf
         for prog in self.programs:
-            for tp in prog.tracepoints:
+            for manifest_tp in prog.tracepoints:
+                tp = self.tracepoints[manifest_tp]
                 cat, event = tp.split(":")
                 fn = f"tracepoint__{cat}__{event}"
-                self._try(prog, tp, lambda: b.attach_tracepoint(tp=tp, fn_name=fn), fn)
+                self._try(prog, tp, lambda: b.attach_tracepoint(tp=tp, fn_name=fn), fn,
+                          manifest_tp if tp != manifest_tp else "")
             for tp in prog.raw_tracepoints:
                 fn = f"raw_tracepoint__{tp}"
                 self._try(prog, tp, lambda: b.attach_raw_tracepoint(tp=tp, fn_name=fn), fn)
