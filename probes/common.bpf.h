@@ -421,11 +421,13 @@ static __always_inline void zc_msgzc_range(u64 sk, u32 lo, u32 hi, int copied, i
 }
 
 /* Entry points for kernel functions: fentry on the fentry tier, kprobe otherwise. The loader
- * attaches kfunc__<fn> or kprobe__<fn>. */
+ * attaches kfunc__<fn> or kprobe__<fn>. Where this kernel has `fn` under an older name the
+ * loader defines fn as that name (so the fentry program loads against it) and ZC_VIA_<name>. */
 #ifdef ZC_TIER_FENTRY
 #define ZC_KFUNC1(fn, a1) KFUNC_PROBE(fn, void *a1)
 #define ZC_KFUNC2(fn, a1, a2) KFUNC_PROBE(fn, void *a1, void *a2)
 #define ZC_KFUNC3(fn, a1, a2, a3) KFUNC_PROBE(fn, void *a1, void *a2, void *a3)
+#define ZC_KFUNC5(fn, a1, a2, a3, a4, a5) KFUNC_PROBE(fn, void *a1, void *a2, void *a3, void *a4, void *a5)
 #else
 #define ZC_KFUNC1(fn, a1) static __always_inline int zc_body_##fn(void *ctx, void *a1); \
 	int kprobe__##fn(struct pt_regs *ctx) { return zc_body_##fn(ctx, (void *)PT_REGS_PARM1(ctx)); } \
@@ -438,4 +440,10 @@ static __always_inline void zc_msgzc_range(u64 sk, u32 lo, u32 hi, int copied, i
 	int kprobe__##fn(struct pt_regs *ctx) { return zc_body_##fn(ctx, (void *)PT_REGS_PARM1(ctx), \
 		(void *)PT_REGS_PARM2(ctx), (void *)PT_REGS_PARM3(ctx)); } \
 	static __always_inline int zc_body_##fn(void *ctx, void *a1, void *a2, void *a3)
+#define ZC_KFUNC5(fn, a1, a2, a3, a4, a5) static __always_inline int zc_body_##fn(void *ctx, void *a1, \
+	void *a2, void *a3, void *a4, void *a5); \
+	int kprobe__##fn(struct pt_regs *ctx) { return zc_body_##fn(ctx, (void *)PT_REGS_PARM1(ctx), \
+		(void *)PT_REGS_PARM2(ctx), (void *)PT_REGS_PARM3(ctx), (void *)PT_REGS_PARM4(ctx), \
+		(void *)PT_REGS_PARM5(ctx)); } \
+	static __always_inline int zc_body_##fn(void *ctx, void *a1, void *a2, void *a3, void *a4, void *a5)
 #endif

@@ -74,9 +74,15 @@ static __always_inline int zc_enobufs_counter(void *sk)
 	u32 optmem_max = 0;
 
 	ZC_READ(omem, sk, ZC_OFF_sock_sk_omem_alloc);
+#ifdef ZC_OFF_net_sysctl_optmem_max
 	ZC_READ(net, sk, ZC_OFF_sock_skc_net);
 	if (net)
 		ZC_READ(optmem_max, net, ZC_OFF_net_sysctl_optmem_max);
+#elif defined(ZC_OPTMEM_MAX_ADDR) /* before 6.9: one host-wide int */
+	ZC_READ(optmem_max, (void *)ZC_OPTMEM_MAX_ADDR, 0);
+#else
+	optmem_max = ZC_OPTMEM_MAX;
+#endif
 	return (u64)omem + ZC_OPTMEM_SLACK > optmem_max ? ZC_NA_ENOBUFS_OPTMEM : ZC_NA_ENOBUFS_MEMLOCK;
 }
 
@@ -193,6 +199,8 @@ static __always_inline int zc_send_enter(int fd, u64 flags, u64 len, u64 umsg, u
 			st->append_reason = reason;
 		}
 		st->ifindex = ifindex;
+		/* timed from here: on a device that frees at once the completion comes inside the call */
+		zc_sample_send(&st->seq, &st->sample_id, &st->sample_ts, call.zckey);
 	}
 	return 0;
 }
@@ -231,7 +239,6 @@ static __always_inline int zc_send_exit(long ret)
 	if (st) {
 		__sync_fetch_and_add(&st->requests, taken);
 		__sync_fetch_and_add(&st->bytes, bytes);
-		zc_sample_send(&st->seq, &st->sample_id, &st->sample_ts, now - 1);
 	}
 	return 0;
 }

@@ -24,7 +24,11 @@ ZC_KFUNC2(skb_zerocopy_iter_stream, sk, skb)
 	return 0;
 }
 
+#ifdef ZC_VIA___zerocopy_sg_from_iter /* before 6.11: (msg, sk, skb, from, length) */
+ZC_KFUNC5(zerocopy_fill_skb_from_iter, msg, sk, skb, from, length)
+#else
 ZC_KFUNC3(zerocopy_fill_skb_from_iter, skb, from, length)
+#endif
 {
 	zc_kevent(ZC_KEV_FILL_FROM_ITER, (u64)length);
 	return 0;

@@ -7,6 +7,7 @@ import pytest
 
 from zctrace import header, tiers
 from zctrace.btf import Btf, BtfError
+from zctrace.offsets import FIELDS, OPTIONAL
 from zctrace.probes import Session, import_bcc, load_manifest, quiet_stderr
 
 
@@ -94,3 +95,69 @@ def test_tier_checks_report_why():
     assert best in ("fentry", "kprobe", "tracepoint")
     for c in checks[:-1]:
         assert not c.ok and c.error
+
+
+class OlderKernel:
+    """This kernel's BTF as an older kernel would show it: only the last (oldest) name of each
+    function the manifest gives variants for, and none of the optional struct members."""
+
+    def __init__(self, btf: Btf):
+        self.btf = btf
+        variants = {f: v for p in load_manifest() for f, v in p.kfunc_variants.items()}
+        self.hidden = set(variants) | {n for v in variants.values() for n in v[:-1]}
+        self.oldest = {v[-1] for v in variants.values()}
+
+    def has_function(self, name: str) -> bool:
+        return name not in self.hidden and (name in self.oldest or self.btf.has_function(name))
+
+    def field(self, struct: str, path: str):
+        if (struct, path) in _OPTIONAL_PATHS:
+            raise BtfError(f"{struct}.{path} is not in this kernel's BTF")
+        return self.btf.field(struct, path)
+
+    def __getattr__(self, name):
+        return getattr(self.btf, name)
+
+
+_OPTIONAL_PATHS = {FIELDS[m.removeprefix("ZC_OFF_")] for m in OPTIONAL}
+
+
+@pytest.mark.parametrize("tier", ["fentry", "kprobe"])
+def test_older_function_names_and_missing_members_compile(btf, tier):
+    """A kernel with the older names of the attach points (6.1's: io_uring_tx_zerocopy_callback,
+    __io_notif_complete_tw, __zerocopy_sg_from_iter with its 5 arguments) and without the
+    optional members loads every program: the variants are attached under their own names,
+    the fallbacks are said, and the kprobe programs pass the verifier."""
+    older = OlderKernel(btf)
+    s = Session.open(tier, older)
+    try:
+        assert s.skipped == {}
+        assert s.kfuncs["io_tx_ubuf_complete"] == "io_uring_tx_zerocopy_callback"
+        assert s.kfuncs["io_notif_tw_complete"] == "__io_notif_complete_tw"
+        assert s.kfuncs["zerocopy_fill_skb_from_iter"] == "__zerocopy_sg_from_iter"
+        assert set(s.fallbacks) == {"msgzc_send", "uring_notif"}, s.fallbacks
+        by_target = {st.target: st for st in s.statuses}
+        assert by_target["io_uring_tx_zerocopy_callback"].variant_of == "io_tx_ubuf_complete"
+        from bcc.libbcc import lib
+        for func, name in s.kfuncs.items():
+            fn = f"kfunc__{name}" if tier == "fentry" else f"kprobe__{func}"
+            assert by_target[name].fn_name == fn
+            assert lib.bpf_function_start(s.bpf.module, fn.encode()), f"{fn} not compiled"
+        if tier == "kprobe":
+            for func in s.kfuncs:
+                with quiet_stderr():
+                    s.bpf.load_func(f"kprobe__{func}", import_bcc().KPROBE)
+    finally:
+        s.close()
+
+
+def test_a_function_no_kernel_name_fits_skips_its_program_with_the_names(btf):
+    class NoNotif(OlderKernel):
+        def has_function(self, name):
+            return "notif" not in name and super().has_function(name)
+
+    s = Session.open("kprobe", NoNotif(btf))
+    try:
+        assert s.skipped["uring_notif"] == "kernel has no function io_notif_tw_complete or __io_notif_complete_tw"
+    finally:
+        s.close()

@@ -136,3 +136,27 @@ def test_harness_missing_kernel_is_one_line_error():
     assert p.returncode == 125
     assert p.stderr.strip().count("\n") == 0
     assert p.stderr.startswith("vmtest: error: kernel image not found"), p.stderr
+
+
+@pytest.mark.parametrize("series,name", [("6.12", r"vmlinuz-6\.12\.\d+\+deb\d+-amd64"),
+                                         ("6.1", r"vmlinuz-6\.1\.0-\d+-amd64")])
+def test_kernel_series_names_the_newest_installed_kernel(series, name):
+    """--kernel 6.12 / 6.1 pick Debian's generic-flavour kernel of that series (setup-vm.sh)."""
+    import re
+    from zctrace import vmtest
+    try:
+        kernel = vmtest.resolve_kernel(series)
+    except vmtest.VMError as e:
+        pytest.skip(str(e))
+    assert re.fullmatch(name, os.path.basename(kernel)), kernel
+    assert os.path.isdir("/lib/modules/" + os.path.basename(kernel).removeprefix("vmlinuz-"))
+    assert vmtest.resolve_kernel(kernel) == kernel  # a path is taken as it is
+
+
+def test_harness_unknown_kernel_series_is_one_line_error():
+    p = subprocess.run([sys.executable, "-m", "zctrace.vmtest", "--kernel", "5.10"], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 125
+    assert p.stderr.strip().count("\n") == 0
+    assert p.stderr.startswith("vmtest: error: kernel image not found: 5.10 (give a path or one "
+                               "of 6.12, 6.1)"), p.stderr

@@ -65,8 +65,10 @@ def _open_session(forced: str | None, pids: list[int] | None, latency_every: int
 
 
 def probe_statuses(session: Session) -> list[dict]:
-    return ([{"program": s.program, "target": s.target, "attached": s.attached, "error": s.error}
-             for s in session.statuses]
+    """Each attach point (`variant_of`: the manifest's name for a function this kernel calls
+    otherwise), then each program not loaded, with why."""
+    return ([{"program": s.program, "target": s.target, "attached": s.attached, "error": s.error,
+              "variant_of": s.variant_of} for s in session.statuses]
             + [{"program": name, "target": "", "attached": False, "error": why}
                for name, why in session.skipped.items()])
 

@@ -93,14 +93,19 @@ def diagnose(size: int | None = None) -> dict:
     result["tiers"] = [{"tier": c.tier, "ok": c.ok, "error": c.error} for c in checks]
     active = next((c.tier for c in checks if c.ok), None)
     result["active_tier"] = active
+    # Each kernel function the probes attach to, with the name this kernel has it under.
+    found = {f: name for p in load_manifest() for f, name in (p.resolve_kfuncs(btf)[0] if btf else {}).items()}
     funcs = sorted({f for p in load_manifest() for f in p.kfuncs})
-    result["kernel_functions"] = {f: bool(btf and btf.has_function(f)) for f in funcs}
+    result["kernel_functions"] = {f: f in found for f in funcs}
+    result["kernel_function_variants"] = {f: name for f, name in sorted(found.items()) if name != f}
     result["probes"] = []
+    result["probe_fallbacks"] = {}
     if active and btf:
         from .cli import probe_statuses
         try:
             with Session.open(active, btf) as session:
                 result["probes"] = probe_statuses(session)
+                result["probe_fallbacks"] = session.fallbacks
         except ZctraceError as e:
             result["probes_error"] = str(e)
     ops = supported_opcodes()
@@ -413,12 +418,16 @@ def render(result: dict) -> str:
     if result["probes"]:
         lines.append(f"probes on the {result['active_tier']} tier:")
         lines.append(table(("  PROGRAM", "ATTACH POINT", "OK", "ERROR"),
-                           [(f"  {p['program']}", p["target"], yes(p["attached"]), p["error"])
+                           [(f"  {p['program']}", _attach_point(p), yes(p["attached"]), p["error"])
                             for p in result["probes"]]))
+    for prog, whats in result["probe_fallbacks"].items():
+        lines += [f"  {prog} falls back to {what}" for what in whats]
     if "probes_error" in result:
         lines.append(f"probes on the {result['active_tier']} tier: not loaded: {result['probes_error']}")
+    variants = result["kernel_function_variants"]
     lines.append("kernel functions (fentry/kprobe tiers): " + ", ".join(
-        f"{f} {yes(ok)}" for f, ok in result["kernel_functions"].items()))
+        f"{f} {yes(ok)}" + (f" (as {variants[f]})" if f in variants else "")
+        for f, ok in result["kernel_functions"].items()))
     lines.append("io_uring     " + ", ".join(f"{k} {yes(v)}" for k, v in result["io_uring"].items()))
     lines.append(f"interfaces of this network namespace only ({result['network_namespace']}):")
     lines.append(table(("  IFACE", "KIND", "MTU", "UP", "SG", "TX-CSUM", "TSO", "GSO", "UDP-GSO",
@@ -430,6 +439,11 @@ def render(result: dict) -> str:
         if f["advice"]:
             lines.append(f"        -> {f['advice']}")
     return "\n".join(lines)
+
+
+def _attach_point(p: dict) -> str:
+    """The target, and for an older name of a function the name the manifest gives it."""
+    return f"{p['target']} (variant of {p['variant_of']})" if p.get("variant_of") else p["target"]
 
 
 def _iface_row(i: dict) -> tuple:

@@ -2,6 +2,8 @@
 
 Each probe names what it reads as ZC_OFF_<struct>_<member> (and ZC_SHIFT_ for bitfields);
 this module turns the names into -D flags, and tells which names a kernel cannot supply.
+A few members only some kernels have are OPTIONAL: the probes test them with #ifdef and do
+something else without them (docs/kernel.md).
 """
 
 from __future__ import annotations
@@ -61,6 +63,14 @@ FIELDS: dict[str, tuple[str, str]] = {
     "udp_sock_gso_size": ("udp_sock", "gso_size"),
     "udp_sock_pending": ("udp_sock", "pending"),
 }
+# Members the probes can do without (they test the macro with #ifdef): macro -> what they do
+# on a kernel that lacks it.
+OPTIONAL: dict[str, str] = {
+    "ZC_OFF_io_notif_data_next": "one notification per request: io_notif_data.next (linked "
+                                 "notifications) is 6.10+",
+    "ZC_OFF_net_sysctl_optmem_max": "the host-wide sysctl_optmem_max: net.core.sysctl_optmem_max "
+                                    "(per network namespace) is 6.9+",
+}
 # macro -> enumerator whose value it carries
 ENUM_VALUES = {
     "ZC_SOCK_ZEROCOPY": "SOCK_ZEROCOPY",
@@ -75,12 +85,13 @@ ENUM_VALUES = {
 def kernel_macros() -> set[str]:
     """Every macro name this module can supply."""
     return ({f"ZC_OFF_{s}" for s in FIELDS} | {f"ZC_SHIFT_{s}" for s in FIELDS} | set(ENUM_VALUES)
-            | {"ZC_NOTIF_CHAIN", "ZC_URING_COMPLETE_CQE", "ZC_UDP_CORK_OFF", "ZC_UDP_CORK_BIT", "ZC_NET_PTYPE_ALL_OFF", "ZC_DEV_NET_OFF",
-               "ZC_PTYPE_ALL_ADDR"})
+            | {"ZC_NOTIF_CHAIN", "ZC_URING_COMPLETE_CQE", "ZC_UDP_CORK_OFF", "ZC_UDP_CORK_BIT", "ZC_NET_PTYPE_ALL_OFF",
+               "ZC_DEV_NET_OFF", "ZC_PTYPE_ALL_ADDR", "ZC_OPTMEM_MAX_ADDR", "ZC_OPTMEM_MAX"})
 
 
-def kernel_defines(btf: Btf) -> tuple[dict[str, int], dict[str, str]]:
-    """(macros this kernel supplies, {macro: why it cannot} for the rest)."""
+def kernel_defines(btf: Btf) -> tuple[dict[str, int], dict[str, str], dict[str, str]]:
+    """(macros this kernel supplies, {macro: why it cannot} for the rest the probes need,
+    {OPTIONAL macro this kernel lacks: what the probes do instead})."""
     defines: dict[str, int] = {}
     missing: dict[str, str] = {}
     for suffix, (struct, path) in FIELDS.items():
@@ -98,6 +109,10 @@ def kernel_defines(btf: Btf) -> tuple[dict[str, int], dict[str, str]]:
             defines[macro] = btf.enum_value(enumerator)
         except BtfError as e:
             missing[macro] = str(e)
+    fallbacks = {m: why for m, why in OPTIONAL.items() if m in missing}
+    for macro in fallbacks:
+        missing.pop(macro)
+        missing.pop(macro.replace("ZC_OFF_", "ZC_SHIFT_", 1), None)
     if "ZC_OFF_io_notif_data_next" in defines:
         defines["ZC_NOTIF_CHAIN"] = 1  # linked notifications (6.10+)
     try:  # io_uring_complete's raw arguments: (ctx, req, cqe) since 6.13, seven before
@@ -105,9 +120,24 @@ def kernel_defines(btf: Btf) -> tuple[dict[str, int], dict[str, str]]:
             defines["ZC_URING_COMPLETE_CQE"] = 1
     except BtfError as e:
         missing["ZC_URING_COMPLETE_CQE"] = str(e)
+    if "ZC_OFF_net_sysctl_optmem_max" not in defines:
+        defines.update(_global_optmem_max())
     defines.update(_udp_cork(btf))
     defines.update(_ptype_all(btf))
-    return defines, missing
+    return defines, missing, fallbacks
+
+
+def _global_optmem_max() -> dict[str, int]:
+    """Before 6.9 optmem_max is one int for the host: its address (ZC_OPTMEM_MAX_ADDR) where
+    /proc/kallsyms shows it, else its value now (ZC_OPTMEM_MAX, stale if changed later)."""
+    addr = _kallsyms({"sysctl_optmem_max"}).get("sysctl_optmem_max")
+    if addr:
+        return {"ZC_OPTMEM_MAX_ADDR": addr}
+    try:
+        with open("/proc/sys/net/core/optmem_max") as f:
+            return {"ZC_OPTMEM_MAX": int(f.read())}
+    except (OSError, ValueError):
+        return {"ZC_OPTMEM_MAX": 0}
 
 
 def _udp_cork(btf: Btf) -> dict[str, int]:

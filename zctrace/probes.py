@@ -3,6 +3,13 @@
 The programs, their tiers and attach points are declared in probes/manifest.toml. All the
 programs of a session are compiled into one bcc module so they share their maps; each attach
 point is attached on its own, so one that fails leaves the others running (and says why).
+
+Per kernel: a kernel function or tracepoint the manifest names may go by an older name on this
+kernel (`kfunc_variants`: first one in BTF wins; docs/kernel.md lists
+them). The program is then compiled with -D<name>=<variant> (so its program is named after, and
+loads against, what this kernel has) and -DZC_VIA_<variant>, for the lines that differ.
+Struct members a kernel lacks skip the programs that need them, unless zctrace.offsets has a
+fallback for them.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ class Program:
     tracepoints: tuple[str, ...] = ()
     raw_tracepoints: tuple[str, ...] = ()
     kfuncs: tuple[str, ...] = ()
+    kfunc_variants: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> older names
     filtered_only: bool = False
 
     def source(self) -> str:
@@ -46,13 +54,28 @@ class Program:
         """Kernel-derived macros this program's text uses."""
         return set(_MACRO.findall(self.source())) & kernel_macros()
 
+    def resolve_kfuncs(self, btf: Btf) -> tuple[dict[str, str], list[str]]:
+        """({manifest name: the function this kernel has under it}, names with no variant here)."""
+        found: dict[str, str] = {}
+        absent: list[str] = []
+        for func in self.kfuncs:
+            name = next((f for f in (func, *self.kfunc_variants.get(func, ())) if btf.has_function(f)), None)
+            if name is None:
+                absent.append(func)
+            else:
+                found[func] = name
+        return found, absent
+
+
 
 @dataclass
 class AttachStatus:
     program: str
-    target: str
+    target: str  # tracepoint or kernel function attached to (this kernel's name of it)
     attached: bool
     error: str = ""
+    fn_name: str = ""  # the BPF function
+    variant_of: str = ""  # the manifest's name of `target`, when this kernel calls it otherwise
 
 
 def load_manifest() -> list[Program]:
@@ -60,6 +83,7 @@ def load_manifest() -> list[Program]:
     return [Program(name=p["name"], file=p["file"], tiers=tuple(p["tiers"]), summary=p["summary"],
                     tracepoints=tuple(p.get("tracepoint", ())),
                     raw_tracepoints=tuple(p.get("raw_tracepoint", ())), kfuncs=tuple(p.get("kfunc", ())),
+                    kfunc_variants={k: tuple(v) for k, v in p.get("kfunc_variants", {}).items()},
                     filtered_only=p.get("filtered_only", False))
             for p in data["program"]]
 
@@ -133,6 +157,8 @@ class Session:
     programs: list[Program]
     statuses: list[AttachStatus] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # program -> why it is not loaded
+    kfuncs: dict[str, str] = field(default_factory=dict)  # manifest name -> this kernel's function
+    fallbacks: dict[str, list[str]] = field(default_factory=dict)  # program -> what it does instead
     filtered: bool = False
     bpf: object = None
 
@@ -146,7 +172,7 @@ class Session:
         require_root()
         ensure_tracefs()
         module = import_bcc()
-        defines, missing = kernel_defines(btf)
+        defines, missing, fallbacks = kernel_defines(btf)
         defines[f"ZC_TIER_{tier.upper()}"] = 1
         defines["ZC_LATENCY_EVERY"] = latency_every
         if pids is not None:
@@ -161,11 +187,21 @@ class Session:
             if lacking:
                 session.skipped[prog.name] = missing[lacking[0]]
                 continue
-            absent = [f for f in prog.kfuncs if not btf.has_function(f)]
-            if absent and tier != "tracepoint":
-                session.skipped[prog.name] = f"kernel has no function {absent[0]}"
-                continue
+            if tier != "tracepoint":
+                found, absent = prog.resolve_kfuncs(btf)
+                if absent:
+                    names = " or ".join((absent[0], *prog.kfunc_variants.get(absent[0], ())))
+                    session.skipped[prog.name] = f"kernel has no function {names}"
+                    continue
+                session.kfuncs.update(found)
+            used = sorted(prog.needs() & fallbacks.keys())
+            if used:
+                session.fallbacks[prog.name] = [fallbacks[m] for m in used]
             session.programs.append(prog)
+        for func, name in session.kfuncs.items():
+            if name != func:
+                defines[func] = name
+                defines[f"ZC_VIA_{name}"] = 1
         cflags = [f"-I{PROBE_DIR}", "-Wno-macro-redefined"] + [f"-D{k}={v}" for k, v in defines.items()]
         try:
             with interrupts.deferred():  # a stop signal lands once everything is attached
@@ -210,28 +246,34 @@ class Session:
         for prog in self.programs:
             for tp in prog.tracepoints:
                 cat, event = tp.split(":")
-                self._try(prog, tp, lambda: b.attach_tracepoint(
-                    tp=tp, fn_name=f"tracepoint__{cat}__{event}"))
+                fn = f"tracepoint__{cat}__{event}"
+                self._try(prog, tp, lambda: b.attach_tracepoint(tp=tp, fn_name=fn), fn)
             for tp in prog.raw_tracepoints:
-                self._try(prog, tp, lambda: b.attach_raw_tracepoint(tp=tp, fn_name=f"raw_tracepoint__{tp}"))
+                fn = f"raw_tracepoint__{tp}"
+                self._try(prog, tp, lambda: b.attach_raw_tracepoint(tp=tp, fn_name=fn), fn)
             for func in prog.kfuncs:
-                if self.tier == "fentry":
-                    self._try(prog, func, lambda: b.attach_kfunc(fn_name=f"kfunc__{func}"))
+                name = self.kfuncs[func]
+                variant_of = func if name != func else ""
+                if self.tier == "fentry":  # the program is named after the function it loads against
+                    fn = f"kfunc__{name}"
+                    self._try(prog, name, lambda: b.attach_kfunc(fn_name=fn), fn, variant_of)
                 elif self.tier == "kprobe":
-                    self._try(prog, func, lambda: b.attach_kprobe(event=func, fn_name=f"kprobe__{func}"))
+                    fn = f"kprobe__{func}"
+                    self._try(prog, name, lambda: b.attach_kprobe(event=name, fn_name=fn), fn, variant_of)
         if not any(s.attached for s in self.statuses):
             first = next((s for s in self.statuses if s.error), None)
             self.close()
             raise ZctraceError(f"no probe attached on the {self.tier} tier"
                                + (f": {first.target}: {first.error}" if first else ""))
 
-    def _try(self, prog: Program, target: str, attach) -> None:
+    def _try(self, prog: Program, target: str, attach, fn_name: str, variant_of: str = "") -> None:
         try:
             with quiet_stderr():
                 attach()
-            self.statuses.append(AttachStatus(prog.name, target, True))
+            self.statuses.append(AttachStatus(prog.name, target, True, "", fn_name, variant_of))
         except Exception as e:
-            self.statuses.append(AttachStatus(prog.name, target, False, str(e).splitlines()[0][:200]))
+            self.statuses.append(AttachStatus(prog.name, target, False, str(e).splitlines()[0][:200],
+                                              fn_name, variant_of))
 
     def add_pid(self, pid: int) -> None:
         targets = self.bpf[b"zc_targets"]

@@ -1,8 +1,8 @@
-"""Run the vm-marked tests inside a full 6.12 kernel (fentry and kprobe tiers).
+"""Run the vm-marked tests inside a full Debian kernel, 6.12 or 6.1 (fentry and kprobe tiers).
 
-    python3 -m zctrace.vmtest [--kernel PATH] [--timeout S] [--cpus N] [--memory M] [pytest args]
+    python3 -m zctrace.vmtest [--kernel 6.12|6.1|PATH] [--timeout S] [--cpus N] [--memory M] [pytest args]
 
-Boots Debian's 6.12 kernel once with virtme-ng under TCG (no KVM), runs
+Boots Debian's 6.12 (default) or 6.1 kernel once with virtme-ng under TCG (no KVM), runs
 ``python -m pytest -m vm <pytest args>`` from the repository root inside it with
 ZCTRACE_IN_VM=1, streams the output live and exits with pytest's exit status.
 Install what it needs with ``scripts/setup-vm.sh``. See docs/vm-tests.md.
@@ -29,8 +29,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-KERNEL_GLOB = "/boot/vmlinuz-6.12.*"
-KERNEL_NAME = re.compile(r"vmlinuz-6\.12\.\d+(\+deb\d+)?-amd64")  # generic flavour: not -rt/-cloud
+# Debian's kernel series the suite runs on: their image names, generic flavour (not -rt/-cloud).
+KERNEL_NAMES = {
+    "6.12": re.compile(r"vmlinuz-6\.12\.\d+(\+deb\d+)?-amd64"),
+    "6.1": re.compile(r"vmlinuz-6\.1\.0-\d+-amd64"),
+}
+DEFAULT_SERIES = "6.12"
 DEFAULT_TIMEOUT = 1800  # seconds, boot included
 RC_MARK = "ZCTRACE_VMTEST_RC="
 BOOT_MARK = "ZCTRACE_VMTEST_BOOTED"
@@ -54,14 +58,25 @@ def _version_key(path: str) -> list[int]:
     return [int(n) for n in re.findall(r"\d+", os.path.basename(path))]
 
 
-def find_kernel() -> str:
-    """Newest installed Debian 6.12 kernel (generic amd64 flavour) that also has its modules."""
-    found = [k for k in glob.glob(KERNEL_GLOB)
-             if KERNEL_NAME.fullmatch(os.path.basename(k))
+def find_kernel(series: str = DEFAULT_SERIES) -> str:
+    """Newest installed Debian kernel of `series` (generic amd64 flavour) that has its modules."""
+    pattern = f"/boot/vmlinuz-{series}.*"
+    found = [k for k in glob.glob(pattern)
+             if KERNEL_NAMES[series].fullmatch(os.path.basename(k))
              and os.path.isdir("/lib/modules/" + os.path.basename(k)[len("vmlinuz-"):])]
     if not found:
-        raise VMError(f"no 6.12 kernel with modules ({KERNEL_GLOB}): run scripts/setup-vm.sh")
+        raise VMError(f"no {series} kernel with modules ({pattern}): run scripts/setup-vm.sh")
     return max(found, key=_version_key)
+
+
+def resolve_kernel(kernel: str | None) -> str:
+    """A kernel image from --kernel: a series name (6.12, 6.1), a path, or None (6.12)."""
+    if kernel is None or kernel in KERNEL_NAMES:
+        return find_kernel(kernel or DEFAULT_SERIES)
+    if not os.path.isfile(kernel):
+        raise VMError(f"kernel image not found: {kernel} "
+                      f"(give a path or one of {', '.join(KERNEL_NAMES)})")
+    return kernel
 
 
 def find_vng() -> str:
@@ -101,9 +116,7 @@ def run(pytest_args: list[str], kernel: str | None = None, timeout: float = DEFA
         cpus: int | None = None, memory: str = "2G", out=None) -> int:
     """Boot once, run the vm tests, stream their output to ``out``; return pytest's status."""
     out = out or sys.stdout
-    kernel = kernel or find_kernel()
-    if not os.path.isfile(kernel):
-        raise VMError(f"kernel image not found: {kernel}")
+    kernel = resolve_kernel(kernel)
     vng = find_vng()
     if not (REPO / "tests").is_dir():
         raise VMError(f"{REPO} is not a zctrace source checkout (no tests/)")
@@ -179,9 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         argv, after = argv[:i], argv[i + 1:]
     ap = argparse.ArgumentParser(
         prog="python3 -m zctrace.vmtest", allow_abbrev=False,
-        description="Run `pytest -m vm` inside a 6.12 kernel booted with virtme-ng. "
+        description="Run `pytest -m vm` inside a 6.12 or 6.1 kernel booted with virtme-ng. "
                     "Unknown arguments (and all after --) go to pytest, run from the repo root.")
-    ap.add_argument("--kernel", help="kernel image (default: newest /boot/vmlinuz-6.12.*-amd64)")
+    ap.add_argument("--kernel", help="6.12 or 6.1 (newest installed Debian kernel of that "
+                    "series) or a kernel image path (default: 6.12)")
     ap.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                     help=f"seconds for boot and tests (default {DEFAULT_TIMEOUT})")
     ap.add_argument("--cpus", type=int, help="guest CPUs (default: up to 2)")

@@ -24,7 +24,7 @@ from prometheus_client.utils import floatToGoString
 
 from .. import cgroups, lifecycle, snapshot
 from ..model import NOT_ATTEMPTED_COUNTERS, pinned_bytes
-from ..probes import Session, load_manifest
+from ..probes import AttachStatus, Session, load_manifest
 from ..reasons import classify
 from . import bpfinfo
 from .fold import Debut, Folded, Folder, Owner
@@ -53,15 +53,11 @@ def probes_of(session: Session) -> list[Probe]:
     """Every attach point the session's tier declares: attached, failed, or not loaded."""
     funcs = session.bpf.funcs if session.bpf is not None else {}
 
-    def fd(target: str) -> int | None:
-        if ":" in target:
-            cat, event = target.split(":")
-            names = [f"tracepoint__{cat}__{event}"]
-        else:
-            names = [f"kfunc__{target}", f"kprobe__{target}", f"raw_tracepoint__{target}"]
-        return next((funcs[n.encode()].fd for n in names if n.encode() in funcs), None)
+    def fd(status: AttachStatus) -> int | None:
+        func = funcs.get(status.fn_name.encode())
+        return func.fd if func else None
 
-    found = [Probe(s.program, s.target, s.attached, fd(s.target) if s.attached else None)
+    found = [Probe(s.program, s.target, s.attached, fd(s) if s.attached else None)
              for s in session.statuses]
     for prog in load_manifest():
         if prog.name in session.skipped:
