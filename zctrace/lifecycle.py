@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from .snapshot import ReasonRow, ReceiveRow, Snapshot, SocketRow, StatsRow
+from .snapshot import ReasonRow, ReceiveRow, Snapshot, SocketRow, StatsRow, entries
 
 # Each map with per-process entries, and how an entry names its process.
 _OWNERS: dict[str, Callable[[object, object], int]] = {
@@ -63,12 +63,17 @@ class Reaper:
                 table = self.bpf[name.encode()]
             except KeyError:  # not loaded on this tier
                 continue
-            for key, value in list(table.items()):
-                if owner(key, value) in pids:
+            keys = [key for key, value in entries(table) if owner(key, value) in pids]
+            if not keys:
+                continue
+            try:  # one BPF_MAP_DELETE_BATCH
+                table.items_delete_batch((table.Key * len(keys))(*keys))
+            except Exception:  # no batch operations here, or an entry gone meanwhile
+                for key in keys:
                     try:
                         del table[key]
                     except KeyError:
-                        pass  # gone meanwhile
+                        pass
 
 
 @dataclass

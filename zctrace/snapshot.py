@@ -183,7 +183,7 @@ def read_rings(pids: set[int], proc: str = "/proc") -> list[RingRow]:
 
 def ring_pids(bpf) -> set[int]:
     """The processes that sent io_uring zerocopy requests (their rings are worth a /proc walk)."""
-    return {int(v.tgid) for v in bpf[b"zc_rings"].values()}
+    return {int(v.tgid) for _, v in entries(bpf[b"zc_rings"])}
 
 
 def _has(bpf, name: bytes) -> bool:
@@ -192,6 +192,19 @@ def _has(bpf, name: bytes) -> bool:
     except KeyError:
         return False
     return True
+
+
+def entries(table) -> list[tuple[object, object]]:
+    """(key, value) of every entry of a hash map: one BPF_MAP_LOOKUP_BATCH where the kernel has
+    it (a bcc items() walk costs two syscalls an entry: seconds for a map of thousands, while
+    processes come and go), else the walk."""
+    try:
+        found = list(table.items_lookup_batch())
+    except Exception:  # no batch operations for this map type or kernel
+        return list(table.items())
+    # The batch gives plain ints for scalar keys and values; items() gives ctypes objects.
+    wrap = lambda x, kind: kind(x) if isinstance(x, int) else x  # noqa: E731
+    return [(wrap(k, table.Key), wrap(v, table.Leaf)) for k, v in found]
 
 
 def _stats_rows(bpf) -> list[StatsRow]:
@@ -209,10 +222,10 @@ def _stats_rows(bpf) -> list[StatsRow]:
             for i, name in enumerate(COUNTERS):
                 row.counters[name] += int(values[i])
 
-    for k, v in bpf[b"zc_stats"].items():
+    for k, v in entries(bpf[b"zc_stats"]):
         add(k.tgid, v.comm, _name(APIS, k.api), _name(PROTOS, k.proto), int(v.cgroup), v.c)
     n = len(COUNTERS)
-    for v in bpf[b"zc_rings"].values():
+    for _, v in entries(bpf[b"zc_rings"]):
         for p, proto in enumerate(PROTOS):
             values = v.c[p * n:(p + 1) * n]
             if any(values):
@@ -228,11 +241,11 @@ def take(bpf, rings: bool = False) -> Snapshot:
     rows = _stats_rows(bpf)
     reasons = [ReasonRow(pid=k.tgid, api=_name(APIS, k.api), proto=_name(PROTOS, k.proto),
                          code=_name(REASON_CODES, k.reason), stack=_stack(bpf, k.stackid), requests=int(v.value))
-               for k, v in bpf[b"zc_reasons"].items()]
+               for k, v in entries(bpf[b"zc_reasons"])]
     sockets = [SocketRow(pid=v.tgid, proto=_name(PROTOS, v.proto), ino=int(v.ino), cgroup=int(v.cgroup),
                          netns=int(v.netns), ifindex=int(v.ifindex), requests=int(v.requests),
                          bytes=int(v.bytes), zerocopied=int(v.zerocopied), copied=int(v.copied))
-               for v in bpf[b"zc_socks"].values()]
+               for _, v in entries(bpf[b"zc_socks"])]
     hists: dict[tuple[str, str], dict[int, int]] = {}
     for i, n in enumerate(bpf[b"zc_hists"].values()):  # [(hist * apis + api) * slots + slot]
         if n.value:
@@ -254,7 +267,7 @@ def take(bpf, rings: bool = False) -> Snapshot:
         receive = [ReceiveRow(pid=k.value, comm=v.comm.decode(errors="replace"), calls=int(v.calls),
                               mapped=int(v.mapped), copied=int(v.copied), skipped=int(v.skipped),
                               errors=int(v.errors), cgroup=int(v.cgroup))
-                   for k, v in bpf[b"zc_rx"].items()]
+                   for k, v in entries(bpf[b"zc_rx"])]
     return Snapshot(taken_at=time.time(), rows=rows,
                     reasons=reasons, sockets=sockets, hists=hists, errors=errors, lost=lost, kevents=kevents,
                     copy_sites=sorted(sites, key=lambda s: -s.bytes), receive=sorted(receive, key=lambda r: r.pid),
