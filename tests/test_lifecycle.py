@@ -16,7 +16,7 @@ from prometheus_client.registry import CollectorRegistry
 from zctrace.btf import Btf
 from zctrace.exporter.collector import ExportOptions, ZctraceCollector
 
-from zctrace.lifecycle import Ledger, Lifetime, Reaper
+from zctrace.lifecycle import GRACE, Ledger, Lifetime, Reaper
 from zctrace.probes import Session
 from zctrace.snapshot import ReasonRow, Snapshot, SocketRow, StatsRow
 
@@ -48,14 +48,18 @@ def maps(*pids: int) -> dict[bytes, Table]:
             b"zc_reasons": Table({NS(tgid=p, value=1): NS(value=1) for p in pids})}
 
 
-def test_a_process_is_retired_at_the_second_sweep_that_finds_it_gone():
-    bpf, live = maps(1, 2), {1, 2}
-    reaper = Reaper(bpf, is_alive=lambda pid: pid in live)
+def test_a_process_is_retired_once_it_has_been_gone_for_the_grace_time():
+    bpf, live, now = maps(1, 2), {1, 2}, [0.0]
+    reaper = Reaper(bpf, is_alive=lambda pid: pid in live, clock=lambda: now[0], grace=0.5)
     snap = Snapshot(0, [row(1, 5), row(2, 7)])
     assert reaper.sweep(snap) == set()
     live.discard(2)
-    assert reaper.sweep(snap) == set()  # gone once: its last completions may still land
+    now[0] = 1.0
+    assert reaper.sweep(snap) == set()  # just gone: its last completions may still land
+    now[0] = 1.4
+    assert reaper.sweep(snap) == set()
     assert len(bpf[b"zc_stats"]) == 2
+    now[0] = 1.5
     assert reaper.sweep(snap) == {2}
     for table in bpf.values():
         assert {k.tgid or v.tgid for k, v in table.items()} == {1}
@@ -64,10 +68,9 @@ def test_a_process_is_retired_at_the_second_sweep_that_finds_it_gone():
 
 def test_the_ledger_keeps_totals_exact_across_retirement_and_pid_reuse():
     bpf, live = maps(1, 2), {1}
-    life = Lifetime(Reaper(bpf, is_alive=lambda pid: pid in live))
+    life = Lifetime(Reaper(bpf, is_alive=lambda pid: pid in live, grace=0))
     snap = Snapshot(0, [row(1, 5), row(2, 7)], reasons=[ReasonRow(2, "msg_zerocopy", "udp", "over_mtu", (), 7)],
                     sockets=[SocketRow(2, "udp", 9, 0, 0, 0, 7, 700, 0, 7)])
-    life.observe(snap)
     merged = life.observe(snap)  # pid 2 retired here: its rows come from the ledger once
     assert {r.pid: r.counters["requests"] for r in merged.rows} == {1: 5, 2: 7}
     assert [r.requests for r in merged.reasons] == [7] and len(merged.sockets) == 1
@@ -102,8 +105,9 @@ def test_twenty_thousand_short_lived_senders_against_one_exporter(tmp_path: Path
         while proc.poll() is None:
             peak = max(peak, map_entries(scrape(collector))["zc_stats"])
             time.sleep(0.2)
-        for _ in range(3):  # retired at the second scrape that finds them gone
+        for _ in range(3):  # retired at a scrape that finds them gone for GRACE seconds
             fams = scrape(collector)
+            time.sleep(GRACE + 0.1)
         sockets = len(list(session.bpf[b"zc_socks"].keys()))
         sent = int(proc.stdout.read())
     entries = map_entries(fams)

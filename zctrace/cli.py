@@ -110,8 +110,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
     session = _open_session(args.tier, pids, args.latency_every)
     status = 0
     with session:
-        # Exited processes leave the maps every second (so they only hold live ones, however
-        # long the run); the ledger keeps what they counted for the report.
+        # Exited processes leave the maps (swept four times a second, so they only hold live
+        # ones, however long the run and however fast processes come and go); the ledger keeps
+        # what they counted for the report.
         life = lifecycle.Lifetime(lifecycle.Reaper(session.bpf))
         sweep = lambda: life.observe(snapshot.take(session.bpf))  # noqa: E731
         if command:
@@ -129,7 +130,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def _run_traced(session: Session, command: list[str], tick: Callable[[], object]) -> int:
-    """Run `command` traced until it exits (stop signals forwarded to it; `tick` every second);
+    """Run `command` traced until it exits (stop signals forwarded to it; `tick` four times a second);
     its exit status."""
     child, gate = _spawn_gated(command)
     session.add_pid(child)

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _SI_KERNEL = 0x80  # si_code of a signal the kernel sent, e.g. the terminal's ^C to its process group
 _STEP = 0.1  # seconds between checks in wait()
-_TICK = 1.0  # seconds between the callers' periodic work in wait() and wait_child()
+_TICK = 0.25  # seconds between the callers' periodic work in wait() and wait_child()
 
 _received: list[int] = []  # stop signals, in arrival order
 _raising = 0  # depth of raising() blocks

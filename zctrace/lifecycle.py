@@ -2,8 +2,9 @@
 ever fill with live processes, and a Ledger keeps what they counted for reports that cover the
 whole run (one direction: maps -> snapshot -> lifecycle -> model).
 
-A process is retired once it has been seen gone at two sweeps in a row, so that completions of
-its last sends (which can land after it exited) are in the snapshot its rows are read from. A
+A process is retired at the first sweep that finds it gone for GRACE seconds or more, so that
+completions of its last sends (which can land after it exited) are in the snapshot its rows are
+read from. A
 process that exec'd or whose pid was reused only loses nothing: its rows are read before they
 go, and the probes start new ones.
 """
@@ -11,6 +12,7 @@ go, and the probes start new ones.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -25,6 +27,9 @@ _OWNERS: dict[str, Callable[[object, object], int]] = {
     "zc_rx": lambda k, v: k.value,
     "zc_targets": lambda k, v: k.value,
 }
+
+
+GRACE = 0.2  # seconds a process has been gone before its entries go
 
 
 def alive(pid: int, proc: str = "/proc") -> bool:
@@ -43,15 +48,19 @@ class Reaper:
 
     bpf: object
     is_alive: Callable[[int], bool] = alive
-    _gone: set[int] = field(default_factory=set)
+    clock: Callable[[], float] = time.monotonic
+    grace: float = GRACE
+    _gone: dict[int, float] = field(default_factory=dict)  # pid -> when first found gone
     retired: int = 0  # processes retired so far
 
     def sweep(self, snap: Snapshot) -> set[int]:
-        """Retire the processes of `snap` gone at this sweep and the previous one; returns them
+        """Retire the processes of `snap` found gone `grace` seconds ago or more; returns them
         (their rows in `snap` are their final counts)."""
+        now = self.clock()
         gone_now = {pid for pid in pids_of(snap) if not self.is_alive(pid)}
-        retire = gone_now & self._gone
-        self._gone = gone_now - retire
+        since = {pid: self._gone.get(pid, now) for pid in gone_now}
+        retire = {pid for pid, t in since.items() if now - t >= self.grace}
+        self._gone = {pid: t for pid, t in since.items() if pid not in retire}
         if retire:
             self._delete(retire)
             self.retired += len(retire)
