@@ -45,7 +45,7 @@ BENCH_NET = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544 benchmark range
 RECEIVER_PORT = 9000
 _LOCK_PATH = "/run/lock/zctrace-workload.lock"
 _NUD_PERMANENT = 0x80
-_READY_TIMEOUT = 10.0
+_READY_TIMEOUT = 30.0  # a Python receiver starting under TCG on a busy host has taken over 10 s
 _seq = itertools.count()
 # zc<pid><kind letter><seq>: a namespace or dummy/bridge; a veth's host end adds "h".
 _OWNED = re.compile(r"zc(\d+)[a-z]\d+h?")
