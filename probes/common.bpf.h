@@ -20,7 +20,7 @@
 #define ZC_READ(dst, base, off) \
 	bpf_probe_read_kernel(&(dst), sizeof(dst), (const char *)(base) + (off))
 
-BPF_HASH(zc_stats, struct zc_key, struct zc_stats, 10240);
+BPF_HASH(zc_stats, struct zc_key, struct zc_stats, 32768); /* rows of live processes: pid_max by default */
 /* LRU: sockets are never seen closing; the least recently sending one makes room. */
 BPF_TABLE("lru_hash", u64, struct zc_sock, zc_socks, 65536);
 BPF_HASH(zc_reasons, struct zc_reason_key, u64, 4096);

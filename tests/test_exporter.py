@@ -624,6 +624,18 @@ def test_fold_shows_a_new_series_as_0_first():
     assert [c["requests"] for c in f.update(rows((1, "a", 10, 100))).series.values()] == [10]
 
 
+def test_folds_between_scrapes_count_exited_rows_and_keep_the_debut():
+    """The sweeper folds between scrapes: rows that are gone by the next scrape (retired) still
+    count, and a series first seen at a fold still shows 0 at its first scrape."""
+    f = Folder(top=1)
+    f.fold(rows((1, "a", 1, 10)))
+    f.fold(rows((1, "a", 3, 30), (2, "a", 1, 10)))  # then pid 1 and 2 exit and leave the maps
+    first = f.view()
+    assert [c["requests"] for c in first.series.values()] == [0]
+    assert [c["requests"] for c in f.update(rows((3, "a", 2, 20))).series.values()] == [6]
+    assert first.label_of == {Owner("a"): Owner("a")}
+
+
 def test_fold_keeps_the_biggest_frozen_owners():
     f, seen = Folder(top=1), {}
     update_twice(f, rows((1, "a", 1, 10)), seen)

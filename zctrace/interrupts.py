@@ -85,7 +85,7 @@ def count() -> int:
 
 def wait(seconds: float | None, since: int = 0, tick: Callable[[], object] | None = None) -> bool:
     """Sleep up to `seconds` (None: until a signal) unless more than `since` stop signals have
-    come (before or during); True if they have. `tick` runs about once a second meanwhile."""
+    come (before or during); True if they have. `tick` runs every _TICK seconds meanwhile."""
     deadline = None if seconds is None else time.monotonic() + seconds
     next_tick = time.monotonic() + _TICK
     while len(_received) <= since:
@@ -134,7 +134,7 @@ def wait_child(pid: int, tick: Callable[[], object] | None = None) -> int | None
     """Wait for child `pid`, forwarding stop signals to it (the terminal's ^C, which the child
     got from the terminal itself, is not sent twice). Returns its wait status, or None when a
     second stop signal came before it exited (stop waiting: the caller reports without it).
-    `tick` runs about once a second meanwhile."""
+    `tick` runs every _TICK seconds meanwhile."""
     waited = {signal.SIGCHLD, *SIGNALS}
     signal.pthread_sigmask(signal.SIG_BLOCK, waited)
     try:

@@ -30,6 +30,7 @@ _OWNERS: dict[str, Callable[[object, object], int]] = {
 
 
 GRACE = 0.2  # seconds a process has been gone before its entries go
+SWEEP = 0.25  # seconds between the exporter's sweeps (trace and top sweep at each interrupts tick)
 
 
 def alive(pid: int, proc: str = "/proc") -> bool:

@@ -137,10 +137,38 @@ class ZctraceCollector(Collector):
                            receive=[r for r in snap.receive if r.cgroup in ids])
         return snap
 
+    def sweep(self) -> float:
+        """Between scrapes: fold what the maps hold, then retire the processes that exited. A
+        scrape every 15 s alone would let a host that forks short-lived senders fill the maps
+        (10,240 processes) between two scrapes. Returns how full the process rows were (0..1)."""
+        with self._lock:
+            raw = self._try("snapshot", lambda: snapshot.take(self.session.bpf), None)
+            if raw is None:
+                return 0.0
+            self._fold_and_retire(raw, self._scoped(raw))
+            return len(raw.rows) / self.session.bpf[b"zc_stats"].max_entries
+
+    def sweep_until(self, stop: threading.Event, every: float = lifecycle.SWEEP) -> None:
+        """sweep() every `every` seconds until `stop` is set (the daemon's sweeper thread); at
+        once again while the process rows are over a quarter full (thousands of processes a
+        second come and go)."""
+        fill = 0.0
+        while not stop.wait(every if fill < 0.25 else 0.01):
+            fill = self.sweep()
+
+    def _fold_and_retire(self, raw: snapshot.Snapshot, snap: snapshot.Snapshot) -> bool:
+        """Fold the process rows into the folders; only if that worked, retire the processes of
+        `raw` that exited (their rows, just folded, are their final counts). True if folded."""
+        folded = (self._try("process_rows", lambda: self._folder.fold(with_reasons(snap)) or True, False)
+                  and self._try("zerocopy_receive", lambda: self._rx_folder.fold(receive_rows(snap)) or True, False))
+        if folded:
+            self._try("retire", lambda: self._reaper.sweep(raw), set())
+        return folded
+
     def _traced(self) -> list[Metric]:
         """The families read from the probes' maps, each on its own: one that fails (a process
-        or ring that changed under the read) only loses itself. Then the entries of processes
-        that exited leave the maps: the folders hold what they counted."""
+        or ring that changed under the read) only loses itself. The entries of processes that
+        exited leave the maps once folded: the folders hold what they counted."""
         raw = self._try("snapshot", lambda: snapshot.take(self.session.bpf), None)
         if raw is None:
             return []
@@ -148,12 +176,11 @@ class ZctraceCollector(Collector):
         labels, owner = self._process_labels, self._folder.owner
         parts: dict[str, Callable[[], list[Metric]]] = {
             "notification_latency": lambda: [notification_latency(snap, self._debut)],
-            "zerocopy_receive": lambda: zerocopy_receive(self._rx_folder.update(receive_rows(snap)), labels),
             "lost_events": lambda: lost_events(snap)}
         if self._kernel_events:
             parts["kernel_events"] = lambda: kernel_events(snap) + late_copies(snap, self._debut)
-        folded = self._try("process_rows", lambda: self._folder.update(with_reasons(snap)), None)
-        if folded is not None:
+        if self._fold_and_retire(raw, snap):
+            folded = self._folder.view()
             parts = {
                 "requests": lambda: [requests(folded, labels), not_attempted(folded, labels),
                                      sent_bytes(folded, labels), notifications(folded, labels),
@@ -163,12 +190,11 @@ class ZctraceCollector(Collector):
                 "io_uring_cqes": lambda: unreaped_cqes(
                     replace(snap, rings=snapshot.read_rings(snapshot.ring_pids(self.session.bpf))),
                     folded, owner, labels),
+                "zerocopy_receive": lambda: zerocopy_receive(self._rx_folder.view(), labels),
                 **parts}
         out: list[Metric] = []
         for name, part in parts.items():
             out += self._try(name, part, [])
-        if folded is not None:
-            self._try("retire", lambda: self._reaper.sweep(raw), set())
         return out
 
     # Self-metrics ---------------------------------------------------------------------------
@@ -237,8 +263,8 @@ def with_reasons(snap: snapshot.Snapshot) -> list[snapshot.StatsRow]:
         reason = _REASON + (classify(r.stack) if r.code == "late_copy" else r.code)
         counters = extra.setdefault((r.pid, r.api, r.proto), {})
         counters[reason] = counters.get(reason, 0) + r.requests
-    return [replace(row, counters={**row.counters, **extra.get((row.pid, row.api, row.proto), {})})
-            for row in snap.rows]
+    return [replace(row, counters={**row.counters, **extra[key]}) if (key := (row.pid, row.api, row.proto)) in extra
+            else row for row in snap.rows]
 
 
 def _process_values(owner: Owner, labels: list[str]) -> list[str]:

@@ -83,16 +83,23 @@ def run_cli(args: argparse.Namespace) -> int:
                     stats_fd = enable_stats()
                 except OSError as e:
                     print(f"zctrace: warning: --bpf-stats: {e.strerror}", file=sys.stderr)
-            registry.register(ZctraceCollector(session, ExportOptions(
-                args.top_comms, args.per_pid, cgroup, stats_forced=stats_fd is not None)))
-            ProcessCollector(registry=registry)
-            server.start()
-            scheme = "https" if tls else "http"
-            shown = f"[{server.address[0]}]" if ":" in server.address[0] else server.address[0]
-            print(f"zctrace: serving {scheme}://{shown}:{server.address[1]}/metrics", file=sys.stderr)
-            while not stop.wait(3600):
-                pass
-            server.stop()
+            collector = ZctraceCollector(session, ExportOptions(
+                args.top_comms, args.per_pid, cgroup, stats_forced=stats_fd is not None))
+            registry.register(collector)
+            sweeper = threading.Thread(target=collector.sweep_until, args=(stop,), name="zctrace-sweep", daemon=True)
+            sweeper.start()
+            try:
+                ProcessCollector(registry=registry)
+                server.start()
+                scheme = "https" if tls else "http"
+                shown = f"[{server.address[0]}]" if ":" in server.address[0] else server.address[0]
+                print(f"zctrace: serving {scheme}://{shown}:{server.address[1]}/metrics", file=sys.stderr)
+                while not stop.wait(3600):
+                    pass
+                server.stop()
+            finally:
+                stop.set()
+                sweeper.join()
     finally:
         server.close()
         if stats_fd is not None:

@@ -84,54 +84,80 @@ class Folder:
     _debut: Debut = field(default_factory=Debut)
     _seen: dict[Owner, int] = field(default_factory=dict)  # owner -> the update it last had rows at
     _volume: dict[Owner, tuple[int, int]] = field(default_factory=dict)  # owner -> bytes, counts sent
+    _label_of: dict[Owner, Owner] = field(default_factory=dict)
     _tick: int = 0
 
     def owner(self, row: StatsRow) -> Owner:
         return Owner(row.comm, str(row.pid) if self.per_pid else "")
 
     def update(self, rows: list[StatsRow]) -> Folded:
-        # Each row's increase since the last update (a row deleted and reused by another
-        # process, or whose process was retired and whose pid came back, starts from 0).
+        """Fold `rows` in, then the view a scrape exports."""
+        self.fold(rows)
+        return self.view()
+
+    def fold(self, rows: list[StatsRow]) -> None:
+        """Take in a snapshot's rows: each row's increase since the previous fold goes to its
+        owner's series (the daemon folds between scrapes too, before exited processes' rows
+        leave the maps: zctrace/lifecycle.py)."""
+        # A row deleted and reused by another process, or whose process was retired and whose
+        # pid came back, starts from 0.
         last: dict[tuple[int, str, str], tuple[str, dict[str, int]]] = {}
-        increases: list[tuple[StatsRow, dict[str, int]]] = []
+        increases: list[tuple[Owner, StatsRow, dict[str, int]]] = []
+        owners: dict[tuple[str, int], Owner] = {}
         for row in rows:
+            owner = owners.get((row.comm, row.pid))
+            if owner is None:
+                owner = owners[(row.comm, row.pid)] = self.owner(row)
             key = (row.pid, row.api, row.proto)
             prev_comm, prev = self._last.get(key, (row.comm, {}))
+            last[key] = (row.comm, row.counters)
+            b, n = self._volume.get(owner, (0, 0))
             if prev_comm != row.comm:
                 prev = {}
+            elif prev == row.counters:  # nothing new: most rows, when thousands of processes exited
+                increases.append((owner, row, {}))
+                self._volume[owner] = (b, n)
+                continue
             inc = {name: value - prev.get(name, 0) if value >= prev.get(name, 0) else value
                    for name, value in row.counters.items()}
-            increases.append((row, inc))
-            last[key] = (row.comm, row.counters)
-            b, n = self._volume.get(self.owner(row), (0, 0))
-            self._volume[self.owner(row)] = (b + inc.get("bytes", 0), n + sum(inc.values()))
+            increases.append((owner, row, inc))
+            self._volume[owner] = (b + inc.get("bytes", 0), n + sum(inc.values()))
         self._last = last
-        # Owners rank by all they sent, their exited processes included (whose rows leave the
-        # maps: zctrace/lifecycle.py).
+        # Owners rank by all they sent, their exited processes included.
         volume = self._volume
         named = set(sorted(volume, key=lambda o: (-volume[o][0], -volume[o][1], o))[:self.top])
-        label_of = {o: o if o in named else OTHER_OWNER for o in volume}
-        for row, inc in increases:
-            acc = self._acc.setdefault((label_of[self.owner(row)], row.api, row.proto), {})
+        self._label_of = {o: o if o in named else OTHER_OWNER for o in volume}
+        for owner, row, inc in increases:
+            series = (self._label_of[owner], row.api, row.proto)
+            acc = self._acc.get(series)
+            if acc is None:
+                acc = self._acc[series] = dict.fromkeys(row.counters, 0)
             for name, n in inc.items():
                 acc[name] = acc.get(name, 0) + n
         # An owner out of the top N stays frozen while among the N biggest such. Owners not shown
         # keep their totals (to resume from them if they come back) while among the DORMANT last
         # seen; the rest are forgotten (bounded memory). `other` is forever.
         self._tick += 1
-        self._seen.update(dict.fromkeys((self.owner(row) for row in rows), self._tick))
+        self._seen.update(dict.fromkeys(owners.values(), self._tick))
         self._frozen = self._keep_frozen((self._frozen | self._named) - named)
         self._named = named
-        shown = named | self._frozen | {OTHER_OWNER}
+        shown = self._shown()
         dormant = sorted(self._seen.keys() - shown, key=lambda o: -self._seen[o])[:DORMANT]
         kept = shown | set(dormant)
         self._seen = {o: t for o, t in self._seen.items() if o in kept}
         self._volume = {o: v for o, v in self._volume.items() if o in kept}
         self._acc = {k: v for k, v in self._acc.items() if k[0] in kept}
         self._debut.forget(lambda k: k[0] in self._acc)
+
+    def view(self) -> Folded:
+        """The exported series (a series new since the last view shows 0 once) and where each
+        owner counts now."""
         series = {k: {name: self._debut.value((k, name), n) for name, n in v.items()}
-                  for k, v in self._acc.items() if k[0] in shown}
-        return Folded(series, label_of)
+                  for k, v in self._acc.items() if k[0] in self._shown()}
+        return Folded(series, dict(self._label_of))
+
+    def _shown(self) -> set[Owner]:
+        return self._named | self._frozen | {OTHER_OWNER}
 
     def _keep_frozen(self, frozen: set[Owner]) -> set[Owner]:
         """The `top` biggest frozen owners."""
