@@ -5,6 +5,7 @@ import dataclasses
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -64,6 +65,35 @@ def test_seed_tables_end_to_end(tmp_path):
     assert {row["column"] for row in rows} == {c.key for c in benchsuite.SEED_COLUMNS}
     png = out["png"].read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+@pytest.mark.parametrize("suite", ["seed-tables", "overhead"])
+def test_a_signal_keeps_the_cells_a_suite_finished(tmp_path, suite):
+    """SIGTERM in the middle of a suite: the tables and the JSON hold the cells finished before
+    it, one line says so, exit 128+15 (the suite used to end with nothing written)."""
+    out = tmp_path / "suite.json"
+    extra = ["--repeat", "2"] if suite == "overhead" else []
+    p = subprocess.Popen(ZCTRACE + ["bench", "--suite", suite, "--size", "1000,4000", "--count", "20000",
+                                    "--json", str(out), *extra],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in p.stderr:  # plain progress lines off a terminal
+        lines.append(line)
+        if line.startswith("zctrace: bench 3/"):
+            break
+    p.send_signal(signal.SIGTERM)
+    stdout, rest = p.communicate(timeout=300)
+    err = "".join(lines) + rest
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    stopped = [line for line in err.splitlines() if line.startswith("zctrace: stopped by SIGTERM after ")]
+    assert len(stopped) == 1, err
+    done = int(stopped[0].split()[5])
+    doc = json.loads(out.read_text())
+    assert 3 <= done == len(doc["results"]) and doc["tier"], err
+    assert all(r["requests"] > 0 for r in doc["results"])
+    if suite == "overhead":  # ratios only for cells with both sides run
+        assert all(o["untraced_requests_per_s"] > 0 for o in doc["overhead"]), doc["overhead"]
 
 
 def test_overhead_suite_reports_ratios(tmp_path):

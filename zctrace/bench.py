@@ -304,8 +304,7 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         if args.suite:
             from .benchsuite import run_suite
-            with interrupts.raising():
-                return run_suite(args)
+            return run_suite(args)
         return _run_cells(args)
     except (OSError, RuntimeError) as e:  # a target that cannot be set up, a refused connection
         raise ZctraceError(f"bench failed: {e}") from e

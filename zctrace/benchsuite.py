@@ -23,15 +23,16 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from . import report
+from . import interrupts, report
 from .bench import Cell, check_status, engine_note, open_endpoint, run_on
 from .errors import ZctraceError
 from .exporter import bpfinfo
@@ -252,12 +253,11 @@ def program_stats(session: Session) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _run_plan(plan: Plan, session: Session | None, progress: Progress, args: argparse.Namespace,
+def _run_plan(plan: Plan, session: Session | None, progress: Progress, args: argparse.Namespace, out: list[SuiteCell],
               reference: Path | None = None, traced_run: bool = True, rnd: int = 0,
-              bpf_stats: bool = False) -> list[SuiteCell]:
-    """Run `plan` (opening each target once), the C reference after each cell if given, each
-    program's run time and count over the cell if `bpf_stats`."""
-    out = []
+              bpf_stats: bool = False) -> None:
+    """Run `plan` (opening each target once) into `out` cell by cell, the C reference after each
+    cell if given, each program's run time and count over the cell if `bpf_stats`."""
     for (t, p), group in itertools.groupby(plan, key=lambda x: x[:2]):
         with open_endpoint(t, p) as endpoint:
             for _, _, size, col in group:
@@ -271,7 +271,6 @@ def _run_plan(plan: Plan, session: Session | None, progress: Progress, args: arg
                 ref = run_reference(reference, endpoint, spec) if reference else None
                 out.append(SuiteCell(col, cell, ref, traced_run, rnd, used))
                 progress.step(f"{t} {p} {size} B {col.key}: {cell.requests_per_s:,.0f} req/s")
-    return out
 
 
 def _open_session(args: argparse.Namespace, quiet: bool = False) -> Session:
@@ -283,29 +282,39 @@ def _open_session(args: argparse.Namespace, quiet: bool = False) -> Session:
     return Session.open(args.tier, Btf.load(), pids=[os.getpid()])
 
 
-def run_seed(args: argparse.Namespace) -> tuple[list[SuiteCell], str | None]:
-    """Every seed-table cell once (traced unless --no-trace); returns the cells and the tier."""
+@dataclass
+class SuiteRun:
+    """What a suite run has so far (filled cell by cell: a signal keeps what was finished)."""
+
+    planned: int = 0
+    cells: list[SuiteCell] = field(default_factory=list)
+    tier: str | None = None
+
+
+def run_seed(args: argparse.Namespace, run: SuiteRun) -> None:
+    """Every seed-table cell once (traced unless --no-trace), into `run`."""
     plan = _plan(args, SEED_COLUMNS, SEED_SIZES)
     reference = build_reference() if args.reference else None
+    run.planned = len(plan)
     session = None if args.no_trace else _open_session(args)
+    run.tier = session and session.tier
     progress = Progress(len(plan))
     try:
-        return _run_plan(plan, session, progress, args, reference), session and session.tier
+        _run_plan(plan, session, progress, args, run.cells, reference)
     finally:
         progress.close()
         if session is not None:
             session.close()
 
 
-def run_overhead(args: argparse.Namespace) -> tuple[list[SuiteCell], str]:
+def run_overhead(args: argparse.Namespace, run: SuiteRun) -> None:
     """`--repeat` rounds of every overhead cell traced and untraced, the order alternating per
-    round (AB BA AB ...) so that drift does not favour either side."""
+    round (AB BA AB ...) so that drift does not favour either side; into `run`."""
     if args.no_trace:
         raise ZctraceError("--suite overhead compares traced with untraced runs: drop --no-trace")
     plan = _plan(args, OVERHEAD_COLUMNS, OVERHEAD_SIZES)
-    progress = Progress(2 * args.repeat * len(plan))
-    cells: list[SuiteCell] = []
-    tier = None
+    run.planned = 2 * args.repeat * len(plan)
+    progress = Progress(run.planned)
     try:
         stats_fd = bpfinfo.enable_stats()  # on while we hold it
     except OSError as e:
@@ -314,18 +323,17 @@ def run_overhead(args: argparse.Namespace) -> tuple[list[SuiteCell], str]:
         for rnd in range(args.repeat):
             for traced in ((True, False) if rnd % 2 == 0 else (False, True)):
                 if not traced:
-                    cells += _run_plan(plan, None, progress, args, traced_run=False, rnd=rnd)
+                    _run_plan(plan, None, progress, args, run.cells, traced_run=False, rnd=rnd)
                     continue
-                session = _open_session(args, quiet=tier is not None)
-                tier = args.tier = session.tier  # later rounds load the tier the first one chose
+                session = _open_session(args, quiet=run.tier is not None)
+                run.tier = args.tier = session.tier  # later rounds load the tier the first one chose
                 try:
-                    cells += _run_plan(plan, session, progress, args, rnd=rnd, bpf_stats=True)
+                    _run_plan(plan, session, progress, args, run.cells, rnd=rnd, bpf_stats=True)
                 finally:
                     session.close()
     finally:
         os.close(stats_fd)
         progress.close()
-    return cells, tier
 
 
 # --- tables ----------------------------------------------------------------------------------
@@ -510,6 +518,8 @@ def overheads(cells: list[SuiteCell]) -> list[Overhead]:
     for (target, proto, size, col), scs in groups.items():
         on = [sc.cell for sc in scs if sc.traced_run]
         off = [sc.cell for sc in scs if not sc.traced_run]
+        if not (on and off):  # a run stopped before this cell's other side
+            continue
         med = lambda cs, f: statistics.median(f(c) for c in cs)
         out.append(Overhead(target, proto, size, col,
                             med(off, lambda c: c.requests_per_s), med(on, lambda c: c.requests_per_s),
@@ -682,11 +692,16 @@ def run_suite(args: argparse.Namespace) -> int:
     if args.reference and args.suite != "seed-tables":
         raise ZctraceError("--reference needs --suite seed-tables")
     started = time.time()
+    run, stopped = SuiteRun(), None
+    try:
+        with interrupts.raising():
+            (run_seed if args.suite == "seed-tables" else run_overhead)(args, run)
+    except KeyboardInterrupt:
+        stopped = signal.Signals(interrupts.received() or signal.SIGINT).name
+    cells, tier = run.cells, run.tier
     if args.suite == "seed-tables":
-        cells, tier = run_seed(args)
         print(render_seed(cells, tier))
     else:
-        cells, tier = run_overhead(args)
         ohs = overheads(cells)
         print(render_overhead(ohs, tier, args.repeat, args.engine))
     docs = records(cells, args)
@@ -702,6 +717,9 @@ def run_suite(args: argparse.Namespace) -> int:
     if args.plot:
         write_plot(cells, args.plot, f"zctrace bench --suite seed-tables, {time.strftime('%Y-%m-%d')}, "
                                      f"kernel {platform.release()}, {engine_note([sc.cell for sc in cells])}")
+    if stopped:
+        print(f"zctrace: stopped by {stopped} after {len(cells)} of {run.planned} cells", file=sys.stderr)
+        return interrupts.exit_status()
     status = check_status([sc.cell for sc in cells]) if args.check else 0
     if args.suite == "overhead":
         for line in threshold_failures(ohs, args):
