@@ -18,9 +18,10 @@ import platform
 import resource
 import socket
 import struct
+import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from . import argtypes, tiers
 from .btf import VMLINUX, Btf, BtfError
@@ -152,9 +153,53 @@ def optmem_per_send() -> int:
     return meminfo[_SK_MEMINFO_OPTMEM]
 
 
+T = TypeVar("T")
+_OPTMEM_MAX = "/proc/sys/net/core/optmem_max"
+_CLONE_NEWNET = 0x40000000
+
+
+def optmem_max() -> int | None:
+    """net.core.optmem_max as it applies to this process's sockets: its network namespace's
+    (6.9+); before 6.9 the one host-wide value, which /proc/sys shows in the initial namespace
+    only (None if that cannot be joined)."""
+    try:
+        return int(_read(_OPTMEM_MAX))
+    except FileNotFoundError:
+        return in_initial_netns(lambda: int(_read(_OPTMEM_MAX)))
+
+
+def in_initial_netns(read: Callable[[], T], ns: str = "/proc/1/ns/net") -> T | None:
+    """read() in a thread that joined the initial network namespace (`ns`; setns moves that
+    thread only); None if it cannot join it or read() fails."""
+    found: list[T] = []
+
+    def run() -> None:
+        try:
+            fd = os.open(ns, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            if _libc.setns(fd, _CLONE_NEWNET) == 0:
+                found.append(read())
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    reader = threading.Thread(target=run)
+    reader.start()
+    reader.join()
+    return found[0] if found else None
+
+
 def optmem_finding() -> Finding:
     """net.core.optmem_max: how many MSG_ZEROCOPY sends per socket can await completion."""
-    optmem = int(_read("/proc/sys/net/core/optmem_max"))
+    optmem = optmem_max()
+    if optmem is None:
+        return Finding("optmem_max", "net.core.optmem_max", "warn", "unknown",
+                       "not visible in this network namespace (before 6.9 it is one host-wide value, "
+                       "shown in the initial namespace only) and the initial namespace cannot be joined: "
+                       "run zctrace doctor there to see it")
     try:
         per_send = optmem_per_send()
     except OSError as e:
