@@ -107,6 +107,7 @@ class SuiteCell:
     traced_run: bool = True  # overhead suite: was the tracer attached
     round: int = 0
     bpf: dict[str, tuple[int, int]] | None = None  # program -> (run ns, runs) during the cell
+    cost_pass: bool = False  # overhead suite: the traced pass with BPF run-time statistics on
 
     @property
     def verdict(self) -> str:
@@ -255,7 +256,7 @@ def program_stats(session: Session) -> dict[str, tuple[int, int]]:
 
 def _run_plan(plan: Plan, session: Session | None, progress: Progress, args: argparse.Namespace, out: list[SuiteCell],
               reference: Path | None = None, traced_run: bool = True, rnd: int = 0,
-              bpf_stats: bool = False) -> None:
+              bpf_stats: bool = False, cost_pass: bool = False) -> None:
     """Run `plan` (opening each target once) into `out` cell by cell, the C reference after each
     cell if given, each program's run time and count over the cell if `bpf_stats`."""
     for (t, p), group in itertools.groupby(plan, key=lambda x: x[:2]):
@@ -269,7 +270,7 @@ def _run_plan(plan: Plan, session: Session | None, progress: Progress, args: arg
                     used = {k: (ns - before[k][0], n - before[k][1])
                             for k, (ns, n) in program_stats(session).items() if n > before[k][1]}
                 ref = run_reference(reference, endpoint, spec) if reference else None
-                out.append(SuiteCell(col, cell, ref, traced_run, rnd, used))
+                out.append(SuiteCell(col, cell, ref, traced_run, rnd, used, cost_pass))
                 progress.step(f"{t} {p} {size} B {col.key}: {cell.requests_per_s:,.0f} req/s")
 
 
@@ -309,30 +310,43 @@ def run_seed(args: argparse.Namespace, run: SuiteRun) -> None:
 
 def run_overhead(args: argparse.Namespace, run: SuiteRun) -> None:
     """`--repeat` rounds of every overhead cell traced and untraced, the order alternating per
-    round (AB BA AB ...) so that drift does not favour either side; into `run`."""
+    round (AB BA AB ...) so that drift does not favour either side, with BPF run-time statistics
+    off (they cost each program run two clock reads: the ratios would read them too); then one
+    traced pass with them on, for each program's cost. Into `run`."""
     if args.no_trace:
         raise ZctraceError("--suite overhead compares traced with untraced runs: drop --no-trace")
     plan = _plan(args, OVERHEAD_COLUMNS, OVERHEAD_SIZES)
-    run.planned = 2 * args.repeat * len(plan)
-    progress = Progress(run.planned)
+    run.planned = (2 * args.repeat + 1) * len(plan)
     try:
-        stats_fd = bpfinfo.enable_stats()  # on while we hold it
+        os.close(bpfinfo.enable_stats())  # fail before running, not after
     except OSError as e:
         raise ZctraceError(f"--suite overhead needs BPF run-time statistics: {e}") from None
+    if bpfinfo.stats_sysctl():
+        print("zctrace: note: kernel.bpf_stats_enabled=1: the traced/untraced ratios include the cost "
+              "of the statistics (sysctl -w kernel.bpf_stats_enabled=0 for the tracer's alone)", file=sys.stderr)
+    progress = Progress(run.planned)
+
+    def traced(rnd: int, cost_pass: bool = False) -> None:
+        session = _open_session(args, quiet=run.tier is not None)
+        run.tier = args.tier = session.tier  # later rounds load the tier the first one chose
+        try:
+            _run_plan(plan, session, progress, args, run.cells, rnd=rnd, bpf_stats=cost_pass, cost_pass=cost_pass)
+        finally:
+            session.close()
+
     try:
         for rnd in range(args.repeat):
-            for traced in ((True, False) if rnd % 2 == 0 else (False, True)):
-                if not traced:
+            for on in ((True, False) if rnd % 2 == 0 else (False, True)):
+                if on:
+                    traced(rnd)
+                else:
                     _run_plan(plan, None, progress, args, run.cells, traced_run=False, rnd=rnd)
-                    continue
-                session = _open_session(args, quiet=run.tier is not None)
-                run.tier = args.tier = session.tier  # later rounds load the tier the first one chose
-                try:
-                    _run_plan(plan, session, progress, args, run.cells, rnd=rnd, bpf_stats=True)
-                finally:
-                    session.close()
+        stats_fd = bpfinfo.enable_stats()  # on while we hold it
+        try:
+            traced(args.repeat, cost_pass=True)
+        finally:
+            os.close(stats_fd)
     finally:
-        os.close(stats_fd)
         progress.close()
 
 
@@ -516,7 +530,7 @@ def overheads(cells: list[SuiteCell]) -> list[Overhead]:
         groups.setdefault((*_key(sc), sc.column.key), []).append(sc)
     out = []
     for (target, proto, size, col), scs in groups.items():
-        on = [sc.cell for sc in scs if sc.traced_run]
+        on = [sc.cell for sc in scs if sc.traced_run and not sc.cost_pass]
         off = [sc.cell for sc in scs if not sc.traced_run]
         if not (on and off):  # a run stopped before this cell's other side
             continue
@@ -525,7 +539,7 @@ def overheads(cells: list[SuiteCell]) -> list[Overhead]:
                             med(off, lambda c: c.requests_per_s), med(on, lambda c: c.requests_per_s),
                             med(off, lambda c: c.cpu_per_request), med(on, lambda c: c.cpu_per_request),
                             len(on), all(c.matches is not False and not c.lost for c in on),
-                            _program_medians([sc for sc in scs if sc.traced_run])))
+                            _program_medians([sc for sc in scs if sc.cost_pass])))
     return out
 
 
@@ -561,7 +575,8 @@ def render_overhead(ohs: list[Overhead], tier: str, repeat: int, engine: str) ->
               f"{ns:.0f}"] for o in ohs for name, (ns, n) in o.programs.items() if n >= 0.005]
     engine_name = "compiled C engine" if engine == "c" else "Python engine"
     return (f"zctrace bench --suite overhead (workload: {engine_name}; tracer tier: {tier}; medians "
-            f"of {repeat} interleaved rounds; BPF time from bpf_stats, every process's events)\n"
+            f"of {repeat} interleaved rounds with BPF statistics off; BPF time from one more traced pass with "
+            f"them on, every process's events)\n"
             + report.table(head, rows) + "\n\nper program (runs of at least 0.005 per request):\n"
             + report.table(["TARGET", "PROTO", "SIZE", "COLUMN", "PROGRAM", "RUNS/REQ", "NS/RUN",
                             "NS/REQ"], progs))
@@ -570,7 +585,7 @@ def render_overhead(ohs: list[Overhead], tier: str, repeat: int, engine: str) ->
 # --- files -----------------------------------------------------------------------------------
 
 CSV_FIELDS = ("target", "proto", "size", "column", "engine", "mode", "notify_batch", "inflight", "notif",
-              "batch", "traced_run", "round", "requests", "seconds", "cpu_seconds", "requests_per_s",
+              "batch", "traced_run", "cost_pass", "round", "requests", "seconds", "cpu_seconds", "requests_per_s",
               "bytes_per_s", "cpu_us_per_request", "speedup_vs_copy", "verdict", "kernel_zerocopied",
               "kernel_copied", "kernel_unknown", "traced_zerocopied", "traced_copied", "traced_unknown",
               "lost", "match", "c_requests_per_s", "c_cpu_us_per_request", "ref_ratio",
@@ -582,7 +597,7 @@ def _record(sc: SuiteCell, spec: WorkloadSpec, up: dict[int, float]) -> dict:
     c, ref = sc.cell, sc.reference
     doc = c.to_json()
     doc.update({"column": sc.column.key, "notify_batch": spec.notify_batch, "inflight": spec.inflight,
-                "notif": spec.notif, "batch": spec.batch, "traced_run": sc.traced_run,
+                "notif": spec.notif, "batch": spec.batch, "traced_run": sc.traced_run, "cost_pass": sc.cost_pass,
                 "round": sc.round, "cpu_us_per_request": round(c.cpu_per_request * 1e6, 3),
                 "speedup_vs_copy": round(up[id(sc)], 4) if id(sc) in up else None,
                 "verdict": sc.verdict, "reference": None, "ref_ratio": None,
