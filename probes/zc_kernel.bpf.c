@@ -1,4 +1,4 @@
-/* Where the kernel attaches pages zero-copy and where it copies them late (fentry/kprobe).
+/* Where the kernel copies zerocopy pages late (fentry/kprobe).
  *
  * skb_copy_ubufs keeps the kernel stack of each late copy: its caller is the reason
  * (local delivery, a packet tap, a TX timestamp, ...), resolved on the Python side; the stack
@@ -14,31 +14,6 @@ struct zc_copy_site {
 };
 BPF_STACK_TRACE(zc_copy_stacks, 4096);
 BPF_HASH(zc_copy_sites, int, struct zc_copy_site, 1024);
-
-ZC_KFUNC2(skb_zerocopy_iter_stream, sk, skb)
-{
-	u32 len = 0;
-
-	ZC_READ(len, skb, ZC_OFF_sk_buff_len);
-	zc_kevent(ZC_KEV_ITER_STREAM, len);
-	return 0;
-}
-
-#ifdef ZC_VIA___zerocopy_sg_from_iter /* before 6.11: (msg, sk, skb, from, length) */
-ZC_KFUNC5(zerocopy_fill_skb_from_iter, msg, sk, skb, from, length)
-#else
-ZC_KFUNC3(zerocopy_fill_skb_from_iter, skb, from, length)
-#endif
-{
-	zc_kevent(ZC_KEV_FILL_FROM_ITER, (u64)length);
-	return 0;
-}
-
-ZC_KFUNC2(msg_zerocopy_realloc, sk, size)
-{
-	zc_kevent(ZC_KEV_UARG_REALLOC, (u64)size);
-	return 0;
-}
 
 ZC_KFUNC1(skb_copy_ubufs, skb)
 {

@@ -76,7 +76,8 @@ def test_manifest_files_and_entry_points_exist():
 def test_kernel_function_tiers_compile_here(btf, tier):
     """Every program of the fentry and kprobe tiers builds with bcc on this host, and the
     kprobe ones pass the verifier, even where this kernel refuses to attach them."""
-    s = Session.open(tier, btf)  # the tracepoints of the tier attach everywhere
+    opt_in = frozenset(p.name for p in load_manifest() if p.opt_in)
+    s = Session.open(tier, btf, extra=opt_in)  # the tracepoints of the tier attach everywhere
     try:
         assert s.skipped == {}
         kfuncs = [f for p in s.programs for f in p.kfuncs]
@@ -129,7 +130,7 @@ def test_older_function_names_and_missing_members_compile(btf, tier):
     optional members loads every program: the variants are attached under their own names,
     the fallbacks are said, and the kprobe programs pass the verifier."""
     older = OlderKernel(btf)
-    s = Session.open(tier, older)
+    s = Session.open(tier, older, extra=frozenset(p.name for p in load_manifest() if p.opt_in))
     try:
         assert s.skipped == {}
         assert s.kfuncs["io_tx_ubuf_complete"] == "io_uring_tx_zerocopy_callback"

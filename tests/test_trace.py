@@ -34,6 +34,29 @@ def test_every_probe_of_the_tier_attaches(tracer):
     assert [s for s in tracer.statuses if not s.attached] == []
 
 
+INFORMATIONAL = {"skb_zerocopy_iter_stream", "zerocopy_fill_skb_from_iter", "msg_zerocopy_realloc"}
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("tier", ["fentry", "kprobe"])
+def test_kernel_events_programs_are_opt_in(tier):
+    """The per-skb and per-send programs that only feed zctrace_kernel_events are not attached
+    unless asked for (they were a third of MSG_ZEROCOPY's probe cost); asked for, they count."""
+    def attached(session: Session) -> set[str]:
+        return {st.variant_of or st.target for st in session.statuses if st.attached}
+
+    with Session.open(tier, Btf.load(), pids=[os.getpid()]) as plain:
+        assert "skb_copy_ubufs" in attached(plain) and not attached(plain) & INFORMATIONAL
+        cell(plain, mode="msg_zerocopy", target="sink", size=4000)
+        assert snapshot.take(plain.bpf).kevents["fill_from_iter"] == (0, 0)
+    with Session.open(tier, Btf.load(), pids=[os.getpid()], extra=frozenset({"kernel_events"})) as full:
+        assert INFORMATIONAL <= attached(full)
+        cell(full, mode="msg_zerocopy", target="sink", size=4000)
+        kev = snapshot.take(full.bpf).kevents
+    assert kev["fill_from_iter"][0] >= N and kev["fill_from_iter"][1] >= N * 4000
+    assert kev["uarg_realloc"][0] >= N
+
+
 @pytest.mark.parametrize("size", [1000, 4000, 60000])
 def test_msg_zerocopy_to_sink_is_zerocopied(tracer, size):
     c = cell(tracer, mode="msg_zerocopy", target="sink", size=size)

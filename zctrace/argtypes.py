@@ -45,6 +45,18 @@ def add_latency_every(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency-every", type=positive(int, "sends"), default=LATENCY_EVERY, metavar="N",
                    help=f"time the notification latency of one send in N per socket or ring (default "
                         f"{LATENCY_EVERY}; 1 = every send while none is in flight; the probes keep no entry per send)")
+def add_kernel_events(p: argparse.ArgumentParser) -> None:
+    """--kernel-events: load the opt-in program counting pages attached and notification ranges."""
+    p.add_argument("--kernel-events", action="store_true",
+                   help="also count pages attached zero-copy and notification ranges (fentry/kprobe tiers; "
+                        "a probe per skb or send, so off by default)")
+
+
+def extra_programs(args: argparse.Namespace) -> frozenset[str]:
+    """The opt-in probe programs the command line asks for."""
+    return frozenset({"kernel_events"} if getattr(args, "kernel_events", False) else ())
+
+
 _positive_seconds = positive(float, "seconds")
 
 

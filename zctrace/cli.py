@@ -32,7 +32,8 @@ def _stale(checks: list[tiers.TierCheck]) -> bool:
     return checks[-1].remembered and not tiers.check(checks[-1].tier).ok
 
 
-def _open_session(forced: str | None, pids: list[int] | None, latency_every: int = LATENCY_EVERY) -> Session:
+def _open_session(forced: str | None, pids: list[int] | None, latency_every: int = LATENCY_EVERY,
+                  extra: frozenset[str] = frozenset()) -> Session:
     require_root()
     btf = CachedBtf()
     tier, checks = tiers.best(forced)
@@ -41,17 +42,22 @@ def _open_session(forced: str | None, pids: list[int] | None, latency_every: int
                            else "no probe tier loads on this kernel: " + checks[-1].error)
     print(_tier_line(tier, checks), file=sys.stderr)
     try:
-        session = Session.open(tier, btf, pids=pids, latency_every=latency_every)
+        session = Session.open(tier, btf, pids=pids, latency_every=latency_every, extra=extra)
     except ZctraceError:
         if not _stale(checks):
             raise
         tiers.forget()
-        return _open_session(forced, pids, latency_every)
+        return _open_session(forced, pids, latency_every, extra)
     if not all(s.attached for s in session.statuses) and _stale(checks):
         session.close()
         tiers.forget()
-        return _open_session(forced, pids, latency_every)
+        return _open_session(forced, pids, latency_every, extra)
     btf.save()
+    unloaded = extra - {p.name for p in session.programs} - session.skipped.keys()
+    if unloaded:
+        flags = ', '.join('--' + name.replace('_', '-') for name in sorted(unloaded))
+        print(f"zctrace: note: {flags}: not on the {tier} tier (fentry and kprobe only)",
+              file=sys.stderr)
     if interrupts.received():
         session.close()
         interrupts.check("before the probes were attached: nothing done")
@@ -107,7 +113,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         raise ZctraceError(f"command not found: {command[0]}")
     cgroup = cgroups.resolve(args.cgroup) if args.cgroup else None
     pids = list(args.pid) if args.pid else ([] if command else None)
-    session = _open_session(args.tier, pids, args.latency_every)
+    session = _open_session(args.tier, pids, args.latency_every, argtypes.extra_programs(args))
     status = 0
     with session:
         # Exited processes leave the maps (swept four times a second, so they only hold live
@@ -167,6 +173,7 @@ def _trace_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--duration", type=argtypes.seconds, help="stop after this many seconds")
     t.add_argument("--tier", choices=TIERS, help="force a probe tier instead of the best available")
     argtypes.add_latency_every(t)
+    argtypes.add_kernel_events(t)
     t.add_argument("--json", metavar="FILE", type=argtypes.output_file, help="also write the report as JSON ('-' = stdout)")
     t.add_argument("-v", "--verbose", action="store_true",
                    help="also list late copies by kernel call site, with their stacks (fentry/kprobe tiers)")

@@ -46,6 +46,7 @@ class Program:
     kfuncs: tuple[str, ...] = ()
     kfunc_variants: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> older names
     filtered_only: bool = False
+    opt_in: bool = False  # loaded only when asked for (Session.open's `extra`)
 
     def source(self) -> str:
         return (PROBE_DIR / self.file).read_text()
@@ -84,7 +85,7 @@ def load_manifest() -> list[Program]:
                     tracepoints=tuple(p.get("tracepoint", ())),
                     raw_tracepoints=tuple(p.get("raw_tracepoint", ())), kfuncs=tuple(p.get("kfunc", ())),
                     kfunc_variants={k: tuple(v) for k, v in p.get("kfunc_variants", {}).items()},
-                    filtered_only=p.get("filtered_only", False))
+                    filtered_only=p.get("filtered_only", False), opt_in=p.get("opt_in", False))
             for p in data["program"]]
 
 
@@ -164,9 +165,11 @@ class Session:
 
     @classmethod
     def open(cls, tier: str, btf: Btf, pids: list[int] | None = None,
-             only: set[str] | None = None, latency_every: int = LATENCY_EVERY) -> Session:
-        """Compile and attach the tier's programs; `pids` limits tracing to them and children;
-        notification latency is timed for one send in `latency_every`."""
+             only: set[str] | None = None, latency_every: int = LATENCY_EVERY,
+             extra: frozenset[str] = frozenset()) -> Session:
+        """Compile and attach the tier's programs (and the opt-in ones named in `extra`); `pids`
+        limits tracing to them and children; notification latency is timed for one send in
+        `latency_every`."""
         if tier not in TIERS:
             raise ZctraceError(f"unknown tier {tier!r}: choose one of {', '.join(TIERS)}")
         require_root()
@@ -181,7 +184,7 @@ class Session:
         for prog in load_manifest():
             if tier not in prog.tiers or (prog.filtered_only and pids is None):
                 continue
-            if only is not None and prog.name not in only:
+            if (only is not None and prog.name not in only) or (prog.opt_in and prog.name not in extra):
                 continue
             lacking = sorted(prog.needs() & missing.keys())
             if lacking:

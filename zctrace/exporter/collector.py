@@ -102,7 +102,8 @@ class ZctraceCollector(Collector):
         self._probes = probes_of(self.session)
         self._maps = bpfinfo.module_maps(self.session.bpf)
         self._process_labels = ["comm", "pid"] if self.options.per_pid else ["comm"]
-        self._kernel_events = any(p.name == "zc_kernel" for p in self.session.programs)
+        loaded = {p.name for p in self.session.programs}
+        self._kernel_events = {e for prog, events in KERNEL_EVENTS.items() if prog in loaded for e in events}
         try:
             version = metadata.version("zctrace")
         except metadata.PackageNotFoundError:
@@ -178,7 +179,7 @@ class ZctraceCollector(Collector):
             "notification_latency": lambda: [notification_latency(snap, self._debut)],
             "lost_events": lambda: lost_events(snap)}
         if self._kernel_events:
-            parts["kernel_events"] = lambda: kernel_events(snap) + late_copies(snap, self._debut)
+            parts["kernel_events"] = lambda: kernel_events(snap, self._kernel_events) + late_copies(snap, self._debut)
         if self._fold_and_retire(raw, snap):
             folded = self._folder.view()
             parts = {
@@ -457,13 +458,20 @@ def lost_events(snap: snapshot.Snapshot) -> list[Metric]:
 
 # Kernel-side families (fentry/kprobe tiers) ---------------------------------------------------
 
-def kernel_events(snap: snapshot.Snapshot) -> list[Metric]:
+# The kernel events each probe program counts (zctrace_kernel_events exports those of the loaded ones).
+KERNEL_EVENTS = {"zc_kernel": ("copy_ubufs",), "kernel_events": ("iter_stream", "fill_from_iter", "uarg_realloc")}
+
+
+def kernel_events(snap: snapshot.Snapshot, shown: set[str]) -> list[Metric]:
     count = CounterMetricFamily("zctrace_kernel_events",
-                                "Kernel zerocopy events: pages attached (iter_stream, fill_from_iter), "
-                                "notification ranges (uarg_realloc), late copies (copy_ubufs).", labels=["event"])
+                                "Kernel zerocopy events: late copies (copy_ubufs); with --kernel-events also "
+                                "pages attached (iter_stream, fill_from_iter) and notification ranges "
+                                "(uarg_realloc).", labels=["event"])
     nbytes = CounterMetricFamily("zctrace_kernel_event_bytes", "Bytes of the kernel zerocopy events.",
                                  labels=["event"])
     for event, (n, b) in sorted(snap.kevents.items()):
+        if event not in shown:
+            continue
         count.add_metric([event], n)
         nbytes.add_metric([event], b)
     return [count, nbytes]

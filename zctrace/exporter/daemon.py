@@ -32,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"address to serve /metrics on (default {DEFAULT_LISTEN})")
     p.add_argument("--tier", choices=TIERS, help="force a probe tier instead of the best available")
     argtypes.add_latency_every(p)
+    argtypes.add_kernel_events(p)
     p.add_argument("--top-comms", type=_count, default=DEFAULT_TOP_COMMS, metavar="N",
                    help=f"keep a comm label for the top N processes by bytes, fold the rest into "
                         f"comm=\"other\" (default {DEFAULT_TOP_COMMS}; with --per-pid: top N processes)")
@@ -75,7 +76,7 @@ def run_cli(args: argparse.Namespace) -> int:
     server = MetricsServer(registry, host, port, tls, users)  # bind before the slow probe build
     stats_fd = None
     try:
-        session = _open_session(args.tier, None, args.latency_every)
+        session = _open_session(args.tier, None, args.latency_every, argtypes.extra_programs(args))
         with session:
             if args.bpf_stats:
                 from .bpfinfo import enable_stats
