@@ -89,7 +89,9 @@ static __always_inline struct zc_ring *zc_ring_get(u64 ctx, u64 bytes)
 	return zc_rings.lookup(&ctx);
 }
 
-/* The send's socket protocol, read again only when the request's file is not the ring's last. */
+/* The send's socket protocol, read again only when the request's file is not the ring's last.
+ * A request without a file (a send on a bad fd fails so, and is still notified) changes nothing:
+ * the ring's notifications are counted under its protocol. */
 static __always_inline u8 zc_uring_proto(struct zc_ring *ring, void *req)
 {
 	u64 file = 0;
@@ -97,7 +99,7 @@ static __always_inline u8 zc_uring_proto(struct zc_ring *ring, void *req)
 	u16 ipproto = 0;
 
 	ZC_READ(file, req, ZC_OFF_io_kiocb_file);
-	if (file == ring->file)
+	if (!file || file == ring->file)
 		return ring->proto;
 	if (file)
 		ZC_READ(socket, (void *)file, ZC_OFF_file_private_data);

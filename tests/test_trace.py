@@ -4,7 +4,9 @@ Each test runs per probe tier: the tracepoint tier on the host; fentry, kprobe a
 tracepoint tier again inside the full-kernel VM (python3 -m zctrace.vmtest).
 """
 
+import errno
 import os
+import resource
 import socket
 import subprocess
 import time
@@ -203,6 +205,29 @@ def test_io_uring_pinned_bytes_until_the_notifications(tracer):
     assert held.zc_requests == n and held.bytes == n * size
     assert n - 2 <= held.pinned_bytes // size <= n and held.pinned_bytes % size == 0, held
     assert done.pinned_bytes == 0, done
+
+
+def test_a_failed_io_uring_send_is_notified_but_no_request(tracer):
+    """A SEND_ZC that fails still posts a notification (F_MORE on its error CQE): zctrace counts
+    that notification, but no request and no verdict, so notifications exceed requests by the
+    failed sends (what issue 12 saw on liburing's test: 13,445 notifications, 13,444 requests)."""
+    n, size = 6, 1000
+    tracer.clear()
+    bad = resource.getrlimit(resource.RLIMIT_NOFILE)[0]  # never open
+    with open_target("sink", "udp") as ep, socket.socket(ep.family, socket.SOCK_DGRAM) as s, Ring(64) as ring:
+        s.connect(ep.addr)
+        for i in range(n):
+            ring.prep_send_zc(s.fileno(), b"f" * size, i, report_usage=True)
+        ring.prep_send_zc(bad, b"f" * size, n, report_usage=True)
+        cqes = []
+        while ring.inflight:
+            cqes += ring.wait(1)
+        time.sleep(0.2)
+        totals = model.build(snapshot.take(tracer.bpf), tracer.tier).totals
+    assert sorted(c.res for c in cqes if not c.notif) == [-errno.EBADF] + [size] * n
+    assert sum(c.notif for c in cqes) == n + 1
+    assert (totals.zc_requests, totals.bytes, totals.notifications) == (n, n * size, n + 1), totals
+    assert totals.zerocopied + totals.copied + totals.unknown == n, totals
 
 
 def test_io_uring_cqes_not_consumed(tracer):

@@ -315,7 +315,8 @@ def sent_bytes(folded: Folded, labels: list[str]) -> Metric:
 def notifications(folded: Folded, labels: list[str]) -> Metric:
     fam = CounterMetricFamily("zctrace_zerocopy_notifications",
                               "Completion notifications (MSG_ZEROCOPY error-queue ranges, io_uring "
-                              "notification CQEs); one may cover many requests.", labels=["api"] + labels)
+                              "notification CQEs); one may cover many requests, and a failed io_uring "
+                              "send is notified too (no request, no verdict).", labels=["api"] + labels)
     total: dict[tuple[str, ...], int] = {}
     for owner, api, _, c in _each(folded):
         key = (api, *_process_values(owner, labels))
