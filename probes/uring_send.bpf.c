@@ -33,12 +33,21 @@ struct zc_ureq {
 };
 BPF_HASH(zc_uring_failed, struct zc_ureq, u8, 4096);
 
+/* The ring's counters of `proto`: a constant offset per protocol, so that no verifier has to
+ * bound proto * ZC_NR_COUNTERS + counter (6.1's rejected that arithmetic on a path it could not
+ * tell was impossible). */
+static __always_inline u64 *zc_ring_counters(struct zc_ring *ring, u8 proto)
+{
+	if (proto == ZC_PROTO_TCP)
+		return &ring->c[ZC_PROTO_TCP * ZC_NR_COUNTERS];
+	if (proto == ZC_PROTO_UDP)
+		return &ring->c[ZC_PROTO_UDP * ZC_NR_COUNTERS];
+	return &ring->c[ZC_PROTO_OTHER * ZC_NR_COUNTERS];
+}
+
 static __always_inline void zc_ring_add(struct zc_ring *ring, u8 proto, int counter, u64 n)
 {
-	u32 i = (u32)proto * ZC_NR_COUNTERS + counter;
-
-	if (i < ZC_NR_PROTOS * ZC_NR_COUNTERS)
-		__sync_fetch_and_add(&ring->c[i], n);
+	__sync_fetch_and_add(&zc_ring_counters(ring, proto)[counter], n);
 }
 
 /* True (and forgotten) if the notification (ctx, user_data) belongs to a failed send. */
@@ -58,11 +67,7 @@ static __always_inline int zc_uring_take_failed(struct zc_ring *ring, u64 ctx, u
  * the counters: a successful send always has a notification to follow. */
 static __always_inline u64 zc_uring_released(struct zc_ring *ring, u8 proto)
 {
-	u32 i = (u32)proto * ZC_NR_COUNTERS;
-
-	if (i > (ZC_NR_PROTOS - 1) * ZC_NR_COUNTERS)
-		return 0;
-	u64 *c = &ring->c[i];
+	u64 *c = zc_ring_counters(ring, proto);
 	u64 waiting = c[ZC_REQUESTS] + ring->failed_notified - c[ZC_NOTIFICATIONS];
 	u64 bytes = c[ZC_BYTES] - c[ZC_COMPLETED_BYTES];
 
