@@ -9,6 +9,8 @@ import os
 import stat
 from typing import Callable
 
+from .probes import LATENCY_EVERY, TIERS
+
 # The longest --duration/--interval taken: 30 days. Longer runs are a daemon's job (`zctrace
 # export`) or a trace without --duration, stopped with SIGINT/SIGTERM.
 MAX_SECONDS = 30 * 24 * 3600
@@ -39,9 +41,13 @@ def positive(kind: type, what: str) -> Callable[[str], int | float]:
 pid = _checked(int, "not a PID", "not a PID")
 
 
+def add_tier(p: argparse.ArgumentParser) -> None:
+    """--tier: force a probe tier instead of the best this kernel allows."""
+    p.add_argument("--tier", choices=TIERS, help="force a probe tier instead of the best available")
+
+
 def add_latency_every(p: argparse.ArgumentParser) -> None:
     """--latency-every N: the notification latency histogram times one send in N."""
-    from .probes import LATENCY_EVERY
     p.add_argument("--latency-every", type=positive(int, "sends"), default=LATENCY_EVERY, metavar="N",
                    help=f"time the notification latency of one send in N per socket or ring (default "
                         f"{LATENCY_EVERY}; 1 = every send while none is in flight; the probes keep no entry per send)")

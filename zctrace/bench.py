@@ -17,9 +17,10 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 from . import interrupts, model, report, snapshot
-from .argtypes import output_file, positive, seconds
+from .argtypes import add_tier, output_file, positive, seconds
 from .errors import ZctraceError
-from .probes import CAP_NET_ADMIN, CAP_SYS_ADMIN, TIERS, has_caps, require_root
+from .probes import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_caps, require_root
+from .session import open_session
 
 DEFAULT_MODES = ("copy", "msg_zerocopy", "uring_zc")
 DEFAULT_SIZES = (1000, 4000)
@@ -133,7 +134,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=ENGINES, default="c",
                    help="send loops: c (compiled, default: the kernel sets the pace) or python")
     p.add_argument("--no-trace", action="store_true", help="run the workload without the tracer")
-    p.add_argument("--tier", choices=TIERS, help="force a probe tier")
+    add_tier(p)
     p.add_argument("--json", metavar="FILE", type=output_file, help="also write the results as JSON ('-' = stdout)")
     p.add_argument("--check", action="store_true",
                    help="exit 1 if the tracer's verdicts differ from the kernel's in any cell, or "
@@ -312,7 +313,6 @@ def run_cli(args: argparse.Namespace) -> int:
 
 def _run_cells(args: argparse.Namespace) -> int:
     """Run the cells; on SIGINT/SIGTERM or a failing cell, report the cells finished before it."""
-    from .cli import _open_session
     specs = _specs(args)
     cells: list[Cell] = []
 
@@ -321,7 +321,7 @@ def _run_cells(args: argparse.Namespace) -> int:
         print(f"zctrace: bench {len(cells)}/{len(specs)}: {c.target} {c.proto} {c.mode} {c.size} B, "
               f"{c.requests_per_s:,.0f} req/s", file=sys.stderr)
 
-    session = None if args.no_trace else _open_session(args.tier, [os.getpid()])
+    session = None if args.no_trace else open_session(args.tier, [os.getpid()])
     tier = session.tier if session is not None else None
     stopped = error = None
     try:
