@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TextIO
 
 from . import interrupts, report
-from .bench import Cell, check_status, engine_note, open_endpoint, run_on
+from .cells import Cell, check_status, engine_note, open_endpoint, run_on
 from .errors import ZctraceError
 from .exporter import bpfinfo
 from .paths import reference_source
