@@ -110,9 +110,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _trace_arguments(t: argparse.ArgumentParser) -> None:
-    t.add_argument("-p", "--pid", type=argtypes.pid, action="append", help="trace this process (repeatable)")
-    t.add_argument("--comm", type=argtypes.comm, help="report only processes with this command name")
-    t.add_argument("--cgroup", help="report only processes in this cgroup v2 or below it (path, e.g. system.slice)")
+    argtypes.add_process_filters(t, "trace", "report only")
     t.add_argument("--duration", type=argtypes.seconds, help="stop after this many seconds")
     argtypes.add_tier(t)
     argtypes.add_latency_every(t)

@@ -28,9 +28,7 @@ MAX_SOCKETS = 10
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-p", "--pid", type=argtypes.pid, action="append", help="watch this process (repeatable)")
-    p.add_argument("--comm", type=argtypes.comm, help="show only processes with this command name")
-    p.add_argument("--cgroup", help="show only processes in this cgroup v2 or below it (path, e.g. system.slice)")
+    argtypes.add_process_filters(p, "watch", "show only")
     argtypes.add_tier(p)
     p.add_argument("--interval", type=argtypes.seconds, default=1.0, help="seconds between refreshes (default 1)")
     p.add_argument("--iterations", type=argtypes.positive(int, "refreshes"), help="stop after this many refreshes")
