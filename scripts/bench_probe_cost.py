@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zctrace import bench  # noqa: E402
+from zctrace import cells  # noqa: E402
 from zctrace.btf import Btf  # noqa: E402
 from zctrace.probes import TIERS, Session, load_manifest  # noqa: E402
 from zctrace.workload.senders import WorkloadSpec  # noqa: E402
@@ -49,7 +49,7 @@ def main() -> int:
         for rnd in range(args.rounds):
             for variant in (list(variants) if rnd % 2 == 0 else list(variants)[::-1]):
                 with Session.open(args.tier, btf, only=variants[variant]) as session:
-                    for cell in bench.run_on(endpoint, specs, session):
+                    for cell in cells.run_on(endpoint, specs, session):
                         rates[(variant, cell.mode)].append(cell.requests / cell.seconds)
     with_all, without = variants
     print(f"{args.tier} tier, {args.target} udp {args.size} B, medians of {args.rounds} interleaved rounds")

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from zctrace import bench, benchsuite, cli
+from zctrace import benchsuite, cells, cli
 from zctrace.btf import Btf
 from zctrace.probes import Session
 from zctrace.workload.senders import WorkloadSpec
@@ -33,8 +33,8 @@ def test_seed_tables_end_to_end(tmp_path):
              "--target", "sink", "--target", "loopback", "--reference", "--json", str(out["json"]),
              "--csv", str(out["csv"]), "--plot", str(out["png"])])
     assert r.returncode == 0, r.stderr
-    cells = 2 * len(benchsuite.SEED_COLUMNS) * 3  # sizes x columns x (sink udp, loopback udp, tcp)
-    assert f"bench {cells}/{cells}:" in r.stderr  # plain progress lines off a terminal
+    planned = 2 * len(benchsuite.SEED_COLUMNS) * 3  # sizes x columns x (sink udp, loopback udp, tcp)
+    assert f"bench {planned}/{planned}:" in r.stderr  # plain progress lines off a terminal
     for title in ("sink udp: requests/s", "loopback tcp: requests/s", "IO size", "zc fixed 8 lazy",
                   "W/REF CPU/REQ", "against the C reference", "workload: compiled C engine",
                   "io_uring zerocopy against io_uring send", "crossover:"):
@@ -42,7 +42,7 @@ def test_seed_tables_end_to_end(tmp_path):
 
     doc = json.loads(out["json"].read_text())
     assert doc["suite"] == "seed-tables" and doc["tier"] and doc["date"] and doc["command"]
-    assert len(doc["results"]) == cells
+    assert len(doc["results"]) == planned
     for res in doc["results"]:
         assert {"mode", "proto", "size", "target", "requests", "requests_per_s", "bytes_per_s",
                 "kernel", "traced", "column", "cpu_us_per_request", "speedup_vs_copy",
@@ -61,7 +61,7 @@ def test_seed_tables_end_to_end(tmp_path):
     assert "*" in r.stdout  # loopback cells are marked as not really zero-copy
 
     rows = list(csv.DictReader(out["csv"].open()))
-    assert len(rows) == cells and set(benchsuite.CSV_FIELDS) == set(rows[0])
+    assert len(rows) == planned and set(benchsuite.CSV_FIELDS) == set(rows[0])
     assert {row["column"] for row in rows} == {c.key for c in benchsuite.SEED_COLUMNS}
     png = out["png"].read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
@@ -147,20 +147,20 @@ def tracer():
 
 def test_check_compares_real_cells(tracer, capsys):
     """Real traced cells pass; the same cells with one request moved, or a lost event, fail."""
-    cells = bench.run([WorkloadSpec(mode=m, target="sink", size=1000, count=COUNT)
-                       for m in ("msg_zerocopy", "uring_zc")], tracer)
-    assert bench.check_status(cells) == 0
-    for cell in cells:
+    done = cells.run([WorkloadSpec(mode=m, target="sink", size=1000, count=COUNT)
+                      for m in ("msg_zerocopy", "uring_zc")], tracer)
+    assert cells.check_status(done) == 0
+    for cell in done:
         moved = dict(cell.traced, zerocopied=cell.traced["zerocopied"] - 1, copied=1)
-        assert bench.check_status([dataclasses.replace(cell, traced=moved)]) == 1
+        assert cells.check_status([dataclasses.replace(cell, traced=moved)]) == 1
         assert "differ from the kernel's" in capsys.readouterr().err
-        assert bench.check_status([dataclasses.replace(cell, lost={"stats_full": 1})]) == 1
+        assert cells.check_status([dataclasses.replace(cell, lost={"stats_full": 1})]) == 1
         assert "lost events" in capsys.readouterr().err
 
 
 def test_check_exit_status_through_the_cli(monkeypatch, capsys):
     """The suite's --check path, with the tracer's counts of real cells off by one request."""
-    real = bench.traced_counts
+    real = cells.traced_counts
 
     def off_by_one(snap, spec):
         counts = real(snap, spec)
@@ -169,7 +169,7 @@ def test_check_exit_status_through_the_cli(monkeypatch, capsys):
         return counts
 
     argv = ["bench", "--suite", "seed-tables", "--size", "1000", "--count", str(COUNT), "--check"]
-    monkeypatch.setattr(bench, "traced_counts", off_by_one)
+    monkeypatch.setattr(cells, "traced_counts", off_by_one)
     assert cli.main(argv) == 1
     assert "differ from the kernel's" in capsys.readouterr().err
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from zctrace import bench, benchsuite
+from zctrace import benchsuite, cells
 from zctrace.btf import Btf
 from zctrace.probes import Session
 from zctrace.workload import _engine
@@ -41,7 +41,7 @@ def test_every_column_reports_the_kernels_verdicts(tracer, target, proto, verdic
     tracer, watching this process, counts the same requests and verdicts."""
     specs = [WorkloadSpec(mode=m, proto=proto, size=4000, target=target, count=COUNT, notify_batch=nb,
                           inflight=inf, notif=notif, engine="c") for m, nb, inf, notif in COLUMNS]
-    for spec, cell in zip(specs, bench.run(specs, tracer)):
+    for spec, cell in zip(specs, cells.run(specs, tracer)):
         assert cell.engine == "c" and cell.requests == COUNT, spec
         if spec.mode in ("copy", "uring"):
             assert cell.kernel == {"zerocopied": 0, "copied": 0, "unknown": 0, "so_zerocopy": True}

@@ -21,7 +21,7 @@ import time
 import pytest
 from pyroute2 import Ethtool, IPRoute
 
-from zctrace import bench, model, reasons, snapshot
+from zctrace import cells, model, reasons, snapshot
 from zctrace.report import render
 from zctrace.workload.senders import ErrQueue, WorkloadSpec
 from zctrace.workload.targets import open_target
@@ -36,10 +36,10 @@ def report(tracer) -> model.Report:
     return model.build(snapshot.take(tracer.bpf), tracer.tier)
 
 
-def reasons_after(tracer, endpoint=None, **spec) -> tuple[bench.Cell, dict[str, int]]:
+def reasons_after(tracer, endpoint=None, **spec) -> tuple[cells.Cell, dict[str, int]]:
     """Run one workload cell (on `endpoint` if given) and return it with the copied reasons."""
     specs = [WorkloadSpec(count=N, **spec)]
-    (cell,) = bench.run(specs, tracer) if endpoint is None else bench.run_on(endpoint, specs, tracer)
+    (cell,) = cells.run(specs, tracer) if endpoint is None else cells.run_on(endpoint, specs, tracer)
     return cell, report(tracer).totals.copied_reasons
 
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import TIERS
-from zctrace import bench, model, snapshot
+from zctrace import cells, model, snapshot
 from zctrace.btf import Btf
 from zctrace.probes import Session
 from zctrace.workload.senders import ErrQueue, WorkloadSpec
@@ -26,8 +26,8 @@ N = 200
 
 
 
-def cell(tracer, **kw) -> bench.Cell:
-    (result,) = bench.run([WorkloadSpec(count=N, **kw)], tracer)
+def cell(tracer, **kw) -> cells.Cell:
+    (result,) = cells.run([WorkloadSpec(count=N, **kw)], tracer)
     return result
 
 
@@ -70,7 +70,7 @@ def test_msg_zerocopy_to_sink_is_zerocopied(tracer, size):
 @pytest.mark.parametrize("mode", ["msg_zerocopy", "uring_zc"])
 def test_published_dummy_device_setup_is_zerocopied(tracer, dummy, mode):
     """The published benchmark's setup: dummy device, MTU 65535, a route through it."""
-    (c,) = bench.run_on(dummy, [WorkloadSpec(mode=mode, target="dummy", size=4000, count=N)], tracer)
+    (c,) = cells.run_on(dummy, [WorkloadSpec(mode=mode, target="dummy", size=4000, count=N)], tracer)
     assert c.kernel["zerocopied"] == N, c
     assert (c.traced["requests"], c.traced["zerocopied"]) == (N, N)
 
@@ -133,7 +133,7 @@ def test_notifications_never_read(tracer):
         for _ in range(N):
             s.send(payload, 0x4000000)  # MSG_ZEROCOPY
         time.sleep(0.2)
-        traced = bench.traced_counts(snapshot.take(tracer.bpf),
+        traced = cells.traced_counts(snapshot.take(tracer.bpf),
                                      WorkloadSpec(mode="msg_zerocopy", target="sink", count=N))
     assert traced["requests"] == N
     if tracer.tier == "tracepoint":

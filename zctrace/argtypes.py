@@ -1,4 +1,5 @@
-"""argparse value types shared by the subcommands: bad values become one-line errors."""
+"""argparse value types shared by the subcommands (bad values become one-line errors), and the
+options more than one command takes, defined once."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import math
 import os
 import stat
 from typing import Callable
+
+from .probes import LATENCY_EVERY, TIERS
 
 # The longest --duration/--interval taken: 30 days. Longer runs are a daemon's job (`zctrace
 # export`) or a trace without --duration, stopped with SIGINT/SIGTERM.
@@ -37,24 +40,6 @@ def positive(kind: type, what: str) -> Callable[[str], int | float]:
 
 
 pid = _checked(int, "not a PID", "not a PID")
-
-
-def add_latency_every(p: argparse.ArgumentParser) -> None:
-    """--latency-every N: the notification latency histogram times one send in N."""
-    from .probes import LATENCY_EVERY
-    p.add_argument("--latency-every", type=positive(int, "sends"), default=LATENCY_EVERY, metavar="N",
-                   help=f"time the notification latency of one send in N per socket or ring (default "
-                        f"{LATENCY_EVERY}; 1 = every send while none is in flight; the probes keep no entry per send)")
-def add_kernel_events(p: argparse.ArgumentParser) -> None:
-    """--kernel-events: load the opt-in program counting pages attached and notification ranges."""
-    p.add_argument("--kernel-events", action="store_true",
-                   help="also count pages attached zero-copy and notification ranges (fentry/kprobe tiers; "
-                        "a probe per skb or send, so off by default)")
-
-
-def extra_programs(args: argparse.Namespace) -> frozenset[str]:
-    """The opt-in probe programs the command line asks for."""
-    return frozenset({"kernel_events"} if getattr(args, "kernel_events", False) else ())
 
 
 _positive_seconds = positive(float, "seconds")
@@ -106,3 +91,37 @@ def output_file(text: str) -> str:
     except OSError as e:
         raise argparse.ArgumentTypeError(f"cannot write {text}: {e.strerror}") from None
     return text
+
+
+# --- options more than one command takes ---------------------------------------------------
+
+def add_process_filters(p: argparse.ArgumentParser, follow: str, keep: str) -> None:
+    """-p/--pid, --comm, --cgroup: the processes a command watches (`follow`: its verb, e.g.
+    "trace") and the ones it keeps (`keep`, e.g. "report only")."""
+    p.add_argument("-p", "--pid", type=pid, action="append", help=f"{follow} this process (repeatable)")
+    p.add_argument("--comm", type=comm, help=f"{keep} processes with this command name")
+    p.add_argument("--cgroup", help=f"{keep} processes in this cgroup v2 or below it (path, e.g. system.slice)")
+
+
+def add_tier(p: argparse.ArgumentParser) -> None:
+    """--tier: force a probe tier instead of the best this kernel allows."""
+    p.add_argument("--tier", choices=TIERS, help="force a probe tier instead of the best available")
+
+
+def add_latency_every(p: argparse.ArgumentParser) -> None:
+    """--latency-every N: the notification latency histogram times one send in N."""
+    p.add_argument("--latency-every", type=positive(int, "sends"), default=LATENCY_EVERY, metavar="N",
+                   help=f"time the notification latency of one send in N per socket or ring (default "
+                        f"{LATENCY_EVERY}; 1 = every send while none is in flight; the probes keep no entry per send)")
+
+
+def add_kernel_events(p: argparse.ArgumentParser) -> None:
+    """--kernel-events: load the opt-in program counting pages attached and notification ranges."""
+    p.add_argument("--kernel-events", action="store_true",
+                   help="also count pages attached zero-copy and notification ranges (fentry/kprobe tiers; "
+                        "a probe per skb or send, so off by default)")
+
+
+def extra_programs(args: argparse.Namespace) -> frozenset[str]:
+    """The opt-in probe programs the command line asks for."""
+    return frozenset({"kernel_events"} if getattr(args, "kernel_events", False) else ())

@@ -1,9 +1,9 @@
 """`zctrace bench`: the built-in zerocopy send workload, each cell checked by the tracer.
 
-Every cell runs the workload in this process (the compiled send engine by default, the Python
-loops with --engine python) with the probes attached (unless --no-trace) and
+Every cell (cells.py) runs the workload in this process (the compiled send engine by default,
+the Python loops with --engine python) with the probes attached (unless --no-trace) and
 reports the kernel's own verdict (from the notifications the workload reads) next to the
-tracer's verdict for the same requests.
+tracer's verdict for the same requests; --suite runs a predefined set (benchsuite.py).
 """
 
 from __future__ import annotations
@@ -13,71 +13,19 @@ import itertools
 import os
 import signal
 import sys
-from contextlib import nullcontext
-from dataclasses import dataclass
 
-from . import interrupts, model, report, snapshot
-from .argtypes import output_file, positive, seconds
+from . import interrupts, report
+from .argtypes import add_tier, output_file, positive, seconds
+from .benchsuite import SUITES, run_suite
+from .cells import Cell, check_status, engine_note, run
 from .errors import ZctraceError
-from .probes import CAP_NET_ADMIN, CAP_SYS_ADMIN, TIERS, has_caps, require_root
+from .probes import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_caps, require_root
+from .session import open_session
 
 DEFAULT_MODES = ("copy", "msg_zerocopy", "uring_zc")
 DEFAULT_SIZES = (1000, 4000)
 DEFAULT_TARGETS = ("loopback", "sink")
 DEFAULT_DURATION = 0.5
-
-
-@dataclass
-class Cell:
-    """One benchmark result: the workload's numbers, the kernel's verdicts, the tracer's."""
-
-    mode: str
-    proto: str
-    size: int
-    target: str
-    requests: int
-    seconds: float
-    cpu_seconds: float
-    kernel: dict[str, int]
-    traced: dict[str, int] | None
-    lost: dict[str, int] | None = None  # events the probes could not record (None: untraced)
-    engine: str = "python"  # which send loops ran: "c" (compiled) or "python"
-
-    @property
-    def requests_per_s(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
-
-    @property
-    def bytes_per_s(self) -> float:
-        return self.requests_per_s * self.size
-
-    @property
-    def matches(self) -> bool | None:
-        """Tracer agrees with the kernel on every request it has a verdict for (None: untraced)."""
-        if self.traced is None:
-            return None
-        zc_mode = self.mode in ("msg_zerocopy", "uring_zc", "uring_zc_fixed") and self.kernel["so_zerocopy"]
-        if not zc_mode:
-            return self.traced["requests"] == 0
-        if self.traced["requests"] != self.requests:
-            return False
-        if self.kernel["unknown"]:  # the kernel gave no verdict (io_uring without REPORT_USAGE)
-            return self.traced["zerocopied"] + self.traced["copied"] + self.traced["unknown"] == self.requests
-        return (self.traced["zerocopied"], self.traced["copied"]) == (self.kernel["zerocopied"],
-                                                                       self.kernel["copied"])
-
-    @property
-    def cpu_per_request(self) -> float:
-        """Seconds of the sending thread's CPU time per request."""
-        return self.cpu_seconds / self.requests if self.requests else 0.0
-
-    def to_json(self) -> dict:
-        return {"mode": self.mode, "proto": self.proto, "size": self.size, "target": self.target,
-                "engine": self.engine, "requests": self.requests, "seconds": round(self.seconds, 6),
-                "cpu_seconds": round(self.cpu_seconds, 6),
-                "requests_per_s": round(self.requests_per_s, 1), "bytes_per_s": round(self.bytes_per_s, 1),
-                "kernel": {k: self.kernel[k] for k in ("zerocopied", "copied", "unknown")},
-                "traced": self.traced, "lost": self.lost, "match": self.matches}
 
 
 def _sizes(text: str) -> list[int]:
@@ -104,7 +52,6 @@ def _target(text: str) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .benchsuite import SUITES
     from .workload.senders import ENGINES, MODES, NOTIF_POLICIES
     p.add_argument("--mode", action="append", choices=MODES,
                    help=f"send mode (repeatable; default {' '.join(DEFAULT_MODES)})")
@@ -133,7 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=ENGINES, default="c",
                    help="send loops: c (compiled, default: the kernel sets the pace) or python")
     p.add_argument("--no-trace", action="store_true", help="run the workload without the tracer")
-    p.add_argument("--tier", choices=TIERS, help="force a probe tier")
+    add_tier(p)
     p.add_argument("--json", metavar="FILE", type=output_file, help="also write the results as JSON ('-' = stdout)")
     p.add_argument("--check", action="store_true",
                    help="exit 1 if the tracer's verdicts differ from the kernel's in any cell, or "
@@ -224,57 +171,6 @@ def _specs(args: argparse.Namespace) -> list:
     return specs
 
 
-def traced_counts(snap: snapshot.Snapshot, spec) -> dict[str, int]:
-    """The tracer's counts for this process's sends of `spec`'s API and protocol."""
-    api = "msg_zerocopy" if spec.mode in ("copy", "msg_zerocopy") else "io_uring"
-    counts = model.Counts()
-    for row in snap.rows:
-        if row.pid == os.getpid() and row.api == api and row.proto == spec.proto:
-            counts.add(model.Counts.from_counters(row.counters))
-    return {"requests": counts.zc_requests, "zerocopied": counts.zerocopied, "copied": counts.copied,
-            "unknown": counts.unknown, "not_attempted": counts.not_attempted}
-
-
-def run_on(endpoint, specs: list, session=None, progress=None) -> list[Cell]:
-    """Run specs against an open target; `session` (probes) checks each cell."""
-    from .workload.senders import run_workload
-    cells = []
-    for spec in specs:
-        if session is not None:
-            session.clear()
-        r = run_workload(spec, endpoint)
-        kernel = {"zerocopied": r.kernel_zerocopied, "copied": r.kernel_copied,
-                  "unknown": r.kernel_unknown, "so_zerocopy": spec.so_zerocopy}
-        traced = lost = None
-        if session is not None:
-            snap = snapshot.take(session.bpf)
-            traced = traced_counts(snap, spec)
-            lost = {k: v for k, v in snap.errors.items() if v}
-        cell = Cell(spec.mode, spec.proto, spec.size, spec.target, r.requests, r.seconds,
-                    r.cpu_seconds, kernel, traced, lost, spec.engine)
-        cells.append(cell)
-        if progress:
-            progress(cell)
-    return cells
-
-
-def open_endpoint(target: str, proto: str):
-    """Context manager: a local target set up (and removed) for `proto`, or a remote ADDR:PORT."""
-    from .workload.senders import remote_endpoint
-    from .workload.targets import open_target
-    remote = remote_endpoint(target)
-    return nullcontext(remote) if remote else open_target(target, proto)
-
-
-def run(specs: list, session=None, progress=None) -> list[Cell]:
-    """Run every spec, opening each target once."""
-    cells = []
-    for (target, proto), group in itertools.groupby(specs, key=lambda s: (s.target, s.proto)):
-        with open_endpoint(target, proto) as endpoint:
-            cells += run_on(endpoint, list(group), session, progress)
-    return cells
-
-
 def render(cells: list[Cell], tier: str | None) -> str:
     head = ("TARGET", "PROTO", "MODE", "SIZE", "REQUESTS", "REQ/S", "MB/S", "KERNEL ZC/COPIED/UNKNOWN",
             "TRACED ZC/COPIED/UNKNOWN", "MATCH")
@@ -291,19 +187,12 @@ def render(cells: list[Cell], tier: str | None) -> str:
     return f"zctrace bench ({engine_note(cells)}; {tracer})\n" + report.table(head, rows)
 
 
-def engine_note(cells: list[Cell]) -> str:
-    """Which send loops produced `cells`, for every table's title."""
-    names = {"c": "compiled C engine", "python": "Python engine"}
-    return "workload: " + " and ".join(names[e] for e in dict.fromkeys(c.engine for c in cells))
-
-
 def run_cli(args: argparse.Namespace) -> int:
     check_args(args)
     if local_targets(args):
         reclaim_leftovers()
     try:
         if args.suite:
-            from .benchsuite import run_suite
             return run_suite(args)
         return _run_cells(args)
     except (OSError, RuntimeError) as e:  # a target that cannot be set up, a refused connection
@@ -312,7 +201,6 @@ def run_cli(args: argparse.Namespace) -> int:
 
 def _run_cells(args: argparse.Namespace) -> int:
     """Run the cells; on SIGINT/SIGTERM or a failing cell, report the cells finished before it."""
-    from .cli import _open_session
     specs = _specs(args)
     cells: list[Cell] = []
 
@@ -321,7 +209,7 @@ def _run_cells(args: argparse.Namespace) -> int:
         print(f"zctrace: bench {len(cells)}/{len(specs)}: {c.target} {c.proto} {c.mode} {c.size} B, "
               f"{c.requests_per_s:,.0f} req/s", file=sys.stderr)
 
-    session = None if args.no_trace else _open_session(args.tier, [os.getpid()])
+    session = None if args.no_trace else open_session(args.tier, [os.getpid()])
     tier = session.tier if session is not None else None
     stopped = error = None
     try:
@@ -344,15 +232,3 @@ def _run_cells(args: argparse.Namespace) -> int:
         print(f"zctrace: stopped by {stopped} {done}", file=sys.stderr)
         return interrupts.exit_status()
     return check_status(cells) if args.check else 0
-
-
-def check_status(cells: list[Cell]) -> int:
-    """--check: 1 (with the reason on stderr) if any cell's traced counts differ from the
-    kernel's or the probes lost events, else 0."""
-    if any(c.matches is False for c in cells):
-        print("zctrace: tracer verdicts differ from the kernel's (see MATCH)", file=sys.stderr)
-        return 1
-    if any(c.lost for c in cells):
-        print("zctrace: the probes lost events (BPF maps full): counts are incomplete", file=sys.stderr)
-        return 1
-    return 0

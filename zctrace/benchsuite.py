@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import TextIO
 
 from . import interrupts, report
-from .bench import Cell, check_status, engine_note, open_endpoint, run_on
+from .cells import Cell, check_status, engine_note, open_endpoint, run_on
 from .errors import ZctraceError
 from .exporter import bpfinfo
 from .paths import reference_source
 from .probes import Session
+from .session import open_session
 from .workload.senders import WorkloadSpec, validate
 from .workload.targets import UDP_ONLY, Endpoint
 
@@ -276,9 +277,8 @@ def _run_plan(plan: Plan, session: Session | None, progress: Progress, args: arg
 
 def _open_session(args: argparse.Namespace, quiet: bool = False) -> Session:
     """Probes for this process (the tier line and probe warnings on stderr unless `quiet`)."""
-    from .cli import _open_session as open_verbose
     if not quiet:
-        return open_verbose(args.tier, [os.getpid()])
+        return open_session(args.tier, [os.getpid()])
     from .btf import Btf
     return Session.open(args.tier, Btf.load(), pids=[os.getpid()])
 

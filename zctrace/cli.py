@@ -8,10 +8,11 @@ import shutil
 import sys
 from typing import Callable, Sequence
 
-from . import argtypes, cgroups, interrupts, lifecycle, model, report, snapshot, tiers
-from .btf import BtfError, CachedBtf
+from . import argtypes, cgroups, interrupts, lifecycle, model, report, snapshot
+from .btf import BtfError
 from .errors import ZctraceError
-from .probes import LATENCY_EVERY, TIERS, Session, require_root
+from .probes import Session, require_root
+from .session import open_session, probe_statuses
 
 
 class _Parser(argparse.ArgumentParser):
@@ -19,64 +20,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise ZctraceError(message)
-
-
-def _tier_line(active: str, checks: list[tiers.TierCheck]) -> str:
-    refused = "; ".join(f"{c.tier} unavailable: {c.error}" for c in checks if not c.ok)
-    return f"zctrace: probe tier {active}" + (f" ({refused})" if refused else "")
-
-
-def _stale(checks: list[tiers.TierCheck]) -> bool:
-    """The chosen tier's verdict was remembered and a try now says otherwise (the kernel or its
-    BPF policy changed since): the remembered verdicts must go."""
-    return checks[-1].remembered and not tiers.check(checks[-1].tier).ok
-
-
-def _open_session(forced: str | None, pids: list[int] | None, latency_every: int = LATENCY_EVERY,
-                  extra: frozenset[str] = frozenset()) -> Session:
-    require_root()
-    btf = CachedBtf()
-    tier, checks = tiers.best(forced)
-    if not tier:
-        raise ZctraceError(f"the {forced} tier does not load here: {checks[-1].error}" if forced
-                           else "no probe tier loads on this kernel: " + checks[-1].error)
-    print(_tier_line(tier, checks), file=sys.stderr)
-    try:
-        session = Session.open(tier, btf, pids=pids, latency_every=latency_every, extra=extra)
-    except ZctraceError:
-        if not _stale(checks):
-            raise
-        tiers.forget()
-        return _open_session(forced, pids, latency_every, extra)
-    if not all(s.attached for s in session.statuses) and _stale(checks):
-        session.close()
-        tiers.forget()
-        return _open_session(forced, pids, latency_every, extra)
-    btf.save()
-    unloaded = extra - {p.name for p in session.programs} - session.skipped.keys()
-    if unloaded:
-        flags = ', '.join('--' + name.replace('_', '-') for name in sorted(unloaded))
-        print(f"zctrace: note: {flags}: not on the {tier} tier (fentry and kprobe only)",
-              file=sys.stderr)
-    if interrupts.received():
-        session.close()
-        interrupts.check("before the probes were attached: nothing done")
-    for status in session.statuses:
-        if not status.attached:
-            print(f"zctrace: probe {status.program} not attached to {status.target}: {status.error}",
-                  file=sys.stderr)
-    for name, why in session.skipped.items():
-        print(f"zctrace: probe {name} not loaded: {why}", file=sys.stderr)
-    return session
-
-
-def probe_statuses(session: Session) -> list[dict]:
-    """Each attach point (`variant_of`: the manifest's name for a function this kernel calls
-    otherwise), then each program not loaded, with why."""
-    return ([{"program": s.program, "target": s.target, "attached": s.attached, "error": s.error,
-              "variant_of": s.variant_of} for s in session.statuses]
-            + [{"program": name, "target": "", "attached": False, "error": why}
-               for name, why in session.skipped.items()])
 
 
 def _spawn_gated(argv: list[str]) -> tuple[int, int]:
@@ -113,7 +56,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         raise ZctraceError(f"command not found: {command[0]}")
     cgroup = cgroups.resolve(args.cgroup) if args.cgroup else None
     pids = list(args.pid) if args.pid else ([] if command else None)
-    session = _open_session(args.tier, pids, args.latency_every, argtypes.extra_programs(args))
+    session = open_session(args.tier, pids, args.latency_every, argtypes.extra_programs(args))
     status = 0
     with session:
         # Exited processes leave the maps (swept four times a second, so they only hold live
@@ -167,11 +110,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _trace_arguments(t: argparse.ArgumentParser) -> None:
-    t.add_argument("-p", "--pid", type=argtypes.pid, action="append", help="trace this process (repeatable)")
-    t.add_argument("--comm", type=argtypes.comm, help="report only processes with this command name")
-    t.add_argument("--cgroup", help="report only processes in this cgroup v2 or below it (path, e.g. system.slice)")
+    argtypes.add_process_filters(t, "trace", "report only")
     t.add_argument("--duration", type=argtypes.seconds, help="stop after this many seconds")
-    t.add_argument("--tier", choices=TIERS, help="force a probe tier instead of the best available")
+    argtypes.add_tier(t)
     argtypes.add_latency_every(t)
     argtypes.add_kernel_events(t)
     t.add_argument("--json", metavar="FILE", type=argtypes.output_file, help="also write the report as JSON ('-' = stdout)")

@@ -28,6 +28,7 @@ from .btf import VMLINUX, Btf, BtfError
 from .errors import ZctraceError
 from .probes import CAP_NET_ADMIN, CAP_SYS_ADMIN, Session, has_caps, load_manifest
 from .report import human_bytes, table
+from .session import probe_statuses
 from .workload.uring import IORING_NOTIF_USAGE_ZC_COPIED, Cqe, Ring, supported_opcodes
 
 if TYPE_CHECKING:
@@ -102,7 +103,6 @@ def diagnose(size: int | None = None) -> dict:
     result["probes"] = []
     result["probe_fallbacks"] = {}
     if active and btf:
-        from .cli import probe_statuses
         try:
             with Session.open(active, btf) as session:
                 result["probes"] = probe_statuses(session)

@@ -19,17 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import argtypes, cgroups, interrupts, lifecycle, model, snapshot
-from .probes import TIERS, Session
+from .probes import Session
+from .errors import ZctraceError
 from .report import human_bytes, table
+from .session import open_session
 
 MAX_SOCKETS = 10
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-p", "--pid", type=argtypes.pid, action="append", help="watch this process (repeatable)")
-    p.add_argument("--comm", type=argtypes.comm, help="show only processes with this command name")
-    p.add_argument("--cgroup", help="show only processes in this cgroup v2 or below it (path, e.g. system.slice)")
-    p.add_argument("--tier", choices=TIERS, help="force a probe tier instead of the best available")
+    argtypes.add_process_filters(p, "watch", "show only")
+    argtypes.add_tier(p)
     p.add_argument("--interval", type=argtypes.seconds, default=1.0, help="seconds between refreshes (default 1)")
     p.add_argument("--iterations", type=argtypes.positive(int, "refreshes"), help="stop after this many refreshes")
 
@@ -123,15 +123,13 @@ def _device(sock: dict) -> str:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from .cli import _open_session
-    from .errors import ZctraceError
     for pid in args.pid or ():
         try:
             open(f"/proc/{pid}/stat").close()
         except OSError:
             raise ZctraceError(f"no process with PID {pid}") from None
     cgroup = cgroups.resolve(args.cgroup) if args.cgroup else None
-    session = _open_session(args.tier, list(args.pid) if args.pid else None)
+    session = open_session(args.tier, list(args.pid) if args.pid else None)
     show = _curses if sys.stdout.isatty() else _plain
     try:
         with session, interrupts.raising():

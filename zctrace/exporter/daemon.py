@@ -11,7 +11,7 @@ import threading
 
 from .. import argtypes, cgroups
 from ..errors import ZctraceError
-from ..probes import TIERS
+from ..session import open_session
 from .server import DEFAULT_LISTEN
 
 DEFAULT_TOP_COMMS = 10
@@ -30,7 +30,7 @@ def _count(text: str) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                    help=f"address to serve /metrics on (default {DEFAULT_LISTEN})")
-    p.add_argument("--tier", choices=TIERS, help="force a probe tier instead of the best available")
+    argtypes.add_tier(p)
     argtypes.add_latency_every(p)
     argtypes.add_kernel_events(p)
     p.add_argument("--top-comms", type=_count, default=DEFAULT_TOP_COMMS, metavar="N",
@@ -52,7 +52,6 @@ def run_cli(args: argparse.Namespace) -> int:
     from prometheus_client import ProcessCollector
     from prometheus_client.registry import CollectorRegistry
 
-    from ..cli import _open_session
     from .collector import ExportOptions, ZctraceCollector
     from .server import MetricsServer, TlsFiles, parse_listen, read_basic_auth
 
@@ -76,7 +75,7 @@ def run_cli(args: argparse.Namespace) -> int:
     server = MetricsServer(registry, host, port, tls, users)  # bind before the slow probe build
     stats_fd = None
     try:
-        session = _open_session(args.tier, None, args.latency_every, argtypes.extra_programs(args))
+        session = open_session(args.tier, None, args.latency_every, argtypes.extra_programs(args))
         with session:
             if args.bpf_stats:
                 from .bpfinfo import enable_stats
