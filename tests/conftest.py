@@ -39,6 +39,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@contextlib.contextmanager
+def optmem_room():
+    """net.core.optmem_max raised to 1 MiB (if lower) while a test keeps many MSG_ZEROCOPY sends
+    in flight: 6.1's default 20 KiB holds about 24 notifications (ENOBUFS after)."""
+    path = Path("/proc/sys/net/core/optmem_max")
+    old = path.read_text().strip()
+    path.write_text(str(max(int(old), 1 << 20)))
+    try:
+        yield
+    finally:
+        path.write_text(old)
+
+
 # Probe tiers a tracer test runs on: the tracepoint tier on the host; fentry, kprobe and the
 # tracepoint tier again inside the full-kernel VM.
 TIERS = [

@@ -54,7 +54,8 @@ def test_liburing_send_zerocopy_example(send_zerocopy, tmp_path, tier, target, p
     """Requests, bytes and notifications equal the example's own count. It does not ask for
     IORING_SEND_ZC_REPORT_USAGE: the fentry and kprobe tiers give the kernel's verdicts anyway
     (zerocopied on the sink, copied by local delivery over loopback); the tracepoint tier cannot
-    see them and says unknown (docs/reasons.md)."""
+    see them and says unknown (docs/reasons.md). Over TCP what the shutdown at its end leaves
+    queued is freed without a copy."""
     tx, c = traced_example(send_zerocopy, tier, target, proto, size, tmp_path)
     assert tx > 0
     assert (c["zc_requests"], c["bytes"], c["notifications"]) == (tx, tx * size, tx), c
@@ -62,6 +63,10 @@ def test_liburing_send_zerocopy_example(send_zerocopy, tmp_path, tier, target, p
         assert (c["zerocopied"], c["copied"], c["unknown"]) == (0, 0, tx), c
     elif target == "sink":
         assert (c["zerocopied"], c["copied"], c["unknown"]) == (tx, 0, 0), c
-    else:
+    elif proto == "udp":
         assert (c["zerocopied"], c["copied"], c["unknown"]) == (0, tx, 0), c
         assert c["copied_reasons"] == {"local_delivery": tx}, c
+    else:  # the example shuts the socket down at the end: data still queued is freed undelivered,
+        # never copied (the kernel's zc_used without zc_copied); 16 of 11,064 on 6.1's kprobe tier
+        assert c["unknown"] == 0 and c["zerocopied"] + c["copied"] == tx and c["copied"] >= 0.95 * tx, c
+        assert c["copied_reasons"] == {"local_delivery": c["copied"]}, c

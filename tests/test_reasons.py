@@ -21,6 +21,7 @@ import time
 import pytest
 from pyroute2 import Ethtool, IPRoute
 
+from conftest import optmem_room
 from zctrace import cells, model, reasons, snapshot
 from zctrace.report import render
 from zctrace.workload.senders import ErrQueue, WorkloadSpec
@@ -266,9 +267,7 @@ def test_tx_timestamps(tracer, tsonly):
     read after all N sends: optmem must hold N notifications, more than 6.1's default 20 KiB.)"""
     SO_TIMESTAMPING, TX_SCHED, SOFTWARE, OPT_ID, OPT_TSONLY = 37, 1 << 8, 1 << 4, 1 << 7, 1 << 11
     tracer.clear()
-    optmem = "/proc/sys/net/core/optmem_max"
-    roomy = str(max(int(open(optmem).read()), 1 << 20))
-    with open_target("sink", "udp") as ep, socket.socket(ep.family, socket.SOCK_DGRAM) as s, sysctl(optmem, roomy):
+    with open_target("sink", "udp") as ep, socket.socket(ep.family, socket.SOCK_DGRAM) as s, optmem_room():
         s.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)
         s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING,
                      TX_SCHED | SOFTWARE | OPT_ID | (OPT_TSONLY if tsonly else 0))

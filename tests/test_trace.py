@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import TIERS
+from conftest import TIERS, optmem_room
 from zctrace import cells, model, snapshot
 from zctrace.btf import Btf
 from zctrace.probes import Session
@@ -148,7 +148,7 @@ def test_pinned_bytes_while_the_queue_holds_the_sends(tracer):
     no completion and claims nothing."""
     n, size = 40, 1000
     tracer.clear()
-    with open_target("sink", "udp") as ep, socket.socket(ep.family, socket.SOCK_DGRAM) as s:
+    with open_target("sink", "udp") as ep, socket.socket(ep.family, socket.SOCK_DGRAM) as s, optmem_room():
         # 1 byte/s with a bucket of one datagram: the first may pass, the rest wait
         subprocess.run(["tc", "qdisc", "replace", "dev", ep.ifname, "root", "tbf", "rate", "8bit",
                         "burst", str(size + 100), "limit", "100000000"], check=True)
