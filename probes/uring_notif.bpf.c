@@ -14,7 +14,7 @@
 
 #define ZC_ND_USED 1
 #define ZC_ND_COPIED 2
-#define ZC_MAX_CHAIN 16
+#define ZC_MAX_CHAIN 1024 /* linked notifications walked per completion (TCP over loopback ran past 128) */
 #define ZC_ND_SLOTS 4096
 
 struct zc_nd_slot {
@@ -78,6 +78,8 @@ static __always_inline u64 zc_nd_take(u64 nd)
 ZC_KFUNC1(io_notif_tw_complete, notif)
 {
 	u64 nd = zc_scalar((u64)notif) + ZC_OFF_io_kiocb_cmd;
+	u8 head_late = 0; /* the chain head's late copy: its skbs carried the linked requests' pages */
+	int head_stack = -1;
 
 	for (int i = 0; i < ZC_MAX_CHAIN && nd; i++) {
 		u64 req = nd - ZC_OFF_io_kiocb_cmd, ctx = 0, user_data = 0;
@@ -92,8 +94,15 @@ ZC_KFUNC1(io_notif_tw_complete, notif)
 			if (flags == ZC_ND_USED) {
 				zc_ring_add(ring, proto, ZC_ZEROCOPIED, 1);
 			} else {
-				int late_stack;
+				int late_stack = -1;
 				u8 late = zc_late_take(nd + ZC_OFF_io_notif_data_uarg, &late_stack);
+				if (i == 0) {
+					head_late = late;
+					head_stack = late_stack;
+				} else if (!late && !flags && head_late) { /* linked: no skb of its own */
+					late = head_late;
+					late_stack = head_stack;
+				}
 				zc_ring_add(ring, proto, ZC_COPIED, 1);
 				zc_reason_add(ring->tgid, ZC_API_IO_URING, proto,
 					      late ? late : (flags & ZC_ND_COPIED) ? ZC_R_UNKNOWN : ZC_R_IO_URING_NOT_USED,
@@ -108,5 +117,7 @@ ZC_KFUNC1(io_notif_tw_complete, notif)
 		nd = 0;
 #endif
 	}
+	if (nd) /* a chain longer than ZC_MAX_CHAIN: the rest get no verdict */
+		zc_lose(ZC_ERR_NOTIFS_FULL, 1, 0);
 	return 0;
 }
