@@ -2,7 +2,10 @@
 /* zctrace.workload._engine: the compiled send engine (engine.c) for Python; the loop runs
  * with the GIL released. */
 #define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE
 #include <Python.h>
+#include <errno.h>
+#include <sched.h>
 #include <string.h>
 
 #include "engine.h"
@@ -55,6 +58,20 @@ static PyObject *engine_run(PyObject *self, PyObject *args, PyObject *kw)
 			     res.zerocopied, res.copied);
 }
 
+PyDoc_STRVAR(private_files_doc,
+"private_files()\n\n"
+"Give the calling thread a file descriptor table of its own (unshare(CLONE_FILES)). The kernel\n"
+"takes a reference on the file at every socket call of a thread whose table is shared (a\n"
+"multi-threaded process), which a single-threaded sender never pays: call it first in the thread\n"
+"that runs the loops, never in the main thread. Raises OSError.");
+
+static PyObject *engine_private_files(PyObject *self, PyObject *unused)
+{
+	if (unshare(CLONE_FILES))
+		return PyErr_SetFromErrno(PyExc_OSError);
+	Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(stop_doc, "stop()\n\nAsk a run() in progress in another thread to end at its next clock check.");
 
 static PyObject *engine_stop(PyObject *self, PyObject *unused)
@@ -66,6 +83,7 @@ static PyObject *engine_stop(PyObject *self, PyObject *unused)
 static PyMethodDef methods[] = {
 	{"run", (PyCFunction)(void (*)(void))engine_run, METH_VARARGS | METH_KEYWORDS, run_doc},
 	{"stop", engine_stop, METH_NOARGS, stop_doc},
+	{"private_files", engine_private_files, METH_NOARGS, private_files_doc},
 	{NULL, NULL, 0, NULL},
 };
 

@@ -211,6 +211,7 @@ def _run_c(engine, spec: WorkloadSpec, sock: socket.socket) -> WorkloadResult:
 
     def work() -> None:
         try:
+            engine.private_files()  # socket calls as cheap as a single-threaded sender's
             out["result"] = engine.run(
                 sock.fileno(), spec.mode, spec.size, tcp=spec.proto == "tcp",
                 duration=spec.duration or 0.0, count=spec.count or -1, notify_batch=spec.notify_batch,
