@@ -26,6 +26,9 @@
 #define ZC_RING_SILENT 1
 
 BPF_HASH(zc_rings, u64, struct zc_ring, 4096);
+/* A new ring's entry is put together here: struct zc_ring is too big for the BPF stack beside
+ * the request's head (struct zc_req_head). */
+BPF_PERCPU_ARRAY(zc_ring_scratch, struct zc_ring, 1);
 
 struct zc_ureq {
 	u64 ctx;
@@ -48,6 +51,14 @@ static __always_inline u64 *zc_ring_counters(struct zc_ring *ring, u8 proto)
 static __always_inline void zc_ring_add(struct zc_ring *ring, u8 proto, int counter, u64 n)
 {
 	__sync_fetch_and_add(&zc_ring_counters(ring, proto)[counter], n);
+}
+
+/* zc_ring_add for the counters only CQEs change (io_uring_complete, io_uring_cqe_overflow): the
+ * kernel posts a ring's CQEs one at a time (its CQ tail is a plain counter, under the ring's
+ * completion lock or its single submitter), so a plain add is exact and spares a locked one. */
+static __always_inline void zc_ring_count(struct zc_ring *ring, u8 proto, int counter, u64 n)
+{
+	zc_ring_counters(ring, proto)[counter] += n;
 }
 
 /* True (and forgotten) if the notification (ctx, user_data) belongs to a failed send. */
@@ -87,27 +98,47 @@ static __always_inline struct zc_ring *zc_ring_get(u64 ctx, u64 bytes)
 	tgid = bpf_get_current_pid_tgid() >> 32;
 	if (!zc_tracked(tgid))
 		return 0;
-	struct zc_ring fresh = {.tgid = tgid, .cgroup = bpf_get_current_cgroup_id()};
-	bpf_get_current_comm(&fresh.comm, sizeof(fresh.comm));
-	if (zc_rings.insert(&ctx, &fresh))
+	u32 zero = 0;
+	struct zc_ring *fresh = zc_ring_scratch.lookup(&zero);
+	if (!fresh)
+		return 0;
+	__builtin_memset(fresh, 0, sizeof(*fresh));
+	fresh->tgid = tgid;
+	fresh->cgroup = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(&fresh->comm, sizeof(fresh->comm));
+	if (zc_rings.insert(&ctx, fresh))
 		zc_lose(ZC_ERR_RINGS_FULL, 1, bytes);
 	return zc_rings.lookup(&ctx);
 }
 
+/* The front of an io_kiocb, read with one bpf_probe_read_kernel per CQE: its file, opcode and CQE
+ * (user_data, res, flags: the trace point's CQE is a copy of these), and, for a notification,
+ * its io_notif_data's zc_report and zc_copied (inside cmd). Offsets from BTF, like every other. */
+#define ZC_MAX2(a, b) ((a) > (b) ? (a) : (b))
+#define ZC_NOTIF_OFF(m) (ZC_OFF_io_kiocb_cmd + ZC_OFF_io_notif_data_##m)
+#define ZC_REQ_HEAD ZC_MAX2(ZC_MAX2(ZC_MAX2(ZC_OFF_io_kiocb_file + 8, ZC_OFF_io_kiocb_opcode + 1), \
+				    ZC_MAX2(ZC_OFF_io_kiocb_cqe_user_data + 8, ZC_OFF_io_kiocb_cqe_res + 4)), \
+			    ZC_MAX2(ZC_MAX2(ZC_OFF_io_kiocb_cqe_flags + 4, ZC_NOTIF_OFF(zc_report) + 1), \
+				    ZC_NOTIF_OFF(zc_copied) + 1))
+#if ZC_REQ_HEAD > 256
+#error "io_kiocb: file, opcode, cqe and io_notif_data flags further apart than expected (docs/kernel.md)"
+#endif
+struct zc_req_head {
+	u64 w[(ZC_REQ_HEAD + 7) / 8];
+};
+#define ZC_HEAD(h, type, off) (*(type *)((u8 *)(h)->w + (off)))
+
 /* The send's socket protocol, read again only when the request's file is not the ring's last.
  * A request without a file (a send on a bad fd fails so, and is still notified) changes nothing:
  * the ring's notifications are counted under its protocol. */
-static __always_inline u8 zc_uring_proto(struct zc_ring *ring, void *req)
+static __always_inline u8 zc_uring_proto(struct zc_ring *ring, u64 file)
 {
-	u64 file = 0;
 	void *socket = 0, *sk = 0;
 	u16 ipproto = 0;
 
-	ZC_READ(file, req, ZC_OFF_io_kiocb_file);
 	if (!file || file == ring->file)
 		return ring->proto;
-	if (file)
-		ZC_READ(socket, (void *)file, ZC_OFF_file_private_data);
+	ZC_READ(socket, (void *)file, ZC_OFF_file_private_data);
 	if (socket)
 		ZC_READ(sk, socket, ZC_OFF_socket_sk);
 	if (sk)
@@ -119,45 +150,44 @@ static __always_inline u8 zc_uring_proto(struct zc_ring *ring, void *req)
 }
 
 /* A notification CQE: notifications and released bytes on every tier; on the tracepoint tier
- * also the verdict, when the request asked for REPORT_USAGE. `req` is 0 for an overflowed CQE
- * (its REPORT_USAGE is taken from the ring's earlier notifications). */
-static __always_inline int zc_uring_notif(u64 ctx, void *req, u64 user_data, s32 res)
+ * also the verdict, when the request asked for REPORT_USAGE. `req` and `h` are 0 for an
+ * overflowed CQE (its REPORT_USAGE is taken from the ring's earlier notifications). */
+static __always_inline int zc_uring_notif(u64 ctx, void *req, struct zc_req_head *h, u64 user_data, s32 res)
 {
 	struct zc_ring *ring = zc_rings.lookup(&ctx);
 
 	if (!ring)
 		return 0;
 	u8 proto = ring->proto;
-	zc_ring_add(ring, proto, ZC_COMPLETED_BYTES, zc_uring_released(ring, proto));
-	zc_ring_add(ring, proto, ZC_NOTIFICATIONS, 1);
+	zc_ring_count(ring, proto, ZC_COMPLETED_BYTES, zc_uring_released(ring, proto));
+	zc_ring_count(ring, proto, ZC_NOTIFICATIONS, 1);
 	if (ring->sample_ts && ring->sample_id == user_data)
 		zc_sample_done(ZC_API_IO_URING, &ring->sample_ts);
 #ifdef ZC_TIER_TRACEPOINT
-	u8 report = 0, late = 0;
+	u8 report = 0;
 	if (zc_uring_take_failed(ring, ctx, user_data))
 		return 0;
-	if (req) {
-		ZC_READ(report, req, ZC_OFF_io_kiocb_cmd + ZC_OFF_io_notif_data_zc_report);
+	if (h) {
+		report = ZC_HEAD(h, u8, ZC_NOTIF_OFF(zc_report));
 		ring->report = report ? ZC_RING_REPORTS : ZC_RING_SILENT;
 	} else {
 		report = ring->report == ZC_RING_REPORTS;
 	}
 	if (!report) {
-		zc_ring_add(ring, proto, ZC_UNREPORTED, 1);
+		zc_ring_count(ring, proto, ZC_UNREPORTED, 1);
 	} else if (!((u32)res & ZC_IORING_NOTIF_USAGE_ZC_COPIED)) {
-		zc_ring_add(ring, proto, ZC_ZEROCOPIED, 1);
+		zc_ring_count(ring, proto, ZC_ZEROCOPIED, 1);
 	} else {
-		zc_ring_add(ring, proto, ZC_COPIED, 1);
+		zc_ring_count(ring, proto, ZC_COPIED, 1);
 		/* Evidence about this very notification (rx_evidence: its skbs were delivered
 		 * locally); else zc_copied: an skb copied the pages late, or none ever carried them. */
 		int stackid;
 		u8 reason = ZC_R_NONE;
-		if (req) {
-			reason = zc_late_take((u64)req + ZC_OFF_io_kiocb_cmd + ZC_OFF_io_notif_data_uarg, &stackid);
-			ZC_READ(late, req, ZC_OFF_io_kiocb_cmd + ZC_OFF_io_notif_data_zc_copied);
+		if (h) {
+			reason = zc_late_take((u64)req + ZC_NOTIF_OFF(uarg), &stackid);
+			if (!reason && !ZC_HEAD(h, u8, ZC_NOTIF_OFF(zc_copied)))
+				reason = ZC_R_IO_URING_NOT_USED;
 		}
-		if (!reason && req && !late)
-			reason = ZC_R_IO_URING_NOT_USED;
 		if (!reason && ring->sk)
 			reason = zc_predict_late((void *)ring->sk, zc_sk_dev((void *)ring->sk));
 		zc_reason_add(ring->tgid, ZC_API_IO_URING, proto, reason ? reason : ZC_R_UNKNOWN, -1, 1);
@@ -166,38 +196,25 @@ static __always_inline int zc_uring_notif(u64 ctx, void *req, u64 user_data, s32
 	return 0;
 }
 
-/* One CQE of any ring. `req` is 0 for CQEs that overflowed the CQ ring (io_uring_cqe_overflow
- * has no request): those are told apart by their flags alone. */
-static __always_inline int zc_uring_cqe(u64 ctx, void *req, u64 user_data, s32 res, u32 cflags)
+/* A send's CQE with a notification to follow (F_MORE), or a failed one: `file` is the request's
+ * (0 for an overflowed CQE, which has no request). */
+static __always_inline int zc_uring_sent(u64 ctx, u64 file, u64 user_data, s32 res, u32 cflags)
 {
-	u8 opcode = 0;
-
-	if (cflags & ZC_IORING_CQE_F_NOTIF)
-		return zc_uring_notif(ctx, req, user_data, res);
-	if (!(cflags & ZC_IORING_CQE_F_MORE) && res >= 0)
-		return 0; /* a completion without a notification to follow: not a zerocopy send */
-	if (req) {
-		ZC_READ(opcode, req, ZC_OFF_io_kiocb_opcode);
-		if (opcode != ZC_IORING_OP_SEND_ZC && opcode != ZC_IORING_OP_SENDMSG_ZC)
-			return 0;
-	} else if (!(cflags & ZC_IORING_CQE_F_MORE)) {
-		return 0; /* an overflowed CQE without a notification to follow: not a zerocopy send */
-	}
 	struct zc_ring *ring = zc_ring_get(ctx, res > 0 ? res : 0);
 	if (!ring)
 		return 0;
-	u8 proto = req ? zc_uring_proto(ring, req) : ring->proto;
+	u8 proto = zc_uring_proto(ring, file);
 	if (res >= 0) {
-		zc_ring_add(ring, proto, ZC_REQUESTS, 1);
-		zc_ring_add(ring, proto, ZC_BYTES, res);
+		zc_ring_count(ring, proto, ZC_REQUESTS, 1);
+		zc_ring_count(ring, proto, ZC_BYTES, res);
 		if (cflags & ZC_IORING_CQE_F_MORE)
 			zc_sample_send(&ring->seq, &ring->sample_id, &ring->sample_ts, user_data);
 		return 0;
 	}
 	if (res == -ZC_EOPNOTSUPP)
-		zc_ring_add(ring, proto, ZC_NA_EOPNOTSUPP, 1);
+		zc_ring_count(ring, proto, ZC_NA_EOPNOTSUPP, 1);
 	else if (res == -ZC_ENOBUFS) /* io_uring charges pinned pages, not optmem */
-		zc_ring_add(ring, proto, ZC_NA_ENOBUFS_MEMLOCK, 1);
+		zc_ring_count(ring, proto, ZC_NA_ENOBUFS_MEMLOCK, 1);
 	if (cflags & ZC_IORING_CQE_F_MORE) { /* a failed send's notification releases nothing */
 		struct zc_ureq key = {.ctx = ctx, .user_data = user_data};
 		u8 one = 1;
@@ -208,28 +225,44 @@ static __always_inline int zc_uring_cqe(u64 ctx, void *req, u64 user_data, s32 r
 	return 0;
 }
 
-/* The trace point's raw arguments: (ctx, req, cqe) since 6.13, before that (ctx, req,
- * user_data, res, cflags, extra1, extra2); ZC_URING_COMPLETE_CQE says which (from BTF). */
+/* One CQE of a request. A CQE without a request (multishot receives and polls, msg_ring: posted
+ * as auxiliary CQEs) is never a zerocopy send's, though it may carry F_MORE. Before 6.13 the
+ * trace point passes (ctx, req, user_data, res, cflags, extra1, extra2), since (ctx, req, cqe);
+ * ZC_URING_COMPLETE_CQE says which (from BTF). */
 RAW_TRACEPOINT_PROBE(io_uring_complete)
 {
-#ifdef ZC_URING_COMPLETE_CQE
-	struct {
-		u64 user_data;
-		s32 res;
-		u32 flags;
-	} cqe = {};
+	void *req = (void *)ctx->args[1];
+	struct zc_req_head h;
 
-	bpf_probe_read_kernel(&cqe, sizeof(cqe), (void *)ctx->args[2]);
-	return zc_uring_cqe(ctx->args[0], (void *)ctx->args[1], cqe.user_data, cqe.res, cqe.flags);
-#else
-	return zc_uring_cqe(ctx->args[0], (void *)ctx->args[1], ctx->args[2], (s32)ctx->args[3],
-			    (u32)ctx->args[4]);
+	if (!req)
+		return 0;
+#ifndef ZC_URING_COMPLETE_CQE
+	if (!((u32)ctx->args[4] & (ZC_IORING_CQE_F_NOTIF | ZC_IORING_CQE_F_MORE)) && (s32)ctx->args[3] >= 0)
+		return 0; /* the flags are an argument: leave before reading anything */
 #endif
+	bpf_probe_read_kernel(&h, sizeof(h), req);
+	u64 user_data = ZC_HEAD(&h, u64, ZC_OFF_io_kiocb_cqe_user_data);
+	s32 res = ZC_HEAD(&h, s32, ZC_OFF_io_kiocb_cqe_res);
+	u32 cflags = ZC_HEAD(&h, u32, ZC_OFF_io_kiocb_cqe_flags);
+	u8 opcode = ZC_HEAD(&h, u8, ZC_OFF_io_kiocb_opcode);
+
+	if (cflags & ZC_IORING_CQE_F_NOTIF)
+		return zc_uring_notif(ctx->args[0], req, &h, user_data, res);
+	if (!(cflags & ZC_IORING_CQE_F_MORE) && res >= 0)
+		return 0; /* a completion without a notification to follow: not a zerocopy send */
+	if (opcode != ZC_IORING_OP_SEND_ZC && opcode != ZC_IORING_OP_SENDMSG_ZC)
+		return 0;
+	return zc_uring_sent(ctx->args[0], ZC_HEAD(&h, u64, ZC_OFF_io_kiocb_file), user_data, res, cflags);
 }
 
+/* A CQE that overflowed the CQ ring: no request, so told apart by its flags alone. */
 TRACEPOINT_PROBE(io_uring, io_uring_cqe_overflow)
 {
-	return zc_uring_cqe((u64)args->ctx, 0, args->user_data, args->res, args->cflags);
+	if (args->cflags & ZC_IORING_CQE_F_NOTIF)
+		return zc_uring_notif((u64)args->ctx, 0, 0, args->user_data, args->res);
+	if (!(args->cflags & ZC_IORING_CQE_F_MORE))
+		return 0; /* without a notification to follow: not a zerocopy send */
+	return zc_uring_sent((u64)args->ctx, 0, args->user_data, args->res, args->cflags);
 }
 
 /* A new ring: if a freed ring left an entry at this address, its counters go to its process's

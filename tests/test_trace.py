@@ -230,6 +230,35 @@ def test_a_failed_io_uring_send_is_notified_but_no_request(tracer):
     assert totals.zerocopied + totals.copied + totals.unknown == n, totals
 
 
+def test_multishot_cqes_on_a_zerocopy_ring_are_not_sends(tracer):
+    """A ring that sends zerocopy and also polls multishot (as a server receiving on the same
+    ring does): each poll CQE carries F_MORE and a positive res, like a zerocopy send's, but
+    comes without a request (an auxiliary CQE). Only the sends are counted."""
+    n, size, polls = 6, 1000, 5
+    tracer.clear()
+    r, w = os.pipe()
+    try:
+        with open_target("sink", "udp") as ep, socket.socket(ep.family, socket.SOCK_DGRAM) as s, Ring(64) as ring:
+            s.connect(ep.addr)
+            ring.prep_poll_multishot(r, 1000)
+            for i in range(n):
+                ring.prep_send_zc(s.fileno(), b"m" * size, i, report_usage=True)
+            cqes = []
+            while ring.inflight:
+                cqes += ring.wait(1)
+            for _ in range(polls):  # ready, then drained: one CQE each time
+                os.write(w, b"x")
+                cqes += ring.wait(1)
+                os.read(r, 1)
+            time.sleep(0.2)
+            totals = model.build(snapshot.take(tracer.bpf), tracer.tier).totals
+    finally:
+        os.close(r)
+        os.close(w)
+    assert sum(c.user_data == 1000 and c.more for c in cqes) >= polls, cqes
+    assert (totals.zc_requests, totals.bytes, totals.notifications) == (n, n * size, n), totals
+
+
 def test_io_uring_cqes_not_consumed(tracer):
     """CQEs a ring holds that the application has not reaped (notifications among them) are
     shown per ring, and are gone once it reaps them."""

@@ -33,6 +33,8 @@ FIELDS: dict[str, tuple[str, str]] = {
     "io_kiocb_opcode": ("io_kiocb", "opcode"),
     "io_kiocb_ctx": ("io_kiocb", "ctx"),
     "io_kiocb_cqe_user_data": ("io_kiocb", "cqe.user_data"),
+    "io_kiocb_cqe_res": ("io_kiocb", "cqe.res"),
+    "io_kiocb_cqe_flags": ("io_kiocb", "cqe.flags"),
     "io_notif_data_uarg": ("io_notif_data", "uarg"),
     "io_notif_data_zc_report": ("io_notif_data", "zc_report"),
     "io_notif_data_next": ("io_notif_data", "next"),

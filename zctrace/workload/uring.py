@@ -20,15 +20,18 @@ import ctypes
 import errno
 import mmap
 import os
+import select
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Self, TypeAlias
 
+IORING_OP_POLL_ADD = 6
 IORING_OP_SEND = 26
 IORING_OP_SEND_ZC = 47
 IORING_OP_SENDMSG_ZC = 48
 
+IORING_POLL_ADD_MULTI = 1 << 0
 IORING_CQE_F_MORE = 1 << 1
 IORING_CQE_F_NOTIF = 1 << 3
 
@@ -267,12 +270,18 @@ class Ring:
         """Free SQ slots (SQEs prepared but not yet consumed by the kernel count as used)."""
         return self.sq_entries - self._pending()
 
-    def _prep(self, opcode: int, fd: int, buf: Buffer, user_data: int, msg_flags: int, ioprio: int, buf_index: int) -> None:
+    def _push(self, opcode: int, fd: int, addr: int, n: int, msg_flags: int, user_data: int, ioprio: int = 0,
+              buf_index: int = 0) -> None:
         tail = self._sqe_tail
         if (tail - self._sq_khead) & 0xFFFFFFFF >= self.sq_entries and not self.sq_space():
             self.submit()
             if not self.sq_space():
                 raise UringError(errno.EBUSY, "SQ ring full and the kernel consumed nothing")
+        _SQE.pack_into(self._sqes, (tail & self._sq_mask) << 6, opcode, 0, ioprio, fd, 0, addr, n,
+                       msg_flags, user_data, buf_index, 0, 0, 0, 0)
+        self._sqe_tail = (tail + 1) & 0xFFFFFFFF
+
+    def _prep(self, opcode: int, fd: int, buf: Buffer, user_data: int, msg_flags: int, ioprio: int, buf_index: int) -> None:
         last = self._last
         if last is not None and last[0] is buf:
             _, view, addr, n = last
@@ -280,9 +289,7 @@ class Ring:
             view = memoryview(buf)
             addr, n = _address(view)
             self._last = (buf, view, addr, n)
-        _SQE.pack_into(self._sqes, (tail & self._sq_mask) << 6, opcode, 0, ioprio, fd, 0, addr, n,
-                       msg_flags, user_data, buf_index, 0, 0, 0, 0)
-        self._sqe_tail = (tail + 1) & 0xFFFFFFFF
+        self._push(opcode, fd, addr, n, msg_flags, user_data, ioprio, buf_index)
         held = self._held.get(user_data)
         if held is None:
             self._held[user_data] = [1, view]
@@ -290,6 +297,11 @@ class Ring:
             held[0] += 1
             held.append(view)
         self.inflight += 1
+
+    def prep_poll_multishot(self, fd: int, user_data: int, events: int = select.POLLIN) -> None:
+        """Queue a multishot IORING_OP_POLL_ADD: a CQE with F_MORE (res: the ready events) each
+        time ``fd`` becomes ready, until the ring closes. Not counted in ``inflight``."""
+        self._push(IORING_OP_POLL_ADD, fd, 0, IORING_POLL_ADD_MULTI, events, user_data)
 
     def prep_send(self, fd: int, buf: Buffer, user_data: int, msg_flags: int = 0) -> None:
         """Queue IORING_OP_SEND of the whole of ``buf`` on connected socket ``fd``."""
