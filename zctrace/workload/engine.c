@@ -77,6 +77,31 @@ static double thread_cpu(void)
 
 /* --- socket modes ------------------------------------------------------------------------ */
 
+/* Socket calls through syscall(2), not glibc's wrappers: those are cancellation points, which in
+ * a multi-threaded process (the engine runs in a thread of zctrace's) switch asynchronous
+ * cancellation on and off around every call, two atomic operations a single-threaded sender
+ * never pays. */
+static ssize_t sys_send(int fd, const void *buf, size_t len, int flags)
+{
+	return syscall(__NR_sendto, fd, buf, len, flags, NULL, 0);
+}
+
+static int sys_sendmmsg(int fd, struct mmsghdr *msgs, unsigned n, int flags)
+{
+	return syscall(__NR_sendmmsg, fd, msgs, n, flags);
+}
+
+static ssize_t sys_recvmsg(int fd, struct msghdr *msg, int flags)
+{
+	return syscall(__NR_recvmsg, fd, msg, flags);
+}
+
+static int sys_poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+	return syscall(__NR_poll, fds, n, timeout);
+}
+
+
 static int drain_errqueue(struct run *r)
 {
 	char control[128];
@@ -85,7 +110,7 @@ static int drain_errqueue(struct run *r)
 		struct msghdr msg = {.msg_control = control, .msg_controllen = sizeof(control)};
 		struct cmsghdr *cm;
 
-		if (recvmsg(r->fd, &msg, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) {
+		if (sys_recvmsg(r->fd, &msg, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) {
 			if (errno == EAGAIN)
 				return 0;
 			if (errno == EINTR)
@@ -120,7 +145,7 @@ static int wait_errqueue(struct run *r, long expected, double timeout)
 
 		if (left <= 0 || stop_requested)
 			return 0;
-		poll(&pfd, 1, left * 1000 > 1 ? (int)(left * 1000) : 1);
+		sys_poll(&pfd, 1, left * 1000 > 1 ? (int)(left * 1000) : 1);
 		if (drain_errqueue(r))
 			return -1;
 	}
@@ -150,13 +175,13 @@ static int run_socket(struct run *r, double deadline)
 			int want = chunk < n - done ? chunk : n - done, k;
 
 			if (chunk == 1) {
-				ssize_t sent = send(r->fd, r->buf, cfg->size, flags);
+				ssize_t sent = sys_send(r->fd, r->buf, cfg->size, flags);
 
 				k = sent < 0 ? -1 : 1;
 				if (sent >= 0)
 					res->bytes += sent;
 			} else {
-				k = sendmmsg(r->fd, msgs, want, flags);
+				k = sys_sendmmsg(r->fd, msgs, want, flags);
 				for (int i = 0; i < k; i++)
 					res->bytes += msgs[i].msg_len;
 			}
@@ -368,7 +393,7 @@ static int uring_loop(struct run *r, struct ring *g, double deadline)
 		if (n < 0)
 			return -1;
 		if (!n)
-			poll(&pfd, 1, 10);
+			sys_poll(&pfd, 1, 10);
 		if (ring_push(r, g, 0, 0)) /* runs the task work of cooperative task running */
 			return -1;
 	}
