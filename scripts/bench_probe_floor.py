@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Benchmark (not a test): how much of the tracer's overhead is the kernel's price of running any
+BPF program where the probes attach. Per cell, in interleaved rounds (the order alternates):
+`untraced`, `floor` (an empty program at every attach point the tier's session uses: what
+observing those events costs before a probe does anything) and `zctrace` (the session).
+
+    python3 scripts/bench_probe_floor.py [--tier tracepoint] [--rounds 3] [--seconds 1]
+        [--check] [--min-ratio 0.97]
+
+Prints requests/s and the ratios floor/untraced, zctrace/untraced and zctrace/floor (the part
+of the overhead the probes' own work makes). `--check` exits 1 when zctrace/floor is below
+--min-ratio in any cell. The workload is the compiled engine on the sink (UDP); BPF statistics
+stay off. Needs root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from zctrace import cells  # noqa: E402
+from zctrace.btf import Btf  # noqa: E402
+from zctrace.probes import TIERS, Session  # noqa: E402
+from zctrace.workload.senders import WorkloadSpec  # noqa: E402
+from zctrace.workload.targets import open_target  # noqa: E402
+
+CELLS = {
+    "zc/8-lazy 1000 B": dict(mode="uring_zc", size=1000, inflight=8, notif="lazy"),
+    "zc/8 4000 B": dict(mode="uring_zc", size=4000, inflight=8, notif="wait"),
+    "zc-fixed/8-lazy 65000 B": dict(mode="uring_zc_fixed", size=65000, inflight=8, notif="lazy"),
+    "msg_zc/32 1000 B": dict(mode="msg_zerocopy", size=1000, batch=32, notify_batch=32),
+    "msg_zc/32 65000 B": dict(mode="msg_zerocopy", size=65000, batch=32, notify_batch=32),
+}
+VARIANTS = ("untraced", "floor", "zctrace")
+
+
+def empty_programs(session: Session) -> str:
+    """bcc text with an empty program at each attach point of `session`."""
+    raw = {t for prog in session.programs for t in prog.raw_tracepoints}
+    out = []
+    for st in session.statuses:
+        if not st.attached:
+            continue
+        name = st.target
+        if ":" in name:
+            out.append("TRACEPOINT_PROBE(%s, %s) { return 0; }" % tuple(name.split(":", 1)))
+        elif name in raw:
+            out.append(f"RAW_TRACEPOINT_PROBE({name}) {{ return 0; }}")
+        elif session.tier == "fentry":
+            out.append(f"KFUNC_PROBE({name}) {{ return 0; }}")
+        else:
+            out.append(f"int kprobe__{name}(struct pt_regs *ctx) {{ return 0; }}")
+    return "\n".join(out)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tier", choices=TIERS, default="tracepoint")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=1.0)
+    p.add_argument("--cells", default=",".join(CELLS), help="comma-separated, of: " + ", ".join(CELLS))
+    p.add_argument("--min-ratio", type=float, default=0.97)
+    p.add_argument("--check", action="store_true")
+    args = p.parse_args()
+    chosen = args.cells.split(",")
+    if unknown := [c for c in chosen if c not in CELLS]:
+        p.error(f"unknown cell {unknown[0]!r}")
+    btf = Btf.load()
+    with Session.open(args.tier, btf) as session:
+        text = empty_programs(session)
+    from bcc import BPF  # auto-attaches the empty programs by their names
+
+    specs = [WorkloadSpec(target="sink", duration=args.seconds, engine="c", **CELLS[c]) for c in chosen]
+    rates: dict[tuple[str, str], list[float]] = {(v, c): [] for v in VARIANTS for c in chosen}
+    with open_target("sink", "udp") as endpoint:
+        for rnd in range(args.rounds):
+            for variant in (VARIANTS if rnd % 2 == 0 else VARIANTS[::-1]):
+                print(f"bench_probe_floor: round {rnd + 1} {variant}", file=sys.stderr)
+                if variant == "zctrace":
+                    with Session.open(args.tier, btf) as session:
+                        done = cells.run_on(endpoint, specs, session)
+                    if cells.check_status(done):
+                        return 1
+                elif variant == "floor":
+                    floor = BPF(text=text)
+                    try:
+                        done = cells.run_on(endpoint, specs)
+                    finally:
+                        floor.cleanup()
+                else:
+                    done = cells.run_on(endpoint, specs)
+                for name, cell in zip(chosen, done):
+                    rates[(variant, name)].append(cell.requests / cell.seconds)
+    print(f"{args.tier} tier, sink udp, compiled engine, medians of {args.rounds} interleaved rounds of "
+          f"{args.seconds:g} s")
+    print("| cell | untraced req/s | floor req/s | zctrace req/s | floor/untraced | zctrace/untraced | zctrace/floor |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    failed = []
+    for name in chosen:
+        u, f, z = (statistics.median(rates[(v, name)]) for v in VARIANTS)
+        print(f"| {name} | {u:,.0f} | {f:,.0f} | {z:,.0f} | {f / u:.3f} | {z / u:.3f} | {z / f:.3f} |")
+        if z / f < args.min_ratio:
+            failed.append(f"{name}: zctrace/floor {z / f:.3f} < {args.min_ratio}")
+    for line in failed:
+        print(f"bench_probe_floor: {line}", file=sys.stderr)
+    return 1 if args.check and failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
