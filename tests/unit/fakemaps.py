@@ -1,14 +1,21 @@
 """A dict-backed MapSource (zctrace/mapsource.py): the probes' maps as plain Python, filled by
 hand, laid out as probes/zctrace.h lays them out (keys and values with the header's field names,
 counters and codes at the header's indexes), so snapshot.take reads them as it reads a live
-bcc module."""
+bcc module; or recorded from a live session (FakeMaps.recorded: tests/test_mapsource.py checks
+that a recording reads back as the live snapshot)."""
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from zctrace.header import APIS, COUNTERS, ERRORS, HIST_SLOTS, HISTS, KEVENTS, PROTOS, REASON_CODES
+from zctrace.mapsource import MapSource
+from zctrace.snapshot import entries
+
+HASH_MAPS = (b"zc_stats", b"zc_rings", b"zc_reasons", b"zc_socks", b"zc_copy_sites", b"zc_rx")
+ARRAYS = (b"zc_hists", b"zc_errors", b"zc_kevents")
 
 
 class Rec:
@@ -59,6 +66,17 @@ class Table:
         return iter(self.stacks[stackid])
 
 
+def plain(value: Any) -> Any:
+    """A bcc key or value (ctypes) as Rec, list, int or bytes."""
+    if isinstance(value, (ctypes.Structure, ctypes.Union)):
+        return Rec(**{f[0]: plain(getattr(value, f[0])) for f in value._fields_})
+    if isinstance(value, ctypes.Array):
+        return [plain(v) for v in value]
+    if isinstance(value, ctypes._SimpleCData):
+        return Rec(value=value.value)
+    return value
+
+
 def _counters(names: Iterable[str], given: dict[str, int]) -> list[int]:
     unknown = set(given) - set(names)
     assert not unknown, f"not counters of probes/zctrace.h: {unknown}"
@@ -84,6 +102,28 @@ class FakeMaps:
         self.tables[b"zc_hists"] = Table(array=[Rec(value=0) for _ in range(len(HISTS) * len(APIS) * HIST_SLOTS)])
         self.tables[b"zc_errors"] = Table(array=[Rec(events=0, requests=0, bytes=0) for _ in ERRORS])
         self.tables[b"zc_kevents"] = Table(array=[Rec(count=0, bytes=0) for _ in KEVENTS])
+
+    @classmethod
+    def recorded(cls, live: MapSource) -> FakeMaps:
+        """The contents of a live session's maps, with the kernel stacks they refer to."""
+        maps = cls(kernel=True)
+        for name in HASH_MAPS:
+            try:
+                maps.tables[name].entries = {plain(k): plain(v) for k, v in entries(live[name])}
+            except KeyError:  # not loaded on this tier
+                del maps.tables[name]
+        for name in ARRAYS:
+            maps.tables[name].array = [plain(v) for v in live[name].values()]
+        sites = maps.tables.get(b"zc_copy_sites", Table()).entries
+        ids = [k.stackid for k in maps[b"zc_reasons"].entries] + [k.value for k in sites]
+        for stackid in {i for i in ids if i >= 0}:
+            try:
+                addrs = list(live[b"zc_copy_stacks"].walk(stackid))
+            except KeyError:  # evicted
+                continue
+            maps[b"zc_copy_stacks"].stacks[stackid] = addrs
+            maps.symbols.update({a: live.ksym(a, show_offset=False).decode(errors="replace") for a in addrs})
+        return maps
 
     # MapSource --------------------------------------------------------------------------------
 
