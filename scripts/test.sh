@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# Every test: the host suite (tracepoint tier and all that needs no special kernel), then the
-# vm-marked tests (fentry and kprobe tiers) inside each kernel of ZCTRACE_VM_KERNELS (default
-# "6.12 6.1": Debian's 6.12 and Debian 12's own 6.1; docs/kernel.md says what differs), one VM
-# boot each, with the time of each run.
+# Every test: the unit tests first (tests/unit: model, report, top and the collector on
+# hand-written maps; seconds, no root, no BPF; a failure stops here), then the host suite
+# (tracepoint tier and all that needs no special kernel), then the vm-marked tests (fentry and
+# kprobe tiers) inside each kernel of ZCTRACE_VM_KERNELS (default "6.12 6.1": Debian's 6.12 and
+# Debian 12's own 6.1; docs/kernel.md says what differs), one VM boot each, with the time of
+# each run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pytest -q "$@"
+start=$SECONDS
+python3 -m pytest -q tests/unit
+unit=$?
+if [ "$unit" -ne 0 ]; then
+  echo "zctrace tests: unit exit $unit in $((SECONDS - start)) s: host and VM suites not run"
+  exit 1
+fi
+status="unit exit 0 in $((SECONDS - start)) s"
+python3 -m pytest -q --ignore=tests/unit "$@"
 host=$?
-status="host exit $host"
+status+=", host exit $host"
 failed=$host
 for kernel in ${ZCTRACE_VM_KERNELS:-6.12 6.1}; do
   start=$SECONDS

@@ -66,13 +66,13 @@ def test_a_caller_zctrace_does_not_know_is_other(tracer, monkeypatch):
     assert cell.kernel["copied"] == N, cell
     assert got == {"other": N}
     rep = report(tracer)
-    sites = [s for s in rep.copy_sites if s["reason"] == "other"]
-    assert sum(s["count"] for s in sites) >= N, rep.copy_sites
+    sites = [s for s in rep.copy_sites if s.reason == "other"]
+    assert sum(s.count for s in sites) >= N, rep.copy_sites
     monkeypatch.setattr(reasons, "_LATE_COPY_CALLERS", full)
-    assert {reasons.classify(tuple(s["stack"])) for s in sites} == {"local_delivery"}
+    assert {reasons.classify(tuple(s.stack)) for s in sites} == {"local_delivery"}
     text = render(rep, verbose=True)
     assert "late copies by kernel call site" in text
-    assert any(line.split()[0] == "other" and " <- ".join(sites[0]["stack"]) in line
+    assert any(line.split()[0] == "other" and " <- ".join(sites[0].stack) in line
                for line in text.splitlines() if line.strip())
 
 

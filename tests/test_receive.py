@@ -85,9 +85,9 @@ def test_tcp_zerocopy_receive_matches_what_the_application_got(tracer):
     tracer.clear()
     own = receive_from_a_zerocopy_sender()
     (rx,) = model.build(snapshot.take(tracer.bpf), tracer.tier).receive
-    assert rx["pid"] == os.getpid()
-    assert {k: rx[k] for k in own} == own
-    assert rx["errors"] == 0
+    assert rx.pid == os.getpid()
+    assert {k: getattr(rx, k) for k in own} == own
+    assert rx.errors == 0
 
 
 def test_tcp_zerocopy_receive_through_the_exporter(tracer):

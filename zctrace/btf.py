@@ -172,9 +172,6 @@ class Btf:
     def has_function(self, name: str) -> bool:
         return (_FUNC, name) in self._by_name
 
-    def has_struct(self, name: str) -> bool:
-        return (_STRUCT, name) in self._by_name or (_UNION, name) in self._by_name
-
 
 class CachedBtf(Btf):
     """The running kernel's Btf, its answers remembered on disk under the blob's hash (and this
@@ -228,6 +225,3 @@ class CachedBtf(Btf):
 
     def tracepoint_args(self, event: str) -> int:
         return self._ask(f"tracepoint {event}", lambda: Btf.tracepoint_args(self, event))
-
-    def has_struct(self, name: str) -> bool:
-        return self._ask(f"struct {name}", lambda: Btf.has_struct(self, name))

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from .mapsource import MapSource
 from .snapshot import ReasonRow, ReceiveRow, Snapshot, SocketRow, StatsRow, entries
 
 # Each map with per-process entries, and how an entry names its process.
@@ -47,7 +48,7 @@ def pids_of(snap: Snapshot) -> set[int]:
 class Reaper:
     """Removes the map entries of processes that exited (see the module doc)."""
 
-    bpf: object
+    bpf: MapSource
     is_alive: Callable[[int], bool] = alive
     clock: Callable[[], float] = time.monotonic
     grace: float = GRACE

@@ -1,28 +1,52 @@
 """The verdict model: per-process and total zerocopy outcomes from a snapshot.
 
-Counts are per send request. One kernel notification can cover a range of requests;
-`unknown` is what has no verdict (yet): notifications not read (tracepoint tier), io_uring
-without REPORT_USAGE (tracepoint tier), or completions still in flight. Copied requests carry
-the reason the probes found (see zctrace/reasons.py).
+The one definition of the verdicts and of the copy reasons, for the trace report, top, bench
+and the exporter alike (docs/verdicts.md). Counts are per send request (one kernel notification
+can cover a range of requests); each request is in one of:
+
+- `zerocopied`, `copied`: the kernel's verdict; a copied request carries the reason the probes
+  found (zctrace/reasons.py);
+- `unknown`: completed, and this tier cannot see the verdict (io_uring without REPORT_USAGE on
+  the tracepoint tier);
+- `not_attempted`: the kernel never tried zerocopy (no notification id), with its reason;
+- `undecided`: no verdict yet: completions still in flight, or (tracepoint tier) notifications
+  the application has not read. The only one that can still change, so the exporter serves it
+  as a gauge and the others (VERDICTS) as counters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
 
 from .reasons import classify
-from .snapshot import Snapshot, StatsRow
+from .snapshot import ReasonRow, ReceiveRow, RingRow, Snapshot, SocketRow, StatsRow
 
+VERDICTS = ("zerocopied", "copied", "unknown", "not_attempted")  # final: never change once given
+UNDECIDED = "undecided"
 NOT_ATTEMPTED_COUNTERS = {"na_so_zerocopy_unset": "so_zerocopy_unset", "na_enobufs_optmem": "enobufs_optmem",
                           "na_enobufs_memlock": "enobufs_memlock", "na_eopnotsupp": "eopnotsupp"}
-_SUMMED = ("zc_requests", "bytes", "zerocopied", "copied", "unknown", "not_attempted", "notifications",
-           "unread", "pinned_bytes")
+_SUMMED = ("zc_requests", "bytes", "zerocopied", "copied", "unknown", "undecided", "not_attempted",
+           "notifications", "unread", "pinned_bytes")
+FlowKey = tuple[int, str, str]  # (pid, api, proto)
 
 
 def _merge(into: dict[str, int], other: dict[str, int]) -> None:
     for key, n in other.items():
         into[key] = into.get(key, 0) + n
+
+
+def reason_of(row: ReasonRow) -> str:
+    """The reason name of a reason row: a late copy is classified by its kernel stack."""
+    return classify(row.stack) if row.code == "late_copy" else row.code
+
+
+def copied_reasons(reasons: Iterable[ReasonRow]) -> dict[FlowKey, dict[str, int]]:
+    """Copied requests per flow and reason name."""
+    out: dict[FlowKey, dict[str, int]] = {}
+    for r in reasons:
+        _merge(out.setdefault((r.pid, r.api, r.proto), {}), {reason_of(r): r.requests})
+    return out
 
 
 def pinned_bytes(api: str, c: dict[str, int], kernel_tier: bool) -> int:
@@ -41,6 +65,7 @@ class Counts:
     zerocopied: int = 0
     copied: int = 0
     unknown: int = 0
+    undecided: int = 0
     not_attempted: int = 0
     not_attempted_reasons: dict[str, int] = field(default_factory=dict)
     copied_reasons: dict[str, int] = field(default_factory=dict)
@@ -50,10 +75,12 @@ class Counts:
 
     @classmethod
     def from_counters(cls, c: dict[str, int], kernel_verdicts: bool = False, pinned: int = 0) -> Counts:
+        """Counts of one row of probe counters (header.COUNTERS by name)."""
         reasons = {reason: c[key] for key, reason in NOT_ATTEMPTED_COUNTERS.items() if c.get(key)}
         decided = c["zerocopied"] + c["copied"]
         return cls(zc_requests=c["requests"], bytes=c["bytes"], zerocopied=c["zerocopied"],
-                   copied=c["copied"], unknown=max(0, c["requests"] - decided),
+                   copied=c["copied"], unknown=c["unreported"],
+                   undecided=max(0, c["requests"] - decided - c["unreported"]),
                    not_attempted=sum(reasons.values()), not_attempted_reasons=reasons,
                    notifications=c["notifications"],
                    unread=max(0, decided - c["read_requests"]) if kernel_verdicts else 0,
@@ -68,10 +95,14 @@ class Counts:
     @property
     def verdict(self) -> str:
         """One word for a row: the outcome every request shares, else `mixed`."""
-        outcomes = [k for k in ("zerocopied", "copied", "unknown", "not_attempted") if getattr(self, k)]
+        outcomes = [k for k in (*VERDICTS, UNDECIDED) if getattr(self, k)]
         if not outcomes:
             return "-"
         return outcomes[0] if len(outcomes) == 1 else "mixed"
+
+    def verdicts(self) -> dict[str, int]:
+        """Requests per final verdict (VERDICTS)."""
+        return {v: getattr(self, v) for v in VERDICTS}
 
     @property
     def top_reason(self) -> str:
@@ -124,20 +155,48 @@ class Histogram:
         return 0.0
 
 
+@dataclass(frozen=True)
+class Lost:
+    """Events the probes could not record for one cause (a BPF map full), and the send requests
+    and bytes they left uncounted."""
+
+    events: int
+    requests: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class KernelEvent:
+    """Kernel zerocopy events of one kind (fentry/kprobe tiers) and their bytes."""
+
+    count: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class LateCopySite:
+    """Late copies from one kernel call stack (its innermost 8 frames), with their reason."""
+
+    reason: str
+    stack: list[str]
+    count: int
+    bytes: int
+
+
 @dataclass
 class Report:
     tier: str
     totals: Counts
     processes: list[ProcessReport]
-    sockets: list[dict] = field(default_factory=list)
+    sockets: list[SocketRow] = field(default_factory=list)  # most copied first
     notification_latency: dict[str, Histogram] = field(default_factory=dict)  # api -> seconds
     notification_ranges: Histogram | None = None  # MSG_ZEROCOPY requests per notification
-    receive: list[dict] = field(default_factory=list)  # TCP_ZEROCOPY_RECEIVE per process
-    probes: list[dict] = field(default_factory=list)
-    lost: dict[str, dict[str, int]] = field(default_factory=dict)  # cause -> events, requests, bytes
-    kernel_events: dict[str, dict[str, int]] = field(default_factory=dict)
-    copy_sites: list[dict] = field(default_factory=list)
-    rings: list[dict] = field(default_factory=list)  # io_uring CQEs not consumed, per ring
+    receive: list[ReceiveRow] = field(default_factory=list)  # TCP_ZEROCOPY_RECEIVE per process
+    probes: list[dict] = field(default_factory=list)  # session.probe_statuses(), passed through
+    lost: dict[str, Lost] = field(default_factory=dict)  # by cause, the causes that happened
+    kernel_events: dict[str, KernelEvent] = field(default_factory=dict)  # by event, those seen
+    copy_sites: list[LateCopySite] = field(default_factory=list)
+    rings: list[RingRow] = field(default_factory=list)  # io_uring CQEs not consumed, per ring
 
     def to_json(self) -> dict:
         doc = asdict(self)
@@ -164,7 +223,7 @@ def build(snapshot: Snapshot, tier: str, probes: list[dict] | None = None, comm:
     """Aggregate a snapshot into per-process reports and totals; `comm` and `cgroups` (ids) filter."""
     kernel_verdicts = tier in ("fentry", "kprobe")
     by_pid: dict[int, ProcessReport] = {}
-    flows: dict[tuple[int, str, str], Counts] = {}
+    flows: dict[FlowKey, Counts] = {}
     for row in snapshot.rows:
         if not _counted(row) or (comm is not None and row.comm != comm) or (
                 cgroups is not None and row.cgroup not in cgroups):
@@ -174,10 +233,9 @@ def build(snapshot: Snapshot, tier: str, probes: list[dict] | None = None, comm:
         proc = by_pid.setdefault(row.pid, ProcessReport(row.pid, row.comm, row.cgroup, Counts(), []))
         proc.flows.append(Flow(row.api, row.proto, counts))
         flows[(row.pid, row.api, row.proto)] = counts
-    for r in snapshot.reasons:
-        counts = flows.get((r.pid, r.api, r.proto))
-        if counts is not None:
-            _merge(counts.copied_reasons, {classify(r.stack) if r.code == "late_copy" else r.code: r.requests})
+    for key, reasons in copied_reasons(snapshot.reasons).items():
+        if key in flows:
+            _merge(flows[key].copied_reasons, reasons)
     totals = Counts()
     for proc in by_pid.values():
         for flow in proc.flows:
@@ -191,13 +249,13 @@ def build(snapshot: Snapshot, tier: str, probes: list[dict] | None = None, comm:
     return Report(
         tier=tier, totals=totals,
         processes=sorted(by_pid.values(), key=lambda p: (-p.counts.zc_requests, p.pid)),
-        sockets=[asdict(s) for s in sockets], notification_latency=latency,
-        receive=[asdict(r) for r in snapshot.receive
+        sockets=sockets, notification_latency=latency,
+        receive=[r for r in snapshot.receive
                  if (comm is None or r.comm == comm) and (cgroups is None or r.cgroup in cgroups)],
         notification_ranges=Histogram.from_slots(ranges) if ranges else None,
-        probes=probes or [], lost={k: {"events": v, "requests": snapshot.lost.get(k, (0, 0))[0], "bytes": snapshot.lost.get(k, (0, 0))[1]}
-              for k, v in snapshot.errors.items() if v},
-        kernel_events={k: {"count": c, "bytes": b} for k, (c, b) in snapshot.kevents.items() if c},
-        copy_sites=[{"reason": classify(s.stack), "stack": list(s.stack[:8]), "count": s.count,
-                     "bytes": s.bytes} for s in snapshot.copy_sites],
-        rings=[asdict(r) for r in snapshot.rings if r.pid in by_pid])
+        probes=probes or [],
+        lost={k: Lost(v, *snapshot.lost.get(k, (0, 0))) for k, v in snapshot.errors.items() if v},
+        kernel_events={k: KernelEvent(c, b) for k, (c, b) in snapshot.kevents.items() if c},
+        copy_sites=[LateCopySite(classify(s.stack), list(s.stack[:8]), s.count, s.bytes)
+                    for s in snapshot.copy_sites],
+        rings=[r for r in snapshot.rings if r.pid in by_pid])

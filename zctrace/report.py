@@ -18,12 +18,14 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return "\n".join([fmt(headers)] + [fmt(r) for r in rows])
 
 
-def human_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+def human_bytes(n: float) -> str:
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB"):
         n /= 1024
-    return str(n)
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1024:.1f} GiB"
 
 
 def _na(c: Counts) -> str:
@@ -33,12 +35,12 @@ def _na(c: Counts) -> str:
 
 
 _HEAD = ("PID", "COMM", "API", "PROTO", "REQUESTS", "BYTES", "ZEROCOPIED", "COPIED", "UNKNOWN",
-         "NOT_ATTEMPTED", "VERDICT", "TOP REASON")
+         "UNDECIDED", "NOT_ATTEMPTED", "VERDICT", "TOP REASON")
 
 
 def _row(pid, comm, api, proto, c: Counts) -> list[object]:
     return [pid, comm, api, proto, c.zc_requests, human_bytes(c.bytes), c.zerocopied, c.copied,
-            c.unknown, _na(c), c.verdict, c.top_reason]
+            c.unknown, c.undecided, _na(c), c.verdict, c.top_reason]
 
 
 def _seconds(s: float) -> str:
@@ -56,25 +58,27 @@ def render(report: Report, verbose: bool = False) -> str:
         for reason, n in sorted({**t.copied_reasons, **t.not_attempted_reasons}.items(), key=lambda kv: -kv[1]):
             out.append(f"  {reason:<18} {n:>10}  {ADVICE.get(reason, '')}")
     if t.unknown:
-        hint = ("notifications the application did not read, or io_uring without "
-                "IORING_SEND_ZC_REPORT_USAGE; the fentry/kprobe tiers see every completion"
+        out.append("unknown: io_uring without IORING_SEND_ZC_REPORT_USAGE, whose verdict this tier cannot see "
+                   "(set the flag, at no cost; the fentry/kprobe tiers see every completion)")
+    if t.undecided:
+        hint = ("notifications the application has not read, or completions still in flight"
                 if report.tier == "tracepoint" else "completions still in flight")
-        out.append(f"unknown: {hint}")
+        out.append(f"undecided: {hint}")
     if t.pinned_bytes:
         out.append(f"pinned: {human_bytes(t.pinned_bytes)} of zerocopy sends not completed yet "
                    "(user pages held by the kernel; charged to RLIMIT_MEMLOCK without CAP_IPC_LOCK)")
     if t.unread:
         out.append(f"error queue: {t.unread} notified requests never read by the application")
     for ring in report.rings:
-        if ring["cq_pending"] or ring["cq_overflow"]:
-            out.append(f"io_uring ring {ring['ino']} of pid {ring['pid']}: {ring['cq_pending']} CQEs not consumed by "
-                       f"the application, {ring['cq_overflow']} in the overflow list (notification CQEs among "
+        if ring.cq_pending or ring.cq_overflow:
+            out.append(f"io_uring ring {ring.ino} of pid {ring.pid}: {ring.cq_pending} CQEs not consumed by "
+                       f"the application, {ring.cq_overflow} in the overflow list (notification CQEs among "
                        "them keep their buffers in use)")
     if report.sockets:
         out.append("\nsockets (most copied first):")
         out.append(table(("  PID", "PROTO", "INODE", "NETNS", "IFINDEX", "REQUESTS", "ZEROCOPIED", "COPIED"),
-                         [(f"  {s['pid']}", s["proto"], s["ino"], s["netns"], s["ifindex"] or "-",
-                           s["requests"], s["zerocopied"], s["copied"]) for s in report.sockets[:10]]))
+                         [(f"  {s.pid}", s.proto, s.ino, s.netns, s.ifindex or "-",
+                           s.requests, s.zerocopied, s.copied) for s in report.sockets[:10]]))
     for api, h in sorted(report.notification_latency.items()):
         if h.count:
             what = ("completion" if report.tier != "tracepoint" else
@@ -88,17 +92,17 @@ def render(report: Report, verbose: bool = False) -> str:
     if report.receive:
         out.append("\nreceive side (TCP_ZEROCOPY_RECEIVE):")
         out.append(table(("  PID", "COMM", "CALLS", "MAPPED", "COPIED", "LEFT TO RECV", "ERRORS"),
-                         [(f"  {r['pid']}", r["comm"], r["calls"], human_bytes(r["mapped"]),
-                           human_bytes(r["copied"]), human_bytes(r["skipped"]), r["errors"])
+                         [(f"  {r.pid}", r.comm, r.calls, human_bytes(r.mapped),
+                           human_bytes(r.copied), human_bytes(r.skipped), r.errors)
                           for r in report.receive]))
     if verbose and report.copy_sites:
         out.append("\nlate copies by kernel call site (skb_copy_ubufs; innermost frame first):")
         for site in report.copy_sites:
-            out.append(f"  {site['reason']:<18} {site['count']:>10} copies {human_bytes(site['bytes']):>9}  "
-                       + " <- ".join(site["stack"]))
+            out.append(f"  {site.reason:<18} {site.count:>10} copies {human_bytes(site.bytes):>9}  "
+                       + " <- ".join(site.stack))
     if report.lost:
         out.append("lost (BPF maps full): " + ", ".join(
-            f"{k} {v['events']} times, {v['requests']} requests, {human_bytes(v['bytes'])}"
+            f"{k} {v.events} times, {v.requests} requests, {human_bytes(v.bytes)}"
             for k, v in report.lost.items()))
     if not report.processes and not report.receive:
         out.append("no zerocopy sends seen")

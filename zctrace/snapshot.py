@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from .header import APIS, COUNTERS, ERRORS, HIST_SLOTS, HISTS, KEVENTS, PROTOS, REASON_CODES
+from .mapsource import MapSource, Table
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def _name(names: tuple[str, ...], i: int) -> str:
     return names[i] if i < len(names) else str(i)
 
 
-def _stack(bpf, stackid: int) -> tuple[str, ...]:
+def _stack(bpf: MapSource, stackid: int) -> tuple[str, ...]:
     if stackid < 0:
         return ()
     try:
@@ -116,7 +117,7 @@ def _stack(bpf, stackid: int) -> tuple[str, ...]:
 _modules_seen = [""]
 
 
-def _forget_stale_ksyms(bpf) -> None:
+def _forget_stale_ksyms(bpf: MapSource) -> None:
     """bcc reads /proc/kallsyms once per process: addresses in a module loaded since (tun on
     the first tun device, ...) would take the name of the nearest older symbol. Forget bcc's
     kernel symbols whenever the loaded modules changed."""
@@ -181,12 +182,12 @@ def read_rings(pids: set[int], proc: str = "/proc") -> list[RingRow]:
     return list(rows.values())
 
 
-def ring_pids(bpf) -> set[int]:
+def ring_pids(bpf: MapSource) -> set[int]:
     """The processes that sent io_uring zerocopy requests (their rings are worth a /proc walk)."""
     return {int(v.tgid) for _, v in entries(bpf[b"zc_rings"])}
 
 
-def _has(bpf, name: bytes) -> bool:
+def _has(bpf: MapSource, name: bytes) -> bool:
     try:
         bpf[name]
     except KeyError:
@@ -194,7 +195,7 @@ def _has(bpf, name: bytes) -> bool:
     return True
 
 
-def entries(table) -> list[tuple[object, object]]:
+def entries(table: Table) -> list[tuple[object, object]]:
     """(key, value) of every entry of a hash map: one BPF_MAP_LOOKUP_BATCH where the kernel has
     it (a bcc items() walk costs two syscalls an entry: seconds for a map of thousands, while
     processes come and go), else the walk."""
@@ -207,7 +208,7 @@ def entries(table) -> list[tuple[object, object]]:
     return [(wrap(k, table.Key), wrap(v, table.Leaf)) for k, v in found]
 
 
-def _stats_rows(bpf) -> list[StatsRow]:
+def _stats_rows(bpf: MapSource) -> list[StatsRow]:
     """Counters per (process, api, protocol): zc_stats rows, plus each io_uring ring's own
     counters (struct zc_ring, c[proto * ZC_NR_COUNTERS + counter]) added to its process's rows."""
     rows: dict[tuple[int, str, str], StatsRow] = {}
@@ -233,8 +234,8 @@ def _stats_rows(bpf) -> list[StatsRow]:
     return sorted(rows.values(), key=lambda r: (r.pid, r.api, r.proto))
 
 
-def take(bpf, rings: bool = False) -> Snapshot:
-    """Snapshot the maps of a loaded bcc module; `rings` adds the io_uring CQ state of the
+def take(bpf: MapSource, rings: bool = False) -> Snapshot:
+    """Snapshot the maps of a loaded bcc module (or any MapSource); `rings` adds the io_uring CQ state of the
     processes that sent io_uring zerocopy requests (a walk of their /proc fds: for reports and
     scrapes, not for bench polls)."""
     _forget_stale_ksyms(bpf)

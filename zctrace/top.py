@@ -87,10 +87,8 @@ def render(frame: Frame, interval: float) -> list[str]:
     if rep.sockets:
         lines += ["", "sockets with the most copied requests:"]
         lines += table(("PID", "PROTO", "INODE", "DEV", "REQUESTS", "BYTES", "ZEROCOPIED", "COPIED"),
-                       [(s.get("pid", "-"), s.get("proto", "-"), s.get("ino", "-"),
-                         _device(s), s.get("requests", 0),
-                         human_bytes(s.get("bytes", 0)), s.get("zerocopied", 0), s.get("copied", 0))
-                        for s in rep.sockets[:MAX_SOCKETS]]).splitlines()
+                       [(s.pid, s.proto, s.ino, _device(s), s.requests, human_bytes(s.bytes),
+                         s.zerocopied, s.copied) for s in rep.sockets[:MAX_SOCKETS]]).splitlines()
     return lines
 
 
@@ -99,9 +97,8 @@ def _mix(c: model.Counts) -> str:
     total = c.zc_requests + c.not_attempted
     if not total:
         return "-"
-    parts = (("zerocopied", c.zerocopied), ("copied", c.copied), ("unknown", c.unknown),
-             ("not_attempted", c.not_attempted))
-    return " ".join(f"{name} {_share(n, total)}" for name, n in parts if n)
+    parts = {**c.verdicts(), model.UNDECIDED: c.undecided}
+    return " ".join(f"{name} {_share(n, total)}" for name, n in parts.items() if n)
 
 
 def _share(n: int, total: int) -> str:
@@ -109,12 +106,12 @@ def _share(n: int, total: int) -> str:
     return "<1%" if pct < 1 else f"{pct:.0f}%"
 
 
-def _device(sock: dict) -> str:
+def _device(sock: snapshot.SocketRow) -> str:
     """The socket's egress device: its name when the socket is in our network namespace."""
-    index = sock.get("ifindex")
+    index = sock.ifindex
     if not index:
         return "-"
-    if sock.get("netns") == os.stat("/proc/self/ns/net").st_ino:
+    if sock.netns == os.stat("/proc/self/ns/net").st_ino:
         try:
             return socket.if_indextoname(index)
         except OSError:

@@ -23,9 +23,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from .. import cgroups, lifecycle, snapshot
-from ..model import NOT_ATTEMPTED_COUNTERS, pinned_bytes
+from ..model import NOT_ATTEMPTED_COUNTERS, Counts, copied_reasons, pinned_bytes
 from ..probes import AttachStatus, Session, load_manifest
-from ..reasons import classify
 from . import bpfinfo
 from .fold import Debut, Folded, Folder, Owner
 from .ratelog import RateLimitedLog
@@ -33,7 +32,6 @@ from .ratelog import RateLimitedLog
 log = logging.getLogger("zctrace.exporter")
 T = TypeVar("T")
 
-VERDICTS = ("zerocopied", "copied", "unknown", "not_attempted")
 _REASON = "copied_reason:"  # prefix of the copy-reason counters merged into the process rows
 # Latency buckets: log2 slot s of the probes holds [2^(s-1), 2^s) ns; export 1 us .. 17 s.
 LATENCY_SLOTS = range(10, 35)
@@ -91,6 +89,7 @@ class ZctraceCollector(Collector):
     session: Session
     options: ExportOptions = field(default_factory=ExportOptions)
     scrape_errors: int = 0
+    map_fills: Callable[[object], list[bpfinfo.MapFill]] = bpfinfo.module_maps  # the maps to show the fill of
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -100,7 +99,7 @@ class ZctraceCollector(Collector):
         self._reaper = lifecycle.Reaper(self.session.bpf)  # exited processes leave the maps
         self._log = RateLimitedLog(log)
         self._probes = probes_of(self.session)
-        self._maps = bpfinfo.module_maps(self.session.bpf)
+        self._maps = self.map_fills(self.session.bpf)
         self._process_labels = ["comm", "pid"] if self.options.per_pid else ["comm"]
         loaded = {p.name for p in self.session.programs}
         self._kernel_events = {e for prog, events in KERNEL_EVENTS.items() if prog in loaded for e in events}
@@ -256,14 +255,11 @@ class ZctraceCollector(Collector):
 # Per-process families (one function each) -----------------------------------------------------
 
 def with_reasons(snap: snapshot.Snapshot) -> list[snapshot.StatsRow]:
-    """The process rows, each with its copied requests per reason as extra counters (so the
-    folding keeps them monotonic too). Reason rows whose process row was lost (zc_stats full,
-    see zctrace_lost_events_total) are left out."""
-    extra: dict[tuple[int, str, str], dict[str, int]] = {}
-    for r in snap.reasons:
-        reason = _REASON + (classify(r.stack) if r.code == "late_copy" else r.code)
-        counters = extra.setdefault((r.pid, r.api, r.proto), {})
-        counters[reason] = counters.get(reason, 0) + r.requests
+    """The process rows, each with its copied requests per reason (model.copied_reasons) as
+    extra counters (so the folding keeps them monotonic too). Reason rows whose process row was
+    lost (zc_stats full, see zctrace_lost_events_total) are left out."""
+    extra = {key: {_REASON + reason: n for reason, n in reasons.items()}
+             for key, reasons in copied_reasons(snap.reasons).items()}
     return [replace(row, counters={**row.counters, **extra[key]}) if (key := (row.pid, row.api, row.proto)) in extra
             else row for row in snap.rows]
 
@@ -280,17 +276,14 @@ def _each(folded: Folded) -> Iterable[tuple[Owner, str, str, dict[str, int]]]:
 def requests(folded: Folded, labels: list[str]) -> Metric:
     fam = CounterMetricFamily(
         "zctrace_zerocopy_requests",
-        "Zerocopy send requests by the kernel's verdict: zerocopied, copied, unknown (completed "
-        "without a verdict on this tier: io_uring without REPORT_USAGE), not_attempted (the kernel "
-        "never tried: see zctrace_zerocopy_not_attempted_total). Requests awaiting a verdict are in "
-        "zctrace_zerocopy_undecided_requests.",
+        "Zerocopy send requests by the kernel's verdict (docs/verdicts.md): zerocopied, copied, unknown "
+        "(completed without a verdict on this tier: io_uring without REPORT_USAGE), not_attempted (the "
+        "kernel never tried: see zctrace_zerocopy_not_attempted_total). Requests awaiting a verdict are "
+        "in zctrace_zerocopy_undecided_requests.",
         labels=["verdict", "api", "proto"] + labels)
     for owner, api, proto, c in _each(folded):
-        values = {"zerocopied": c.get("zerocopied", 0), "copied": c.get("copied", 0),
-                  "unknown": c.get("unreported", 0),
-                  "not_attempted": sum(c.get(k, 0) for k in NOT_ATTEMPTED_COUNTERS)}
-        for verdict in VERDICTS:
-            fam.add_metric([verdict, api, proto] + _process_values(owner, labels), values[verdict])
+        for verdict, n in Counts.from_counters(c).verdicts().items():
+            fam.add_metric([verdict, api, proto] + _process_values(owner, labels), n)
     return fam
 
 
@@ -344,8 +337,7 @@ def undecided(rows: list[snapshot.StatsRow], folded: Folded,
                             "Zerocopy requests without a verdict yet: completions in flight, or (tracepoint "
                             "tier) notifications the application has not read.",
                             labels=["api", "proto"] + labels)
-    return _row_gauge(fam, rows, folded, owner_of, labels, lambda row: row.counters["requests"] - row.counters[
-        "zerocopied"] - row.counters["copied"] - row.counters["unreported"])
+    return _row_gauge(fam, rows, folded, owner_of, labels, lambda row: Counts.from_counters(row.counters).undecided)
 
 
 def pinned(rows: list[snapshot.StatsRow], folded: Folded, owner_of: Callable[[snapshot.StatsRow], Owner],

@@ -1,0 +1,123 @@
+"""Rendering a model.Report built from hand-written maps: the trace table and notes, the JSON
+document, and top's screen."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fakemaps import FakeMaps
+from scenes import OTHER, SENDER, mixed
+
+from zctrace import model, report, snapshot, top
+from zctrace.probes import Session
+
+
+def build(maps: FakeMaps, tier: str = "tracepoint") -> model.Report:
+    return model.build(snapshot.take(maps), tier, probes=[{"program": "p", "target": "t", "attached": True}])
+
+
+def test_the_table_has_a_row_per_flow_and_the_totals():
+    lines = report.render(build(mixed())).splitlines()
+    assert lines[0].split() == ["PID", "COMM", "API", "PROTO", "REQUESTS", "BYTES", "ZEROCOPIED", "COPIED",
+                                "UNKNOWN", "UNDECIDED", "NOT_ATTEMPTED", "VERDICT", "TOP", "REASON"]
+    rows = {tuple(line.split()[:4]): line.split() for line in lines[1:4]}
+    assert rows[(str(SENDER), "sender", "msg_zerocopy", "udp")][4:] == [
+        "10", "9.8", "KiB", "6", "3", "0", "1", "4", "(so_zerocopy_unset)", "mixed", "so_zerocopy_unset"]
+    assert rows[(str(SENDER), "sender", "io_uring", "tcp")][4:] == [
+        "8", "31.2", "KiB", "2", "0", "5", "1", "0", "mixed", "-"]
+    assert rows[(str(OTHER), "other", "msg_zerocopy", "tcp")][4:] == [
+        "4", "15.6", "KiB", "0", "4", "0", "0", "2", "(eopnotsupp)", "mixed", "other"]
+    assert lines[4].split() == ["TOTAL", "22", "56.6", "KiB", "8", "7", "5", "2", "6",
+                                "(eopnotsupp,", "so_zerocopy_unset)", "mixed", "so_zerocopy_unset"]
+
+
+def test_the_notes():
+    text = report.render(build(mixed(kernel=True), "fentry"), verbose=True)
+    why = text[text.index("why:"):].splitlines()[1:8]
+    assert [line.split()[:2] for line in why[:2]] == [["so_zerocopy_unset", "4"], ["other", "3"]]
+    assert "the receiver is on this host" in text  # local_delivery's advice
+    assert "unknown: io_uring without IORING_SEND_ZC_REPORT_USAGE" in text
+    assert "undecided: completions still in flight" in text
+    assert "pinned: 4.9 KiB of zerocopy sends not completed yet" in text
+    assert "error queue: 1 notified requests never read by the application" in text
+    assert "sockets (most copied first):" in text
+    assert "notification latency (msg_zerocopy, send to completion): p50 <= 16 us, p99 <= 1.0 ms (4 samples)" in text
+    assert "requests per MSG_ZEROCOPY notification: p50 <= 2, p99 <= 4" in text
+    assert "receive side (TCP_ZEROCOPY_RECEIVE):" in text
+    assert "late copies by kernel call site" in text and "local_delivery" in text
+    assert "lost (BPF maps full): socks_full 2 times, 3 requests, 2.9 KiB" in text
+
+
+def test_the_tracepoint_tier_says_what_undecided_means_there():
+    text = report.render(build(mixed()))
+    assert "undecided: notifications the application has not read, or completions still in flight" in text
+    assert "late copies by kernel call site" not in text  # not verbose, and no sites on this tier
+
+
+def test_nothing_seen():
+    assert report.render(build(FakeMaps())).endswith("no zerocopy sends seen")
+
+
+def test_json_document():
+    doc = json.loads(json.dumps(build(mixed(kernel=True), "fentry").to_json()))
+    assert doc["tier"] == "fentry"
+    t = doc["totals"]
+    assert {k: t[k] for k in ("zc_requests", "zerocopied", "copied", "unknown", "undecided", "not_attempted",
+                              "pinned_bytes", "top_reason")} == {
+        "zc_requests": 22, "zerocopied": 8, "copied": 7, "unknown": 5, "undecided": 2, "not_attempted": 6,
+        "pinned_bytes": 5_000, "top_reason": "so_zerocopy_unset"}
+    assert t["copied_reasons"] == {"local_delivery": 2, "no_sg": 1, "other": 3, "unknown": 1}
+    proc = next(p for p in doc["processes"] if p["pid"] == OTHER)
+    assert proc["counts"]["top_reason"] == "other" and proc["flows"][0]["counts"]["copied"] == 4
+    assert doc["sockets"][0] == {"pid": OTHER, "proto": "tcp", "ino": 5002, "cgroup": 0, "netns": 0, "ifindex": 0,
+                                 "requests": 4, "bytes": 16_000, "zerocopied": 0, "copied": 4}
+    assert doc["lost"] == {"socks_full": {"events": 2, "requests": 3, "bytes": 3_000}}
+    assert doc["kernel_events"] == {"copy_ubufs": {"count": 3, "bytes": 12_000}}
+    assert doc["copy_sites"][1] == {"reason": "other", "stack": ["skb_copy_ubufs", "mystery_xmit.cold",
+                                                                  "dev_hard_start_xmit"], "count": 1, "bytes": 4_000}
+    assert doc["receive"] == [{"pid": OTHER, "comm": "other", "calls": 5, "mapped": 40_960, "copied": 100,
+                               "skipped": 0, "errors": 1, "cgroup": 22}]
+    assert doc["notification_latency"]["msg_zerocopy"]["count"] == 4
+    assert doc["notification_ranges"]["p99"] == 4
+    assert doc["probes"] == [{"program": "p", "target": "t", "attached": True}]
+    assert doc["rings"] == []
+
+
+def test_write_json(tmp_path, capsys):
+    doc = build(mixed()).to_json()
+    report.write_json(doc, str(tmp_path / "r.json"))
+    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(doc))
+    report.write_json({"a": 1}, "-")
+    assert json.loads(capsys.readouterr().out) == {"a": 1}
+
+
+@pytest.mark.parametrize("n,text", [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1536, "1.5 KiB"),
+                                    (1024 ** 2 - 1, "1024.0 KiB"), (1024 ** 2, "1.0 MiB"), (1024 ** 3, "1.0 GiB"),
+                                    (5 * 1024 ** 4, "5120.0 GiB")])
+def test_human_bytes(n, text):
+    assert report.human_bytes(n) == text
+
+
+def test_top_screen():
+    frame = top.Frame(build(mixed()), {SENDER: 12.4}, at=0.0)
+    lines = top.render(frame, 1.0)
+    assert "2 processes" in lines[0]
+    assert lines[1].split()[:3] == ["total", "requests", "22"]
+    assert "zerocopied 29% copied 25% unknown 18% not_attempted 21% undecided 7%" in lines[1]
+    rows = {line.split()[0]: line.split() for line in lines[4:6]}
+    assert rows[str(OTHER)][:7] == [str(OTHER), "other", "0", "4", "15.6", "KiB", "4"]  # most copied first
+    assert rows[str(SENDER)][2] == "12"
+    assert lines[4].split()[0] == str(OTHER)
+    socks = lines[lines.index("sockets with the most copied requests:") + 2:]
+    assert [s.split()[:4] for s in socks] == [[str(OTHER), "tcp", "5002", "-"], [str(SENDER), "udp", "5001", "#1"]]
+
+
+def test_top_sampler_counts_since_start_and_rates():
+    maps = mixed()
+    sampler = top.Sampler(Session("tracepoint", [], bpf=maps), comm=None)
+    first = sampler.take()
+    maps.stats(OTHER, "msg_zerocopy", "tcp", comm="other", cgroup=22, requests=9, bytes=36_000, copied=9)
+    second = sampler.take()
+    assert (first.report.totals.zc_requests, second.report.totals.zc_requests) == (22, 27)
+    assert second.rates[OTHER] > 0 and second.rates[SENDER] == 0
