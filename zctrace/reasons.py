@@ -9,7 +9,7 @@ from .header import REASON_CODES
 REASONS = tuple(r for r in REASON_CODES if r not in ("none", "late_copy"))
 NOT_ATTEMPTED = ("so_zerocopy_unset", "enobufs_optmem", "enobufs_memlock", "eopnotsupp")
 
-# Callers of skb_copy_ubufs (KERNEL-NOTES, "Where late copies happen"): the innermost frame of
+# Callers of skb_copy_ubufs (docs/kernel.md, "Late copies"): the innermost frame of
 # the stack that names one of these functions gives the reason.
 #
 # `bpf_redirect` is mostly not found here: the redirect itself does not copy (MSG_ZEROCOPY and
