@@ -83,5 +83,5 @@ def test_reference_sender_builds(venv, tmp_path):
     """`bench --reference` compiles the C sender shipped in the wheel."""
     env_cache = tmp_path / "cache"
     r = _run(["env", f"XDG_CACHE_HOME={env_cache}", str(venv / "bin/python"), "-c",
-              "from zctrace.benchsuite import build_reference; print(build_reference())"], tmp_path)
+              "from zctrace.bench.reference import build_reference; print(build_reference())"], tmp_path)
     assert Path(r.stdout.strip()).is_file()

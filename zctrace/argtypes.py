@@ -103,6 +103,11 @@ def add_process_filters(p: argparse.ArgumentParser, follow: str, keep: str) -> N
     p.add_argument("--cgroup", help=f"{keep} processes in this cgroup v2 or below it (path, e.g. system.slice)")
 
 
+def add_json(p: argparse.ArgumentParser, what: str) -> None:
+    """--json FILE: also write `what` (e.g. "the report") as JSON, '-' = stdout."""
+    p.add_argument("--json", metavar="FILE", type=output_file, help=f"also write {what} as JSON ('-' = stdout)")
+
+
 def add_tier(p: argparse.ArgumentParser) -> None:
     """--tier: force a probe tier instead of the best this kernel allows."""
     p.add_argument("--tier", choices=TIERS, help="force a probe tier instead of the best available")

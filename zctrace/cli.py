@@ -105,7 +105,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_cli
+    from .bench.command import run_cli
     return run_cli(args)
 
 
@@ -129,7 +129,7 @@ def _doctor_arguments(d: argparse.ArgumentParser) -> None:
 
 
 def _bench_arguments(b: argparse.ArgumentParser) -> None:
-    from .bench import add_arguments
+    from .bench.command import add_arguments
     add_arguments(b)
     b.set_defaults(func=cmd_bench)
 
