@@ -96,7 +96,8 @@ def _run_traced(session: Session, command: list[str], tick: Callable[[], object]
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import diagnose, render
+    from .doctor.command import diagnose
+    from .doctor.render import render
     result = diagnose(args.size)
     print(render(result))
     if args.json:
@@ -123,7 +124,7 @@ def _trace_arguments(t: argparse.ArgumentParser) -> None:
 
 
 def _doctor_arguments(d: argparse.ArgumentParser) -> None:
-    from .doctor import add_arguments
+    from .doctor.command import add_arguments
     add_arguments(d)
     d.set_defaults(func=cmd_doctor)
 
