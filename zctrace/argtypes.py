@@ -39,7 +39,15 @@ def positive(kind: type, what: str) -> Callable[[str], int | float]:
     return _checked(kind, f"not a number of {what}", f"{what} must be positive")
 
 
-pid = _checked(int, "not a PID", "not a PID")
+_pid_number = _checked(int, "not a PID", "not a PID")
+
+
+def pid(text: str) -> int:
+    """The PID of a process that exists now (a thread's id counts: /proc has it too)."""
+    value = _pid_number(text)
+    if not os.path.isdir(f"/proc/{value}"):
+        raise argparse.ArgumentTypeError(f"no process with PID {value}")
+    return value
 
 
 _positive_seconds = positive(float, "seconds")
