@@ -73,7 +73,7 @@ def test_netns_receiver_ships(venv, tmp_path):
     """The netns target's receiver, a program of its own (zctrace/workload/netns_receiver.py), runs
     from the wheel: a TCP bench cell into the namespace only completes if it accepts."""
     report = tmp_path / "netns.json"
-    _run([str(venv / "bin/zctrace"), "bench", "--target", "netns", "--proto", "tcp", "--mode", "copy",
+    _run([str(venv / "bin/zctrace"), "bench", "--target", "netns", "--proto", "tcp", "--mode", "copy", "--size", "1000",
           "--count", "50", "--no-trace", "--json", str(report)], tmp_path)
     (result,) = json.loads(report.read_text())["results"]
     assert result["target"] == "netns" and result["requests"] == 50
