@@ -41,7 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from zctrace import cgroups  # noqa: E402
-from zctrace.benchsuite import build_reference  # noqa: E402
+from zctrace.bench.reference import build_reference  # noqa: E402
 
 from bench_exporter import rss_kib, start_exporter  # noqa: E402  (scripts/, beside this one)
 

@@ -126,6 +126,14 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     assert r.stderr.count("\n") == 1 and message in r.stderr and "Traceback" not in r.stderr
 
 
+def test_trace_and_top_check_a_pid_alike():
+    """-p is checked once (argtypes.pid), when the command line is read: the same line for both."""
+    errors = {command: run([command, "-p", "999999999"]) for command in ("trace", "top")}
+    assert {r.returncode for r in errors.values()} == {2}
+    assert errors["trace"].stderr == errors["top"].stderr == \
+        "zctrace: error: argument -p/--pid: no process with PID 999999999\n"
+
+
 def test_without_privileges_is_one_line():
     drop = ["setpriv", "--bounding-set", "-all", "--inh-caps", "-all", "--"] if os.geteuid() == 0 else []
     r = subprocess.run(drop + ZCTRACE + ["trace", "--duration", "1"], capture_output=True, text=True, timeout=60)

@@ -12,7 +12,8 @@ from itertools import count
 import pytest
 from pyroute2 import IPRoute
 
-from zctrace import doctor, netdev
+from zctrace import netdev
+from zctrace.doctor import features, system
 from zctrace.workload.senders import WorkloadSpec, run_workload
 from zctrace.workload.targets import open_target
 
@@ -178,7 +179,7 @@ while n < 100000:
     try:
         s.send(buf, 0x4000000 | socket.MSG_DONTWAIT)  # MSG_ZEROCOPY
     except OSError as e:
-        from zctrace.doctor import optmem_max  # the netns's (6.9+), else the host-wide value
+        from zctrace.doctor.system import optmem_max  # the netns's (6.9+), else the host-wide value
         print(n, errno.errorcode[e.errno], optmem_max())
         break
     n += 1
@@ -220,7 +221,7 @@ def fill(ns: str, size: int, prefix: tuple[str, ...] = (), python: str = sys.exe
     sent, err, optmem = r.stdout.split()
     assert err == "ENOBUFS"
     if optmem == "None":  # before 6.9, and the sender may not join the initial namespace: ours is it
-        optmem = doctor.optmem_max()
+        optmem = system.optmem_max()
     (stats,) = json.loads(subprocess.run(["tc", "-n", ns, "-s", "-j", "qdisc", "show", "dev",
                                           "zdhold"], capture_output=True, text=True, check=True).stdout)
     assert stats["qlen"] in (int(sent), int(sent) - 1)
@@ -231,8 +232,8 @@ def test_a_value_of_the_initial_network_namespace_is_read_from_another():
     """Before 6.9 net.core.optmem_max is in the initial network namespace's /proc/sys only: doctor
     reads it there from a thread that joins it (on 6.1 doctor died of FileNotFoundError in any
     other namespace). Here the "initial" namespace is this test's, seen from a private one."""
-    code = ("import os, sys; from zctrace import doctor; "
-            "print(doctor.in_initial_netns(lambda: os.readlink('/proc/thread-self/ns/net'), sys.argv[1]), "
+    code = ("import os, sys; from zctrace.doctor import system; "
+            "print(system.in_initial_netns(lambda: os.readlink('/proc/thread-self/ns/net'), sys.argv[1]), "
             "os.readlink('/proc/thread-self/ns/net'))")
     with private_netns("init") as ns:
         r = subprocess.run(["nsenter", f"--net=/run/netns/{ns}", sys.executable, "-c", code, f"/proc/{os.getpid()}/ns/net"],
@@ -247,10 +248,10 @@ def test_optmem_estimate_matches_the_kernel():
     differs between kernel builds: 832 B on the host's 6.18, more on Debian's 6.12)."""
     with held_queue(1000) as ns:
         held, optmem = fill(ns, 1000)
-    f = doctor.optmem_finding()
+    f = system.optmem_finding()
     assert optmem // f.facts["bytes_per_send"] in (held, held + 1)
     assert f.facts["optmem_max"] == optmem
-    assert f.status == ("ok" if f.facts["sends_in_flight"] >= doctor.WANT_INFLIGHT else "warn")
+    assert f.status == ("ok" if f.facts["sends_in_flight"] >= system.WANT_INFLIGHT else "warn")
 
 
 def test_memlock_estimate_matches_the_kernel_without_cap_ipc_lock():
@@ -263,7 +264,7 @@ def test_memlock_estimate_matches_the_kernel_without_cap_ipc_lock():
     fresh_user = ("setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--")
     with held_queue(8000) as ns:
         finding = json.loads(in_netns(
-            ns, "import json; from dataclasses import asdict; from zctrace.doctor import "
+            ns, "import json; from dataclasses import asdict; from zctrace.doctor.system import "
                 "memlock_finding; print(json.dumps(asdict(memlock_finding(8000))))",
             prefix=limit + no_cap))
         held, _ = fill(ns, 8000, limit + fresh_user, python="/usr/bin/python3")
@@ -275,8 +276,8 @@ def test_memlock_estimate_matches_the_kernel_without_cap_ipc_lock():
 
 
 def test_io_uring_and_socket_findings():
-    by_check = {f.check: f for f in (doctor.io_uring_disabled_finding(), doctor.report_usage_finding(),
-                                     doctor.zcrx_finding(), doctor.scm_zc_notification_finding())}
+    by_check = {f.check: f for f in (system.io_uring_disabled_finding(), features.report_usage_finding(),
+                                     features.zcrx_finding(), features.scm_zc_notification_finding())}
     if os.path.exists("/proc/sys/kernel/io_uring_disabled"):
         disabled = int(open("/proc/sys/kernel/io_uring_disabled").read())
         assert by_check["io_uring_disabled"].facts["value"] == disabled

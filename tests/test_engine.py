@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from zctrace import benchsuite, cells
+from zctrace import cells
+from zctrace.bench import suites
 from zctrace.btf import Btf
 from zctrace.probes import Session
 from zctrace.workload import _engine
@@ -25,7 +26,7 @@ COUNT = 300
 # every column of the suites: (mode, notify_batch, inflight, notif)
 COLUMNS = sorted({(c.mode, c.notify_batch if c.mode == "msg_zerocopy" else 32,
                    c.inflight if c.mode.startswith("uring") else 8, c.notif)
-                  for c in benchsuite.SEED_COLUMNS + benchsuite.OVERHEAD_COLUMNS})
+                  for c in suites.SEED_COLUMNS + suites.OVERHEAD_COLUMNS})
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +152,7 @@ def test_suite_csv_names_the_engine(tmp_path):
     rows = [line for line in r.stdout.splitlines() if line.startswith("sink,")]
     header = next(line for line in r.stdout.splitlines() if line.startswith("target,"))
     col = header.split(",").index("engine")
-    assert len(rows) == len(benchsuite.SEED_COLUMNS) and {row.split(",")[col] for row in rows} == {"python"}
+    assert len(rows) == len(suites.SEED_COLUMNS) and {row.split(",")[col] for row in rows} == {"python"}
 
 
 @pytest.mark.parametrize("setup,argv,message", [

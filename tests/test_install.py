@@ -69,9 +69,19 @@ def test_bench(venv, tmp_path):
     assert results and all(r["match"] and r["traced"]["requests"] == 200 for r in results)
 
 
+def test_netns_receiver_ships(venv, tmp_path):
+    """The netns target's receiver, a program of its own (zctrace/workload/netns_receiver.py), runs
+    from the wheel: a TCP bench cell into the namespace only completes if it accepts."""
+    report = tmp_path / "netns.json"
+    _run([str(venv / "bin/zctrace"), "bench", "--target", "netns", "--proto", "tcp", "--mode", "copy", "--size", "1000",
+          "--count", "50", "--no-trace", "--json", str(report)], tmp_path)
+    (result,) = json.loads(report.read_text())["results"]
+    assert result["target"] == "netns" and result["requests"] == 50
+
+
 def test_reference_sender_builds(venv, tmp_path):
     """`bench --reference` compiles the C sender shipped in the wheel."""
     env_cache = tmp_path / "cache"
     r = _run(["env", f"XDG_CACHE_HOME={env_cache}", str(venv / "bin/python"), "-c",
-              "from zctrace.benchsuite import build_reference; print(build_reference())"], tmp_path)
+              "from zctrace.bench.reference import build_reference; print(build_reference())"], tmp_path)
     assert Path(r.stdout.strip()).is_file()

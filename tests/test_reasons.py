@@ -24,7 +24,8 @@ from pyroute2 import Ethtool, IPRoute
 from conftest import optmem_room
 from zctrace import cells, model, reasons, snapshot
 from zctrace.report import render
-from zctrace.workload.senders import ErrQueue, WorkloadSpec
+from zctrace.workload.senders import WorkloadSpec
+from zctrace.workload.sockio import ErrQueue
 from zctrace.workload.targets import open_target
 from zctrace.workload.uring import Ring
 

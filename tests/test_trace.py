@@ -17,7 +17,8 @@ from conftest import TIERS, optmem_room
 from zctrace import cells, model, snapshot
 from zctrace.btf import Btf
 from zctrace.probes import Session
-from zctrace.workload.senders import ErrQueue, WorkloadSpec
+from zctrace.workload.senders import WorkloadSpec
+from zctrace.workload.sockio import ErrQueue
 from zctrace.report import render
 from zctrace.workload.targets import open_target
 from zctrace.workload.uring import Ring

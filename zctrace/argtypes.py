@@ -39,7 +39,15 @@ def positive(kind: type, what: str) -> Callable[[str], int | float]:
     return _checked(kind, f"not a number of {what}", f"{what} must be positive")
 
 
-pid = _checked(int, "not a PID", "not a PID")
+_pid_number = _checked(int, "not a PID", "not a PID")
+
+
+def pid(text: str) -> int:
+    """The PID of a process that exists now (a thread's id counts: /proc has it too)."""
+    value = _pid_number(text)
+    if not os.path.isdir(f"/proc/{value}"):
+        raise argparse.ArgumentTypeError(f"no process with PID {value}")
+    return value
 
 
 _positive_seconds = positive(float, "seconds")
@@ -101,6 +109,11 @@ def add_process_filters(p: argparse.ArgumentParser, follow: str, keep: str) -> N
     p.add_argument("-p", "--pid", type=pid, action="append", help=f"{follow} this process (repeatable)")
     p.add_argument("--comm", type=comm, help=f"{keep} processes with this command name")
     p.add_argument("--cgroup", help=f"{keep} processes in this cgroup v2 or below it (path, e.g. system.slice)")
+
+
+def add_json(p: argparse.ArgumentParser, what: str) -> None:
+    """--json FILE: also write `what` (e.g. "the report") as JSON, '-' = stdout."""
+    p.add_argument("--json", metavar="FILE", type=output_file, help=f"also write {what} as JSON ('-' = stdout)")
 
 
 def add_tier(p: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ another). Facts come from rtnetlink (MTU, kind, root qdisc), ethtool netlink (th
 active features: pyroute2 0.9 has no ethtool netlink FEATURES_GET of its own, so the request is
 built here on its generic netlink classes) and /proc/net/packet (packet taps).
 
-What the verdicts rest on (KERNEL-NOTES.md, kernel 6.12-6.18):
+What the verdicts rest on (docs/kernel.md, "What the verdicts rest on"; kernel 6.12-6.18):
 - UDP (`__ip_append_data`) goes zero-copy only with NETIF_F_SG and CHECKSUM_PARTIAL, which needs
   checksum offload and payload + 28 B (IPv4; 48 B IPv6) <= MTU, or UDP_SEGMENT; otherwise the data
   is copied at send and the notification says COPIED.

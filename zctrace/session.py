@@ -23,42 +23,46 @@ def _stale(checks: list[tiers.TierCheck]) -> bool:
 
 
 def open_session(forced: str | None, pids: list[int] | None, latency_every: int = LATENCY_EVERY,
-                 extra: frozenset[str] = frozenset()) -> Session:
+                 extra: frozenset[str] = frozenset(), quiet: bool = False) -> Session:
     """The probes on `forced` or the best tier (and the opt-in programs in `extra`), for `pids`
     and their children (None: every process); the tier line and the probes not attached or not
-    loaded on stderr."""
+    loaded on stderr unless `quiet` (a session opened again, already reported)."""
     require_root()
     btf = CachedBtf()
     tier, checks = tiers.best(forced)
     if not tier:
         raise ZctraceError(f"the {forced} tier does not load here: {checks[-1].error}" if forced
                            else "no probe tier loads on this kernel: " + checks[-1].error)
-    print(_tier_line(tier, checks), file=sys.stderr)
+
+    def say(line: str) -> None:
+        if not quiet:
+            print(line, file=sys.stderr)
+
+    say(_tier_line(tier, checks))
     try:
         session = Session.open(tier, btf, pids=pids, latency_every=latency_every, extra=extra)
     except ZctraceError:
         if not _stale(checks):
             raise
         tiers.forget()
-        return open_session(forced, pids, latency_every, extra)
+        return open_session(forced, pids, latency_every, extra, quiet)
     if not all(s.attached for s in session.statuses) and _stale(checks):
         session.close()
         tiers.forget()
-        return open_session(forced, pids, latency_every, extra)
+        return open_session(forced, pids, latency_every, extra, quiet)
     btf.save()
     unloaded = extra - {p.name for p in session.programs} - session.skipped.keys()
     if unloaded:
         flags = ", ".join("--" + name.replace("_", "-") for name in sorted(unloaded))
-        print(f"zctrace: note: {flags}: not on the {tier} tier (fentry and kprobe only)", file=sys.stderr)
+        say(f"zctrace: note: {flags}: not on the {tier} tier (fentry and kprobe only)")
     if interrupts.received():
         session.close()
         interrupts.check("before the probes were attached: nothing done")
     for status in session.statuses:
         if not status.attached:
-            print(f"zctrace: probe {status.program} not attached to {status.target}: {status.error}",
-                  file=sys.stderr)
+            say(f"zctrace: probe {status.program} not attached to {status.target}: {status.error}")
     for name, why in session.skipped.items():
-        print(f"zctrace: probe {name} not loaded: {why}", file=sys.stderr)
+        say(f"zctrace: probe {name} not loaded: {why}")
     return session
 
 

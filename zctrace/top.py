@@ -20,7 +20,6 @@ from pathlib import Path
 
 from . import argtypes, cgroups, interrupts, lifecycle, model, snapshot
 from .probes import Session
-from .errors import ZctraceError
 from .report import human_bytes, table
 from .session import open_session
 
@@ -120,11 +119,6 @@ def _device(sock: snapshot.SocketRow) -> str:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    for pid in args.pid or ():
-        try:
-            open(f"/proc/{pid}/stat").close()
-        except OSError:
-            raise ZctraceError(f"no process with PID {pid}") from None
     cgroup = cgroups.resolve(args.cgroup) if args.cgroup else None
     session = open_session(args.tier, list(args.pid) if args.pid else None)
     show = _curses if sys.stdout.isatty() else _plain

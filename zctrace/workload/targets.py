@@ -3,7 +3,8 @@
 - ``loopback``: 127.0.0.1 with a receiver thread; zerocopy always ends COPIED (local delivery).
 - ``sink``: a veth pair into a private netns whose host side drops every packet at enqueue
   (root ``pfifo limit 0``, MTU 65535); UDP sends up to the MTU really go out zero-copy.
-- ``netns``: a veth pair into a private netns with a receiver process inside; COPIED on delivery.
+- ``netns``: a veth pair into a private netns with a receiver process inside (netns_receiver.py);
+  COPIED on delivery.
 - ``dummy``: a dummy device (where the kernel has one): frees every packet after transmit.
 - ``bridge``: a bridge without ports, ARP off: like dummy (packet taps and TX timestamps see
   every packet, then it is freed), where such a bridge has carrier (6.18 yes, 6.12 no).
@@ -24,7 +25,6 @@ import itertools
 import os
 import re
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -32,9 +32,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
+
+from .teardown import signals_deferred, unwind_on_sigterm
 
 TARGETS = ("loopback", "sink", "netns", "dummy", "bridge")
 UDP_ONLY = ("sink", "dummy", "bridge")  # nothing answers there: no TCP handshake
@@ -45,6 +48,7 @@ BENCH_NET = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544 benchmark range
 RECEIVER_PORT = 9000
 _LOCK_PATH = "/run/lock/zctrace-workload.lock"
 _NUD_PERMANENT = 0x80
+RECEIVER = Path(__file__).with_name("netns_receiver.py")  # the netns target's receiver program
 _READY_TIMEOUT = 30.0  # a Python receiver starting under TCG on a busy host has taken over 10 s
 _seq = itertools.count()
 # zc<pid><kind letter><seq>: a namespace or dummy/bridge; a veth's host end adds "h".
@@ -89,12 +93,12 @@ def open_target(name: str, proto: str) -> Iterator[Endpoint]:
     check_target(name, proto)
     owner = os.getpid()
     stack = ExitStack()
-    sigterm = _unwind_on_sigterm()
+    sigterm = unwind_on_sigterm()
     _open_here += 1
     try:
         # Setup is never interrupted half-way (an interrupt inside pyroute2's event loop or a
         # fork hook is lost or leaves pyroute2 broken); a signal lands once it is done.
-        with _signals_deferred():
+        with signals_deferred():
             if name == "loopback":
                 endpoint = _loopback(stack, proto)
             elif name == "sink":
@@ -110,7 +114,7 @@ def open_target(name: str, proto: str) -> Iterator[Endpoint]:
             # frames: the target is the parent's, so leave it alone and end the child here.
             os._exit(1)
         try:
-            with _signals_deferred():
+            with signals_deferred():
                 stack.close()
         finally:
             _open_here -= 1
@@ -343,7 +347,7 @@ def remove(leftover: Leftover) -> None:
 def reclaim() -> tuple[list[Leftover], list[tuple[Leftover, str]]]:
     """Remove every leftover: (removed, [(not removed, why)])."""
     removed, failed = [], []
-    with _signals_deferred():
+    with signals_deferred():
         for leftover in leftovers():
             try:
                 remove(leftover)
@@ -366,40 +370,11 @@ def _alive(pid: int) -> bool:
 
 # --- receiver process inside the namespace ---------------------------------------------------
 
-# Runs as `python -c`: joins the namespace open on fd argv[1], serves argv[2] on argv[3]:argv[4],
-# says "ready", then reads and discards until killed (also when its parent dies).
-_RECEIVER = r"""
-import ctypes, os, signal, socket, sys, threading
-libc = ctypes.CDLL(None, use_errno=True)
-libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-if os.getppid() != int(sys.argv[5]):
-    sys.exit(1)
-if libc.setns(int(sys.argv[1]), 0x40000000) != 0:  # CLONE_NEWNET
-    raise OSError(ctypes.get_errno(), "setns")
-tcp = sys.argv[2] == "tcp"
-sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
-sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-sock.bind((sys.argv[3], int(sys.argv[4])))
-def drain(s):
-    buf = bytearray(1 << 16)
-    while s.recv_into(buf) or not tcp:
-        pass
-    s.close()
-if tcp:
-    sock.listen(8)
-print("ready", flush=True)
-if not tcp:
-    drain(sock)
-while True:
-    threading.Thread(target=drain, args=(sock.accept()[0],), daemon=True).start()
-"""
-
-
 def _start_receiver(stack: ExitStack, veth: _Veth, proto: str) -> None:
     nsfd = os.open(f"/run/netns/{veth.netns}", os.O_RDONLY)
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-c", _RECEIVER, str(nsfd), proto, veth.peer_addr,
+            [sys.executable, str(RECEIVER), str(nsfd), proto, veth.peer_addr,
              str(RECEIVER_PORT), str(os.getpid())],
             pass_fds=(nsfd,), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE)
@@ -425,47 +400,3 @@ def _stop_process(proc: subprocess.Popen) -> None:
     for pipe in (proc.stdout, proc.stderr):
         if pipe is not None:
             pipe.close()
-
-
-# --- teardown protection ---------------------------------------------------------------------
-
-def _unwind_on_sigterm() -> ExitStack:
-    """Until the returned stack is closed, SIGTERM unwinds (SystemExit) instead of killing the
-    process on the spot, which would leave the target's namespace and veth behind. Only where
-    SIGTERM still has its default action (main thread): a program's own handler is kept."""
-    restore = ExitStack()
-    if (threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
-        def stop(signum: int, _frame: object) -> None:
-            raise SystemExit(128 + signum)
-        signal.signal(signal.SIGTERM, stop)
-        restore.callback(signal.signal, signal.SIGTERM, signal.SIG_DFL)
-    return restore
-
-
-@contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM during the block (main thread only), then deliver them.
-
-    A fork child made inside the block exits on them instead (pyroute2 stops its helper
-    children with SIGTERM and waits for them).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    owner = os.getpid()
-    pending: list[int] = []
-
-    def hold(signum: int, _frame: object) -> None:
-        if os.getpid() != owner:
-            os._exit(128 + signum)
-        pending.append(signum)
-
-    old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-        for s in dict.fromkeys(pending):
-            signal.raise_signal(s)

@@ -3,7 +3,8 @@
 Every cell (cells.py) runs the workload in this process (the compiled send engine by default,
 the Python loops with --engine python) with the probes attached (unless --no-trace) and
 reports the kernel's own verdict (from the notifications the workload reads) next to the
-tracer's verdict for the same requests; --suite runs a predefined set (benchsuite.py).
+tracer's verdict for the same requests; --suite runs a predefined set (suites.py, rendered by
+tables.py, written by output.py).
 """
 
 from __future__ import annotations
@@ -11,16 +12,20 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import platform
 import signal
 import sys
+import time
 
-from . import interrupts, report
-from .argtypes import add_tier, output_file, positive, seconds
-from .benchsuite import SUITES, run_suite
-from .cells import Cell, check_status, engine_note, run
-from .errors import ZctraceError
-from .probes import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_caps, require_root
-from .session import open_session
+from .. import interrupts, report
+from ..argtypes import add_json, add_tier, output_file, positive, seconds
+from ..cells import Cell, check_status, engine_note, run
+from ..errors import ZctraceError
+from ..probes import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_caps, require_root
+from ..session import open_session
+from .output import pyplot, records, write_csv, write_plot
+from .suites import SUITES, SuiteRun, run_overhead, run_seed
+from .tables import overheads, render_overhead, render_seed, threshold_failures
 
 DEFAULT_MODES = ("copy", "msg_zerocopy", "uring_zc")
 DEFAULT_SIZES = (1000, 4000)
@@ -40,8 +45,8 @@ def _sizes(text: str) -> list[int]:
 
 
 def _target(text: str) -> str:
-    from .workload.senders import remote_endpoint
-    from .workload.targets import TARGETS
+    from ..workload.senders import remote_endpoint
+    from ..workload.targets import TARGETS
     try:
         if text in TARGETS or remote_endpoint(text):
             return text
@@ -52,7 +57,7 @@ def _target(text: str) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .workload.senders import ENGINES, MODES, NOTIF_POLICIES
+    from ..workload.senders import ENGINES, MODES, NOTIF_POLICIES
     p.add_argument("--mode", action="append", choices=MODES,
                    help=f"send mode (repeatable; default {' '.join(DEFAULT_MODES)})")
     p.add_argument("--proto", action="append", choices=("udp", "tcp"),
@@ -81,7 +86,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="send loops: c (compiled, default: the kernel sets the pace) or python")
     p.add_argument("--no-trace", action="store_true", help="run the workload without the tracer")
     add_tier(p)
-    p.add_argument("--json", metavar="FILE", type=output_file, help="also write the results as JSON ('-' = stdout)")
+    add_json(p, "the results")
     p.add_argument("--check", action="store_true",
                    help="exit 1 if the tracer's verdicts differ from the kernel's in any cell, or "
                         "the probes lost events")
@@ -112,7 +117,7 @@ def check_args(args: argparse.Namespace) -> None:
         if getattr(args, flag) is not None and args.suite != "overhead":
             raise ZctraceError(f"--{flag.replace('_', '-')} needs --suite overhead")
     if args.engine == "c":
-        from .workload.senders import compiled_engine
+        from ..workload.senders import compiled_engine
         try:
             compiled_engine()
         except ValueError as e:
@@ -127,14 +132,14 @@ def check_args(args: argparse.Namespace) -> None:
 
 def local_targets(args: argparse.Namespace) -> list[str]:
     """The targets of this run that create namespaces or devices."""
-    from .workload.targets import TARGETS
+    from ..workload.targets import TARGETS
     default = ["sink"] if args.suite else DEFAULT_TARGETS
     return [t for t in args.target or default if t in TARGETS and t != "loopback"]
 
 
 def reclaim_leftovers() -> None:
     """Remove what killed runs left (their namespaces and devices), saying what."""
-    from .workload.targets import reclaim
+    from ..workload.targets import reclaim
     removed, failed = reclaim()
     for pid in sorted({x.pid for x in removed}):
         print(f"zctrace: removed what a killed run (pid {pid}) left: "
@@ -145,8 +150,8 @@ def reclaim_leftovers() -> None:
 
 
 def _specs(args: argparse.Namespace) -> list:
-    from .workload.senders import WorkloadSpec, validate
-    from .workload.targets import UDP_ONLY
+    from ..workload.senders import WorkloadSpec, validate
+    from ..workload.targets import UDP_ONLY
     modes = args.mode or list(DEFAULT_MODES)
     protos = args.proto or ["udp"]
     sizes = [s for group in args.size for s in group] if args.size else list(DEFAULT_SIZES)
@@ -232,3 +237,50 @@ def _run_cells(args: argparse.Namespace) -> int:
         print(f"zctrace: stopped by {stopped} {done}", file=sys.stderr)
         return interrupts.exit_status()
     return check_status(cells) if args.check else 0
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    """`zctrace bench --suite NAME`: run, print the tables, write --json/--csv/--plot."""
+    if args.mode:
+        raise ZctraceError("--suite picks its own modes: drop --mode")
+    if args.plot:
+        if args.suite != "seed-tables":
+            raise ZctraceError("--plot needs --suite seed-tables")
+        pyplot()  # fail before running, not after
+    if args.reference and args.suite != "seed-tables":
+        raise ZctraceError("--reference needs --suite seed-tables")
+    started = time.time()
+    run, stopped = SuiteRun(), None
+    try:
+        with interrupts.raising():
+            (run_seed if args.suite == "seed-tables" else run_overhead)(args, run)
+    except KeyboardInterrupt:
+        stopped = signal.Signals(interrupts.received() or signal.SIGINT).name
+    cells, tier = run.cells, run.tier
+    if args.suite == "seed-tables":
+        print(render_seed(cells, tier))
+    else:
+        ohs = overheads(cells)
+        print(render_overhead(ohs, tier, args.repeat, args.engine))
+    docs = records(cells, args)
+    if args.json:
+        doc = {"suite": args.suite, "tier": tier, "engine": args.engine, "command": " ".join(["zctrace", *sys.argv[1:]]),
+               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+               "host": {"kernel": platform.release(), "cpus": os.cpu_count()}, "results": docs}
+        if args.suite == "overhead":
+            doc["overhead"] = [o.to_json() for o in ohs]
+        report.write_json(doc, args.json)
+    if args.csv:
+        write_csv(docs, args.csv)
+    if args.plot:
+        write_plot(cells, args.plot, f"zctrace bench --suite seed-tables, {time.strftime('%Y-%m-%d')}, "
+                                     f"kernel {platform.release()}, {engine_note([sc.cell for sc in cells])}")
+    if stopped:
+        print(f"zctrace: stopped by {stopped} after {len(cells)} of {run.planned} cells", file=sys.stderr)
+        return interrupts.exit_status()
+    status = check_status([sc.cell for sc in cells]) if args.check else 0
+    if args.suite == "overhead":
+        for line in threshold_failures(ohs, args):
+            print(f"zctrace: over budget: {line}", file=sys.stderr)
+            status = 1
+    return status
