@@ -129,11 +129,24 @@ def ensure_tracefs() -> None:
 CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 21, 38, 39
 
 
+def effective_caps() -> int:
+    """This process's effective capability set, as a bit mask."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+
+
 def has_caps(*caps: int) -> bool:
     """Does this process have every one of `caps` in its effective set?"""
-    with open("/proc/self/status") as f:
-        effective = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    effective = effective_caps()
     return all(effective >> cap & 1 for cap in caps)
+
+
+def entry_point(kind: str, target: str) -> str:
+    """The name bcc gives the program of `kind` (tracepoint, raw_tracepoint, fentry, kprobe) for
+    `target` ("category:event" for a tracepoint, else an event or kernel function)."""
+    if kind == "tracepoint":
+        return "tracepoint__" + "__".join(target.split(":"))
+    return {"raw_tracepoint": "raw_tracepoint__", "fentry": "kfunc__", "kprobe": "kprobe__"}[kind] + target
 
 
 def require_root() -> None:
@@ -248,20 +261,19 @@ class Session:
         b = self.bpf
         for prog in self.programs:
             for tp in prog.tracepoints:
-                cat, event = tp.split(":")
-                fn = f"tracepoint__{cat}__{event}"
+                fn = entry_point("tracepoint", tp)
                 self._try(prog, tp, lambda: b.attach_tracepoint(tp=tp, fn_name=fn), fn)
             for tp in prog.raw_tracepoints:
-                fn = f"raw_tracepoint__{tp}"
+                fn = entry_point("raw_tracepoint", tp)
                 self._try(prog, tp, lambda: b.attach_raw_tracepoint(tp=tp, fn_name=fn), fn)
             for func in prog.kfuncs:
                 name = self.kfuncs[func]
                 variant_of = func if name != func else ""
                 if self.tier == "fentry":  # the program is named after the function it loads against
-                    fn = f"kfunc__{name}"
+                    fn = entry_point("fentry", name)
                     self._try(prog, name, lambda: b.attach_kfunc(fn_name=fn), fn, variant_of)
                 elif self.tier == "kprobe":
-                    fn = f"kprobe__{func}"
+                    fn = entry_point("kprobe", func)
                     self._try(prog, name, lambda: b.attach_kprobe(event=name, fn_name=fn), fn, variant_of)
         if not any(s.attached for s in self.statuses):
             first = next((s for s in self.statuses if s.error), None)

@@ -12,18 +12,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import cache, interrupts
-from .probes import TIERS, import_bcc, quiet_stderr
+from .probes import TIERS, entry_point, import_bcc, quiet_stderr
 
 # A function every zerocopy-capable kernel has, and a tracepoint every kernel has.
 _PROBE_FUNC = "skb_copy_ubufs"
+_PROBE_TP = "syscalls:sys_enter_sendmsg"
 _TINY = {
     "fentry": (f"KFUNC_PROBE({_PROBE_FUNC}) {{ return 0; }}",
-               lambda b: b.attach_kfunc(fn_name=f"kfunc__{_PROBE_FUNC}")),
-    "kprobe": (f"int kprobe__{_PROBE_FUNC}(void *ctx) {{ return 0; }}",
-               lambda b: b.attach_kprobe(event=_PROBE_FUNC, fn_name=f"kprobe__{_PROBE_FUNC}")),
-    "tracepoint": ("TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { return 0; }",
-                   lambda b: b.attach_tracepoint(tp="syscalls:sys_enter_sendmsg",
-                                                 fn_name="tracepoint__syscalls__sys_enter_sendmsg")),
+               lambda b: b.attach_kfunc(fn_name=entry_point("fentry", _PROBE_FUNC))),
+    "kprobe": (f"int {entry_point('kprobe', _PROBE_FUNC)}(void *ctx) {{ return 0; }}",
+               lambda b: b.attach_kprobe(event=_PROBE_FUNC, fn_name=entry_point("kprobe", _PROBE_FUNC))),
+    "tracepoint": ("TRACEPOINT_PROBE(%s, %s) { return 0; }" % tuple(_PROBE_TP.split(":")),
+                   lambda b: b.attach_tracepoint(tp=_PROBE_TP, fn_name=entry_point("tracepoint", _PROBE_TP))),
 }
 
 

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, TypeVar
 
-from ..probes import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_caps
+from ..probes import CAP_NET_ADMIN, CAP_SYS_ADMIN, effective_caps, has_caps
 from ..report import human_bytes
 from ..workload.sockio import MSG_ZEROCOPY, SO_ZEROCOPY
 
@@ -169,8 +169,7 @@ def memlock_finding(size: int) -> Finding:
 
 def _has_cap_ipc_lock() -> bool:
     """CAP_IPC_LOCK in the effective set and in the initial user namespace (what capable() asks)."""
-    with open("/proc/self/status") as f:
-        caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    caps = effective_caps()
     initial_userns = _read("/proc/self/uid_map").split() == ["0", "0", "4294967295"]
     return bool(caps >> _CAP_IPC_LOCK & 1) and initial_userns
 
