@@ -54,8 +54,8 @@ def test_seed_tables_end_to_end(tmp_path):
         assert res["lost"] == {}
     udp4k = {(r["target"], r["column"]): r for r in doc["results"] if r["size"] == 4000
              and r["proto"] == "udp"}
-    assert udp4k[("sink", "msg_zc/32")]["verdict"] == "zerocopy"
-    assert udp4k[("loopback", "msg_zc/32")]["verdict"] == "COPIED"  # local delivery
+    assert udp4k[("sink", "msg_zc/32")]["verdict"] == "zerocopied"
+    assert udp4k[("loopback", "msg_zc/32")]["verdict"] == "copied"  # local delivery
     assert udp4k[("sink", "copy")]["verdict"] == "-"
     lazy = udp4k[("sink", "zc-fixed/8-lazy")]
     assert lazy["kernel"]["zerocopied"] == lazy["reference"]["kernel"]["zerocopied"] == COUNT

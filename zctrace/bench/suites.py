@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..cells import Cell, open_endpoint, run_on
 from ..errors import ZctraceError
+from ..model import Counts
 from ..exporter import bpfinfo
 from ..probes import Session
 from ..session import open_session
@@ -90,20 +91,19 @@ class SuiteCell:
 
     @property
     def verdict(self) -> str:
-        """The tracer's verdict (the kernel's if untraced): `-` when no zerocopy was asked."""
+        """The tracer's verdict (the kernel's if untraced) in the model's words (Counts.verdict:
+        one outcome every request shares, else `mixed`): `-` when no zerocopy was asked."""
         c = self.cell
         if c.mode in ("copy", "uring"):
             return "-"
         counts = c.traced if c.traced is not None else c.kernel
-        if counts["zerocopied"] == c.requests:
-            return "zerocopy"
-        if counts["copied"] == c.requests:
-            return "COPIED"
-        return "partly copied" if counts["copied"] else "unknown"
+        zc, cp = counts["zerocopied"], counts["copied"]
+        return Counts(zc_requests=c.requests, zerocopied=zc, copied=cp,
+                      unknown=max(0, c.requests - zc - cp)).verdict
 
     @property
     def really_zerocopy(self) -> bool:
-        return self.verdict in ("-", "zerocopy")
+        return self.verdict in ("-", "zerocopied")
 
     @property
     def ref_ratio(self) -> float | None:
