@@ -208,6 +208,36 @@ static __always_inline int zc_uring_cqe(u64 ctx, void *req, u64 user_data, s32 r
 	return 0;
 }
 
+#if defined(ZC_PROG_URING_NOTIF) && defined(ZC_NOTIF_CHAIN) && !defined(ZC_TIER_TRACEPOINT)
+/* Chains of linked notifications longer than one walk (uring_notif.bpf.c): while the rest of
+ * one waits, a notification CQE hands its ring to the walker, a tail call with its own stack.
+ * Costs a notification CQE one array read while none waits. */
+BPF_ARRAY(zc_chain_pending, u64, 1);        /* chains waiting, on every ring */
+BPF_PERCPU_ARRAY(zc_chain_ring, u64, 1);    /* the walker's argument: the CQE's ring */
+/* The walker, one per program type (a program array serves one): from io_uring_complete and
+ * from io_uring_cqe_overflow. */
+BPF_PROG_ARRAY(zc_chain_walker_raw, 1);
+BPF_PROG_ARRAY(zc_chain_walker_tp, 1);
+
+#define ZC_CHAIN_WALKER 1
+
+/* True if a notification CQE of ring `ring_ctx` is to call the walker (its ring handed over);
+ * if the call returns, the walker is missing: the rest of the chain gets no verdict. */
+static __always_inline int zc_chain_waits(u64 ring_ctx, u32 cflags)
+{
+	u32 zero = 0;
+	u64 *pending = zc_chain_pending.lookup(&zero), *ring;
+
+	if (!(cflags & ZC_IORING_CQE_F_NOTIF) || !pending || !*pending)
+		return 0;
+	ring = zc_chain_ring.lookup(&zero);
+	if (!ring)
+		return 0;
+	*ring = ring_ctx;
+	return 1;
+}
+#endif
+
 /* The trace point's raw arguments: (ctx, req, cqe) since 6.13, before that (ctx, req,
  * user_data, res, cflags, extra1, extra2); ZC_URING_COMPLETE_CQE says which (from BTF). */
 RAW_TRACEPOINT_PROBE(io_uring_complete)
@@ -220,16 +250,31 @@ RAW_TRACEPOINT_PROBE(io_uring_complete)
 	} cqe = {};
 
 	bpf_probe_read_kernel(&cqe, sizeof(cqe), (void *)ctx->args[2]);
-	return zc_uring_cqe(ctx->args[0], (void *)ctx->args[1], cqe.user_data, cqe.res, cqe.flags);
+	u32 flags = cqe.flags;
+	zc_uring_cqe(ctx->args[0], (void *)ctx->args[1], cqe.user_data, cqe.res, flags);
 #else
-	return zc_uring_cqe(ctx->args[0], (void *)ctx->args[1], ctx->args[2], (s32)ctx->args[3],
-			    (u32)ctx->args[4]);
+	u32 flags = (u32)ctx->args[4];
+	zc_uring_cqe(ctx->args[0], (void *)ctx->args[1], ctx->args[2], (s32)ctx->args[3], flags);
 #endif
+#ifdef ZC_CHAIN_WALKER
+	if (zc_chain_waits(ctx->args[0], flags)) {
+		zc_chain_walker_raw.call(ctx, 0);
+		zc_lose(ZC_ERR_NOTIFS_FULL, 0, 0);
+	}
+#endif
+	return 0;
 }
 
 TRACEPOINT_PROBE(io_uring, io_uring_cqe_overflow)
 {
-	return zc_uring_cqe((u64)args->ctx, 0, args->user_data, args->res, args->cflags);
+	zc_uring_cqe((u64)args->ctx, 0, args->user_data, args->res, args->cflags);
+#ifdef ZC_CHAIN_WALKER
+	if (zc_chain_waits((u64)args->ctx, args->cflags)) {
+		zc_chain_walker_tp.call(args, 0);
+		zc_lose(ZC_ERR_NOTIFS_FULL, 0, 0);
+	}
+#endif
+	return 0;
 }
 
 /* A new ring: if a freed ring left an entry at this address, its counters go to its process's
