@@ -92,9 +92,10 @@ def test_a_chain_of_linked_notifications_longer_than_one_walk(tracer):
     assert (t.zc_requests, t.bytes, t.notifications) == (n, sent, n), t
     if tracer.tier == "tracepoint":  # no REPORT_USAGE: no verdict on this tier
         assert (t.zerocopied, t.copied, t.unknown) == (0, 0, n), t
-    else:
-        assert (t.zerocopied, t.copied, t.unknown) == (0, n, 0), t
-        assert t.copied_reasons == {"local_delivery": n}
+    else:  # every one has its verdict; 6.1 (no chains: an skb per send) frees a few sent skbs
+        # uncopied, the kernel's own verdict zerocopied (1 and 36 of 1,000 seen on its fentry tier)
+        assert t.unknown == 0 and t.zerocopied + t.copied == n and t.copied >= n // 2, t
+        assert t.copied_reasons == {"local_delivery": t.copied}
 
 
 def test_a_caller_zctrace_does_not_know_is_other(tracer, monkeypatch):
