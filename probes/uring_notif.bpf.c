@@ -9,6 +9,8 @@
  * Hot path: a notification's flags live in a direct-mapped array slot (its address hashed),
  * claimed with a compare-and-swap and freed when its CQE is posted: no map insert or delete per
  * request. A notification whose slot another one holds spills into a hash map.
+ * A chain is walked when it completes, up to ZC_MAX_CHAIN notifications (the verifier's limit);
+ * the ring's CQEs walk the rest (zc_chain_resume). Nothing is left without its verdict.
  * Uses zc_rings, zc_ring_add and zc_uring_take_failed of uring_send.bpf.c (loaded on every tier).
  */
 
@@ -75,49 +77,179 @@ static __always_inline u64 zc_nd_take(u64 nd)
 	return flags;
 }
 
+/* A chain walk's state: the ring of the latest notification (looked up again only when the
+ * ring changes) and the chain head's late copy (its skbs carried the linked requests' pages). */
+struct zc_walk {
+	u64 ctx;
+	struct zc_ring *ring;
+	int head_stack;
+	u8 head_late;
+};
+
+/* Notification `nd`'s verdict, its flags and late copy forgotten (`first`: the chain's head). */
+static __always_inline void zc_nd_verdict(struct zc_walk *w, u64 nd, int first)
+{
+	u64 req = nd - ZC_OFF_io_kiocb_cmd, ctx = 0, user_data = 0;
+	u64 flags = zc_nd_take(nd);
+
+	ZC_READ(ctx, (void *)req, ZC_OFF_io_kiocb_ctx);
+	if (ctx != w->ctx) {
+		w->ctx = ctx;
+		w->ring = zc_rings.lookup(&ctx);
+	}
+	struct zc_ring *ring = w->ring;
+	if (ring && ring->failed)
+		ZC_READ(user_data, (void *)req, ZC_OFF_io_kiocb_cqe_user_data);
+	if (!ring || zc_uring_take_failed(ring, ctx, user_data))
+		return;
+	u8 proto = ring->proto;
+	if (flags == ZC_ND_USED) {
+		zc_ring_add(ring, proto, ZC_ZEROCOPIED, 1);
+		return;
+	}
+	int late_stack = -1;
+	u8 late = zc_late_take(nd + ZC_OFF_io_notif_data_uarg, &late_stack);
+	if (first) {
+		w->head_late = late;
+		w->head_stack = late_stack;
+	} else if (!late && !flags && w->head_late) { /* linked: no skb of its own */
+		late = w->head_late;
+		late_stack = w->head_stack;
+	}
+	zc_ring_add(ring, proto, ZC_COPIED, 1);
+	zc_reason_add(ring->tgid, ZC_API_IO_URING, proto,
+		      late ? late : (flags & ZC_ND_COPIED) ? ZC_R_UNKNOWN : ZC_R_IO_URING_NOT_USED, late_stack, 1);
+}
+
+#ifdef ZC_NOTIF_CHAIN
+/* Chains longer than ZC_MAX_CHAIN: the rest is walked from the ring's next notification CQEs
+ * (zc_chain_resume, called by uring_send), ZC_CHAIN_STEP members each. Every member of the
+ * chain posts its CQE (or overflows) before any of them is freed, one CQE per member: the walk
+ * is over before its CQEs are. A ring has up to ZC_CHAIN_CURSORS such chains at once. */
+#define ZC_CHAIN_STEP 32
+#define ZC_CHAIN_CURSORS 4
+
+struct zc_chain_cursor {
+	u64 nd;   /* the next member without its verdict, 0 = free */
+	u64 head; /* its chain's head (each member's io_notif_data.head: a check that it is one) */
+	int head_stack;
+	u8 head_late;
+};
+struct zc_chain_rest {
+	struct zc_chain_cursor c[ZC_CHAIN_CURSORS];
+};
+BPF_HASH(zc_chain_rest, u64, struct zc_chain_rest, 256); /* ring (ctx) -> the rests of its chains */
+/* zc_chain_pending (cursors in use on every ring), zc_chain_ring and zc_chain_walkers are
+ * uring_send's: its CQE programs tail-call the walkers below while a cursor is in use. */
+
+static __always_inline u64 zc_nd_next(u64 nd)
+{
+	u64 next = 0;
+
+	ZC_READ(next, (void *)nd, ZC_OFF_io_notif_data_next);
+	return next;
+}
+
+/* Chain `head` of ring `ctx` is walked up to `nd`: the rest waits for the ring's CQEs. */
+static __always_inline void zc_chain_defer(u64 ctx, u64 head, u64 nd, struct zc_walk *w)
+{
+	struct zc_chain_rest fresh = {};
+	struct zc_chain_rest *rest = zc_chain_rest.lookup_or_try_init(&ctx, &fresh);
+	u32 zero = 0;
+	u64 *pending = zc_chain_pending.lookup(&zero);
+
+	for (int c = 0; rest && pending && c < ZC_CHAIN_CURSORS; c++) {
+		struct zc_chain_cursor *cur = &rest->c[c];
+		if (cur->nd)
+			continue;
+		cur->head = head;
+		cur->head_late = w->head_late;
+		cur->head_stack = w->head_stack;
+		cur->nd = nd;
+		__sync_fetch_and_add(pending, 1);
+		return;
+	}
+	zc_lose(ZC_ERR_NOTIFS_FULL, 1, 0); /* the rest of the chain gets no verdict */
+}
+
+/* A notification CQE of ring `ctx` (posted or overflowed): walk on a chain of it that waits. */
+static __always_inline void zc_chain_resume(u64 ctx)
+{
+	u32 zero = 0;
+	u64 *pending = zc_chain_pending.lookup(&zero);
+
+	if (!pending)
+		return;
+	struct zc_chain_rest *rest = zc_chain_rest.lookup(&ctx);
+	if (!rest)
+		return;
+	struct zc_chain_cursor *cur = 0;
+	for (int c = 0; c < ZC_CHAIN_CURSORS && !cur; c++)
+		if (rest->c[c].nd)
+			cur = &rest->c[c];
+	if (!cur)
+		return;
+	struct zc_walk w = {.head_late = cur->head_late, .head_stack = cur->head_stack};
+	u64 nd = cur->nd, head = 0;
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < ZC_CHAIN_STEP && nd; i++) {
+		ZC_READ(head, (void *)nd, ZC_OFF_io_notif_data_head);
+		if (head != cur->head) { /* not a member any more: the walk fell behind (never seen) */
+			zc_lose(ZC_ERR_NOTIFS_FULL, 1, 0);
+			nd = 0;
+			break;
+		}
+		zc_nd_verdict(&w, nd, 0);
+		nd = zc_nd_next(nd);
+	}
+	cur->nd = nd;
+	if (nd)
+		return;
+	__sync_fetch_and_add(pending, -1);
+	for (int c = 0; c < ZC_CHAIN_CURSORS; c++)
+		if (rest->c[c].nd)
+			return;
+	zc_chain_rest.delete(&ctx);
+}
+
+/* The walkers uring_send's CQE programs tail-call (linked in zc_chain_walkers by the loader):
+ * one of each program type, the same work. */
+static __always_inline int zc_chain_walk(void)
+{
+	u32 zero = 0;
+	u64 *ring = zc_chain_ring.lookup(&zero);
+
+	if (ring)
+		zc_chain_resume(*ring);
+	return 0;
+}
+
+int zc_chain_walk_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	return zc_chain_walk();
+}
+
+int zc_chain_walk_tp(void *ctx)
+{
+	return zc_chain_walk();
+}
+#endif
+
 ZC_KFUNC1(io_notif_tw_complete, notif)
 {
 	u64 nd = zc_scalar((u64)notif) + ZC_OFF_io_kiocb_cmd;
-	u8 head_late = 0; /* the chain head's late copy: its skbs carried the linked requests' pages */
-	int head_stack = -1;
+	struct zc_walk w = {.head_stack = -1};
 
-	for (int i = 0; i < ZC_MAX_CHAIN && nd; i++) {
-		u64 req = nd - ZC_OFF_io_kiocb_cmd, ctx = 0, user_data = 0;
-		u64 flags = zc_nd_take(nd);
-
-		ZC_READ(ctx, (void *)req, ZC_OFF_io_kiocb_ctx);
-		struct zc_ring *ring = zc_rings.lookup(&ctx);
-		if (ring && ring->failed)
-			ZC_READ(user_data, (void *)req, ZC_OFF_io_kiocb_cqe_user_data);
-		if (ring && !zc_uring_take_failed(ring, ctx, user_data)) {
-			u8 proto = ring->proto;
-			if (flags == ZC_ND_USED) {
-				zc_ring_add(ring, proto, ZC_ZEROCOPIED, 1);
-			} else {
-				int late_stack = -1;
-				u8 late = zc_late_take(nd + ZC_OFF_io_notif_data_uarg, &late_stack);
-				if (i == 0) {
-					head_late = late;
-					head_stack = late_stack;
-				} else if (!late && !flags && head_late) { /* linked: no skb of its own */
-					late = head_late;
-					late_stack = head_stack;
-				}
-				zc_ring_add(ring, proto, ZC_COPIED, 1);
-				zc_reason_add(ring->tgid, ZC_API_IO_URING, proto,
-					      late ? late : (flags & ZC_ND_COPIED) ? ZC_R_UNKNOWN : ZC_R_IO_URING_NOT_USED,
-					      late_stack, 1);
-			}
-		}
+	zc_nd_verdict(&w, nd, 1);
 #ifdef ZC_NOTIF_CHAIN
-		u64 next = 0;
-		ZC_READ(next, (void *)nd, ZC_OFF_io_notif_data_next);
-		nd = next;
-#else
-		nd = 0;
-#endif
+	u64 head = nd, ring_ctx = w.ctx;
+	nd = zc_nd_next(nd);
+	for (int i = 1; i < ZC_MAX_CHAIN && nd; i++) {
+		zc_nd_verdict(&w, nd, 0);
+		nd = zc_nd_next(nd);
 	}
-	if (nd) /* a chain longer than ZC_MAX_CHAIN: the rest get no verdict */
-		zc_lose(ZC_ERR_NOTIFS_FULL, 1, 0);
+	if (nd)
+		zc_chain_defer(ring_ctx, head, nd, &w);
+#endif
 	return 0;
 }

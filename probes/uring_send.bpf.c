@@ -225,6 +225,36 @@ static __always_inline int zc_uring_sent(u64 ctx, u64 file, u64 user_data, s32 r
 	return 0;
 }
 
+#if defined(ZC_PROG_URING_NOTIF) && defined(ZC_NOTIF_CHAIN) && !defined(ZC_TIER_TRACEPOINT)
+/* Chains of linked notifications longer than one walk (uring_notif.bpf.c): while the rest of
+ * one waits, a notification CQE hands its ring to the walker, a tail call with its own stack.
+ * Costs a notification CQE one array read while none waits. */
+BPF_ARRAY(zc_chain_pending, u64, 1);        /* chains waiting, on every ring */
+BPF_PERCPU_ARRAY(zc_chain_ring, u64, 1);    /* the walker's argument: the CQE's ring */
+/* The walker, one per program type (a program array serves one): from io_uring_complete and
+ * from io_uring_cqe_overflow. */
+BPF_PROG_ARRAY(zc_chain_walker_raw, 1);
+BPF_PROG_ARRAY(zc_chain_walker_tp, 1);
+
+#define ZC_CHAIN_WALKER 1
+
+/* True if a notification CQE of ring `ring_ctx` is to call the walker (its ring handed over);
+ * if the call returns, the walker is missing: the rest of the chain gets no verdict. */
+static __always_inline int zc_chain_waits(u64 ring_ctx, u32 cflags)
+{
+	u32 zero = 0;
+	u64 *pending = zc_chain_pending.lookup(&zero), *ring;
+
+	if (!(cflags & ZC_IORING_CQE_F_NOTIF) || !pending || !*pending)
+		return 0;
+	ring = zc_chain_ring.lookup(&zero);
+	if (!ring)
+		return 0;
+	*ring = ring_ctx;
+	return 1;
+}
+#endif
+
 /* One CQE of a request. A CQE without a request (multishot receives and polls, msg_ring: posted
  * as auxiliary CQEs) is never a zerocopy send's, though it may carry F_MORE. Before 6.13 the
  * trace point passes (ctx, req, user_data, res, cflags, extra1, extra2), since (ctx, req, cqe);
@@ -246,8 +276,16 @@ RAW_TRACEPOINT_PROBE(io_uring_complete)
 	u32 cflags = ZC_HEAD(&h, u32, ZC_OFF_io_kiocb_cqe_flags);
 	u8 opcode = ZC_HEAD(&h, u8, ZC_OFF_io_kiocb_opcode);
 
-	if (cflags & ZC_IORING_CQE_F_NOTIF)
-		return zc_uring_notif(ctx->args[0], req, &h, user_data, res);
+	if (cflags & ZC_IORING_CQE_F_NOTIF) {
+		zc_uring_notif(ctx->args[0], req, &h, user_data, res);
+#ifdef ZC_CHAIN_WALKER
+		if (zc_chain_waits(ctx->args[0], cflags)) {
+			zc_chain_walker_raw.call(ctx, 0);
+			zc_lose(ZC_ERR_NOTIFS_FULL, 0, 0);
+		}
+#endif
+		return 0;
+	}
 	if (!(cflags & ZC_IORING_CQE_F_MORE) && res >= 0)
 		return 0; /* a completion without a notification to follow: not a zerocopy send */
 	if (opcode != ZC_IORING_OP_SEND_ZC && opcode != ZC_IORING_OP_SENDMSG_ZC)
@@ -258,8 +296,16 @@ RAW_TRACEPOINT_PROBE(io_uring_complete)
 /* A CQE that overflowed the CQ ring: no request, so told apart by its flags alone. */
 TRACEPOINT_PROBE(io_uring, io_uring_cqe_overflow)
 {
-	if (args->cflags & ZC_IORING_CQE_F_NOTIF)
-		return zc_uring_notif((u64)args->ctx, 0, 0, args->user_data, args->res);
+	if (args->cflags & ZC_IORING_CQE_F_NOTIF) {
+		zc_uring_notif((u64)args->ctx, 0, 0, args->user_data, args->res);
+#ifdef ZC_CHAIN_WALKER
+		if (zc_chain_waits((u64)args->ctx, args->cflags)) {
+			zc_chain_walker_tp.call(args, 0);
+			zc_lose(ZC_ERR_NOTIFS_FULL, 0, 0);
+		}
+#endif
+		return 0;
+	}
 	if (!(args->cflags & ZC_IORING_CQE_F_MORE))
 		return 0; /* without a notification to follow: not a zerocopy send */
 	return zc_uring_sent((u64)args->ctx, 0, args->user_data, args->res, args->cflags);

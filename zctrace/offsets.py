@@ -38,6 +38,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "io_notif_data_uarg": ("io_notif_data", "uarg"),
     "io_notif_data_zc_report": ("io_notif_data", "zc_report"),
     "io_notif_data_next": ("io_notif_data", "next"),
+    "io_notif_data_head": ("io_notif_data", "head"),
     "io_notif_data_zc_copied": ("io_notif_data", "zc_copied"),
     "sk_buff_head": ("sk_buff", "head"),
     "sk_buff_end": ("sk_buff", "end"),
@@ -65,11 +66,13 @@ FIELDS: dict[str, tuple[str, str]] = {
     "udp_sock_gso_size": ("udp_sock", "gso_size"),
     "udp_sock_pending": ("udp_sock", "pending"),
 }
+_UNLINKED = ("one notification per request: io_notif_data.next and .head (linked notifications) "
+             "are 6.10+")
 # Members the probes can do without (they test the macro with #ifdef): macro -> what they do
 # on a kernel that lacks it.
 OPTIONAL: dict[str, str] = {
-    "ZC_OFF_io_notif_data_next": "one notification per request: io_notif_data.next (linked "
-                                 "notifications) is 6.10+",
+    "ZC_OFF_io_notif_data_next": _UNLINKED,
+    "ZC_OFF_io_notif_data_head": _UNLINKED,
     "ZC_OFF_net_sysctl_optmem_max": "the host-wide sysctl_optmem_max: net.core.sysctl_optmem_max "
                                     "(per network namespace) is 6.9+",
 }
@@ -115,7 +118,7 @@ def kernel_defines(btf: Btf) -> tuple[dict[str, int], dict[str, str], dict[str, 
     for macro in fallbacks:
         missing.pop(macro)
         missing.pop(macro.replace("ZC_OFF_", "ZC_SHIFT_", 1), None)
-    if "ZC_OFF_io_notif_data_next" in defines:
+    if "ZC_OFF_io_notif_data_next" in defines and "ZC_OFF_io_notif_data_head" in defines:
         defines["ZC_NOTIF_CHAIN"] = 1  # linked notifications (6.10+)
     try:  # io_uring_complete's raw arguments: (ctx, req, cqe) since 6.13, seven before
         if btf.tracepoint_args("io_uring_complete") == 3:

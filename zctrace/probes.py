@@ -212,7 +212,7 @@ class Session:
                 session.kfuncs.update(found)
             used = sorted(prog.needs() & fallbacks.keys())
             if used:
-                session.fallbacks[prog.name] = [fallbacks[m] for m in used]
+                session.fallbacks[prog.name] = sorted({fallbacks[m] for m in used})
             session.programs.append(prog)
         for func, name in session.kfuncs.items():
             if name != func:
@@ -233,8 +233,10 @@ class Session:
 
     def _compile(self, module, cflags: list[str]):
         def text(progs: list[Program]) -> str:
-            # bcc rewrites map calls only in the main text, so the common part is inlined.
-            return (PROBE_DIR / "common.bpf.h").read_text() + "\n".join(p.source() for p in progs)
+            # bcc rewrites map calls only in the main text, so the common part is inlined;
+            # ZC_PROG_<NAME> tells a program which others it is compiled with.
+            present = "".join(f"#define ZC_PROG_{p.name.upper()} 1\n" for p in progs)
+            return present + (PROBE_DIR / "common.bpf.h").read_text() + "\n".join(p.source() for p in progs)
 
         try:
             with quiet_stderr():
@@ -275,11 +277,30 @@ class Session:
                 elif self.tier == "kprobe":
                     fn = entry_point("kprobe", func)
                     self._try(prog, name, lambda: b.attach_kprobe(event=name, fn_name=fn), fn, variant_of)
+        self._link_chain_walkers()
         if not any(s.attached for s in self.statuses):
             first = next((s for s in self.statuses if s.error), None)
             self.close()
             raise ZctraceError(f"no probe attached on the {self.tier} tier"
                                + (f": {first.target}: {first.error}" if first else ""))
+
+    def _link_chain_walkers(self) -> None:
+        """uring_notif's walkers of long chains of linked notifications (6.10+), tail-called by
+        uring_send's notification CQE programs: loaded and put into their program arrays."""
+        b = self.bpf
+        for array, fn, kind, caller in [("zc_chain_walker_raw", "zc_chain_walk_raw", b.RAW_TRACEPOINT, "io_uring_complete"),
+                                        ("zc_chain_walker_tp", "zc_chain_walk_tp", b.TRACEPOINT,
+                                         "io_uring:io_uring_cqe_overflow")]:
+            try:
+                walker = b[array.encode()]
+            except KeyError:
+                return
+
+            def link(walker=walker, fn=fn, kind=kind) -> None:
+                walker[walker.Key(0)] = walker.Leaf(b.load_func(fn, kind).fd)
+
+            prog = next(p for p in self.programs if p.name == "uring_notif")
+            self._try(prog, f"{caller} (tail call: long chains)", link, fn)
 
     def _try(self, prog: Program, target: str, attach, fn_name: str, variant_of: str = "") -> None:
         try:
