@@ -78,16 +78,20 @@ static __always_inline u64 zc_nd_take(u64 nd)
 }
 
 /* A chain walk's state: the ring of the latest notification (looked up again only when the
- * ring changes) and the chain head's late copy (its skbs carried the linked requests' pages). */
+ * ring changes) and the carrier's reason: that of the latest member with skbs of its own
+ * (its late copy, or ZC_R_LINKED_NOTIFICATION if they were not copied). A member without skbs
+ * of its own had its pages in a carrier's skbs (io_link_skb): the kernel counts it copied
+ * (no zc_used of its own), for the carrier's reason. The list puts every member after its
+ * carrier; in a chain whose skbs met different fates the latest carrier stands for all. */
 struct zc_walk {
 	u64 ctx;
 	struct zc_ring *ring;
-	int head_stack;
-	u8 head_late;
+	int carrier_stack;
+	u8 carrier;
 };
 
-/* Notification `nd`'s verdict, its flags and late copy forgotten (`first`: the chain's head). */
-static __always_inline void zc_nd_verdict(struct zc_walk *w, u64 nd, int first)
+/* Notification `nd`'s verdict, its flags and late copy forgotten. */
+static __always_inline void zc_nd_verdict(struct zc_walk *w, u64 nd)
 {
 	u64 req = nd - ZC_OFF_io_kiocb_cmd, ctx = 0, user_data = 0;
 	u64 flags = zc_nd_take(nd);
@@ -104,21 +108,24 @@ static __always_inline void zc_nd_verdict(struct zc_walk *w, u64 nd, int first)
 		return;
 	u8 proto = ring->proto;
 	if (flags == ZC_ND_USED) {
+		w->carrier = ZC_R_LINKED_NOTIFICATION;
+		w->carrier_stack = -1;
 		zc_ring_add(ring, proto, ZC_ZEROCOPIED, 1);
 		return;
 	}
 	int late_stack = -1;
 	u8 late = zc_late_take(nd + ZC_OFF_io_notif_data_uarg, &late_stack);
-	if (first) {
-		w->head_late = late;
-		w->head_stack = late_stack;
-	} else if (!late && !flags && w->head_late) { /* linked: no skb of its own */
-		late = w->head_late;
-		late_stack = w->head_stack;
+	if (flags) { /* skbs of its own */
+		if (!late && (flags & ZC_ND_COPIED))
+			late = ZC_R_UNKNOWN;
+		w->carrier = late;
+		w->carrier_stack = late_stack;
+	} else if (!late) { /* no skb: a linked member's pages rode in its carrier's, else none did */
+		late = w->carrier ? w->carrier : ZC_R_IO_URING_NOT_USED;
+		late_stack = w->carrier_stack;
 	}
 	zc_ring_add(ring, proto, ZC_COPIED, 1);
-	zc_reason_add(ring->tgid, ZC_API_IO_URING, proto,
-		      late ? late : (flags & ZC_ND_COPIED) ? ZC_R_UNKNOWN : ZC_R_IO_URING_NOT_USED, late_stack, 1);
+	zc_reason_add(ring->tgid, ZC_API_IO_URING, proto, late, late_stack, 1);
 }
 
 #ifdef ZC_NOTIF_CHAIN
@@ -132,8 +139,8 @@ static __always_inline void zc_nd_verdict(struct zc_walk *w, u64 nd, int first)
 struct zc_chain_cursor {
 	u64 nd;   /* the next member without its verdict, 0 = free */
 	u64 head; /* its chain's head (each member's io_notif_data.head: a check that it is one) */
-	int head_stack;
-	u8 head_late;
+	int carrier_stack;
+	u8 carrier;
 };
 struct zc_chain_rest {
 	struct zc_chain_cursor c[ZC_CHAIN_CURSORS];
@@ -163,8 +170,8 @@ static __always_inline void zc_chain_defer(u64 ctx, u64 head, u64 nd, struct zc_
 		if (cur->nd)
 			continue;
 		cur->head = head;
-		cur->head_late = w->head_late;
-		cur->head_stack = w->head_stack;
+		cur->carrier = w->carrier;
+		cur->carrier_stack = w->carrier_stack;
 		cur->nd = nd;
 		__sync_fetch_and_add(pending, 1);
 		return;
@@ -189,7 +196,7 @@ static __always_inline void zc_chain_resume(u64 ctx)
 			cur = &rest->c[c];
 	if (!cur)
 		return;
-	struct zc_walk w = {.head_late = cur->head_late, .head_stack = cur->head_stack};
+	struct zc_walk w = {.carrier = cur->carrier, .carrier_stack = cur->carrier_stack};
 	u64 nd = cur->nd, head = 0;
 #pragma clang loop unroll(disable)
 	for (int i = 0; i < ZC_CHAIN_STEP && nd; i++) {
@@ -199,9 +206,11 @@ static __always_inline void zc_chain_resume(u64 ctx)
 			nd = 0;
 			break;
 		}
-		zc_nd_verdict(&w, nd, 0);
+		zc_nd_verdict(&w, nd);
 		nd = zc_nd_next(nd);
 	}
+	cur->carrier = w.carrier;
+	cur->carrier_stack = w.carrier_stack;
 	cur->nd = nd;
 	if (nd)
 		return;
@@ -238,14 +247,14 @@ int zc_chain_walk_tp(void *ctx)
 ZC_KFUNC1(io_notif_tw_complete, notif)
 {
 	u64 nd = zc_scalar((u64)notif) + ZC_OFF_io_kiocb_cmd;
-	struct zc_walk w = {.head_stack = -1};
+	struct zc_walk w = {.carrier_stack = -1};
 
-	zc_nd_verdict(&w, nd, 1);
+	zc_nd_verdict(&w, nd);
 #ifdef ZC_NOTIF_CHAIN
 	u64 head = nd, ring_ctx = w.ctx;
 	nd = zc_nd_next(nd);
 	for (int i = 1; i < ZC_MAX_CHAIN && nd; i++) {
-		zc_nd_verdict(&w, nd, 0);
+		zc_nd_verdict(&w, nd);
 		nd = zc_nd_next(nd);
 	}
 	if (nd)

@@ -123,6 +123,9 @@ static __always_inline struct zc_ring *zc_ring_get(u64 ctx, u64 bytes)
 #if ZC_REQ_HEAD > 256
 #error "io_kiocb: file, opcode, cqe and io_notif_data flags further apart than expected (docs/kernel.md)"
 #endif
+#if defined(ZC_NOTIF_CHAIN) && (ZC_NOTIF_OFF(head) + 8 > ZC_REQ_HEAD || ZC_NOTIF_OFF(zc_used) >= ZC_REQ_HEAD)
+#error "io_notif_data.head or zc_used past zc_copied: the request's head misses them (docs/kernel.md)"
+#endif
 struct zc_req_head {
 	u64 w[(ZC_REQ_HEAD + 7) / 8];
 };
@@ -175,23 +178,50 @@ static __always_inline int zc_uring_notif(u64 ctx, void *req, struct zc_req_head
 	}
 	if (!report) {
 		zc_ring_count(ring, proto, ZC_UNREPORTED, 1);
-	} else if (!((u32)res & ZC_IORING_NOTIF_USAGE_ZC_COPIED)) {
-		zc_ring_count(ring, proto, ZC_ZEROCOPIED, 1);
-	} else {
-		zc_ring_count(ring, proto, ZC_COPIED, 1);
-		/* Evidence about this very notification (rx_evidence: its skbs were delivered
-		 * locally); else zc_copied: an skb copied the pages late, or none ever carried them. */
-		int stackid;
-		u8 reason = ZC_R_NONE;
-		if (h) {
-			reason = zc_late_take((u64)req + ZC_NOTIF_OFF(uarg), &stackid);
-			if (!reason && !ZC_HEAD(h, u8, ZC_NOTIF_OFF(zc_copied)))
-				reason = ZC_R_IO_URING_NOT_USED;
-		}
-		if (!reason && ring->sk)
-			reason = zc_predict_late((void *)ring->sk, zc_sk_dev((void *)ring->sk));
-		zc_reason_add(ring->tgid, ZC_API_IO_URING, proto, reason ? reason : ZC_R_UNKNOWN, -1, 1);
+		return 0;
 	}
+	u8 copied = !!((u32)res & ZC_IORING_NOTIF_USAGE_ZC_COPIED);
+#ifdef ZC_NOTIF_CHAIN
+	/* A linked notification (6.10+) without skbs of its own (no zc_used, no zc_copied) had its
+	 * pages in those of the latest one of its chain that had skbs (the chain's CQEs come in
+	 * list order, every member after its carrier): it takes that one's reason, or
+	 * ZC_R_LINKED_NOTIFICATION if they were not copied (docs/reasons.md). */
+	u64 chain = h ? ZC_HEAD(h, u64, ZC_NOTIF_OFF(head)) : 0;
+	u8 own = h && (ZC_HEAD(h, u8, ZC_NOTIF_OFF(zc_used)) || ZC_HEAD(h, u8, ZC_NOTIF_OFF(zc_copied)));
+	if (h && !own && chain != (u64)req + ZC_OFF_io_kiocb_cmd && chain == ring->chain_head && ring->chain_reason) {
+		zc_ring_count(ring, proto, ZC_COPIED, 1);
+		zc_reason_add(ring->tgid, ZC_API_IO_URING, proto, ring->chain_reason, -1, 1);
+		return 0;
+	}
+	if (own && !copied) {
+		ring->chain_head = chain;
+		ring->chain_reason = ZC_R_LINKED_NOTIFICATION;
+	}
+#endif
+	if (!copied) {
+		zc_ring_count(ring, proto, ZC_ZEROCOPIED, 1);
+		return 0;
+	}
+	zc_ring_count(ring, proto, ZC_COPIED, 1);
+	/* Evidence about this very notification (rx_evidence: its skbs were delivered locally);
+	 * else zc_copied: an skb copied the pages late, or none ever carried them. */
+	int stackid;
+	u8 reason = ZC_R_NONE;
+	if (h) {
+		reason = zc_late_take((u64)req + ZC_NOTIF_OFF(uarg), &stackid);
+		if (!reason && !ZC_HEAD(h, u8, ZC_NOTIF_OFF(zc_copied)))
+			reason = ZC_R_IO_URING_NOT_USED;
+	}
+	if (!reason && ring->sk)
+		reason = zc_predict_late((void *)ring->sk, zc_sk_dev((void *)ring->sk));
+	reason = reason ? reason : ZC_R_UNKNOWN;
+#ifdef ZC_NOTIF_CHAIN
+	if (own) {
+		ring->chain_head = chain;
+		ring->chain_reason = reason;
+	}
+#endif
+	zc_reason_add(ring->tgid, ZC_API_IO_URING, proto, reason, -1, 1);
 #endif
 	return 0;
 }

@@ -52,7 +52,9 @@ enum zc_reason {
 	ZC_R_IO_URING_NOT_USED = 10, /* io_uring: no skb ever carried the pages */
 	ZC_R_UNKNOWN = 11,           /* copied, and this tier has no evidence why */
 	ZC_R_LATE_COPY = 12,         /* skb_copy_ubufs: the Python side classifies its call stack */
-	ZC_NR_REASONS = 13,
+	ZC_R_LINKED_NOTIFICATION = 13, /* io_uring 6.10+: a linked notification without skbs of its own, its
+	                              * pages in skbs that left uncopied: the kernel's REPORT_USAGE says copied */
+	ZC_NR_REASONS = 14,
 };
 
 /* Kernel-side zerocopy events (fentry/kprobe tiers): indexes into the zc_kevents array. */
@@ -103,7 +105,8 @@ struct zc_ring {
 	__u32 tgid;
 	__u8 proto;                  /* protocol of its latest zerocopy send */
 	__u8 report;                 /* ZC_RING_REPORTS / ZC_RING_SILENT, from its latest notification */
-	__u16 pad;
+	__u8 chain_reason;           /* tracepoint tier: the reason (or ZC_R_LINKED_NOTIFICATION if uncopied) of */
+	__u8 pad;                    /*   the latest notification with skbs of its own, in chain chain_head */
 	__u32 failed;                /* failed sends whose notification is still to come */
 	__u32 seq;                   /* zerocopy sends seen: latency samples one in ZC_LATENCY_EVERY */
 	__u64 failed_notified;       /* failed sends with a notification to come, ever */
@@ -113,6 +116,7 @@ struct zc_ring {
 	char comm[16];
 	__u64 sample_id;             /* the one request being timed: its user_data and send time */
 	__u64 sample_ts;
+	__u64 chain_head;            /* io_notif_data.head of that notification (6.10+ linked notifications) */
 	__u64 c[ZC_NR_PROTOS * ZC_NR_COUNTERS];
 };
 

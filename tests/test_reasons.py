@@ -54,16 +54,11 @@ def test_local_delivery(tracer, target, mode):
     assert reasons == {"local_delivery": N}
 
 
-def test_a_chain_of_linked_notifications_longer_than_one_walk(tracer):
-    """Since 6.10 io_uring links the notifications of TCP sends whose data shares skbs into one
-    chain, completed together. 1,000 SEND_ZC of 100 B slices of one buffer on a corked TCP
-    socket over loopback make one chain of 1,000 (on 6.1 a notification each): every one gets
-    its verdict (copied: local delivery), not only the 256 the completion walks."""
-    n, size = 1000, 100
-    tracer.clear()
-    buf = memoryview(bytearray(b"k" * n * size))
-    with (socket.create_server(("127.0.0.1", 0)) as srv, socket.create_connection(srv.getsockname()) as s,
-          Ring(1024) as ring):
+@contextlib.contextmanager
+def _tcp_over_loopback():
+    """A TCP connection over loopback whose receiver reads all it gets: the sending socket; at
+    the end the sender shuts down and the reader finishes."""
+    with socket.create_server(("127.0.0.1", 0)) as srv, socket.create_connection(srv.getsockname()) as s:
         peer, _ = srv.accept()
 
         def drain() -> None:
@@ -72,6 +67,23 @@ def test_a_chain_of_linked_notifications_longer_than_one_walk(tracer):
 
         reader = threading.Thread(target=drain)
         reader.start()
+        try:
+            yield s
+        finally:
+            s.shutdown(socket.SHUT_WR)
+            reader.join()
+            peer.close()
+
+
+def test_a_chain_of_linked_notifications_longer_than_one_walk(tracer):
+    """Since 6.10 io_uring links the notifications of TCP sends whose data shares skbs into one
+    chain, completed together. 1,000 SEND_ZC of 100 B slices of one buffer on a corked TCP
+    socket over loopback make one chain of 1,000 (on 6.1 a notification each): every one gets
+    its verdict (copied: local delivery), not only the 256 the completion walks."""
+    n, size = 1000, 100
+    tracer.clear()
+    buf = memoryview(bytearray(b"k" * n * size))
+    with _tcp_over_loopback() as s, Ring(1024) as ring:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
         for i in range(n):
             ring.prep_send_zc(s.fileno(), buf[i * size:(i + 1) * size], i)
@@ -80,9 +92,6 @@ def test_a_chain_of_linked_notifications_longer_than_one_walk(tracer):
         cqes = []
         while len(cqes) < 2 * n:
             cqes += ring.wait(1)
-        s.shutdown(socket.SHUT_WR)
-        reader.join()
-        peer.close()
     sends = [c for c in cqes if not c.notif]
     assert len(sends) == n and all(c.more and 0 < c.res <= size for c in sends), sends  # short when sndbuf is full
     assert [(c.more, c.res) for c in cqes if c.notif] == [(False, 0)] * n
@@ -97,6 +106,96 @@ def test_a_chain_of_linked_notifications_longer_than_one_walk(tracer):
         # uncopied, the kernel's own verdict zerocopied (1 and 36 of 1,000 seen on its fentry tier)
         assert t.unknown == 0 and t.zerocopied + t.copied == n and t.copied >= n // 2, t
         assert t.copied_reasons == {"local_delivery": t.copied}
+
+
+def _linked_chains() -> bool:
+    """Does this kernel link io_uring notifications (io_notif_data.head, 6.10+)?"""
+    from zctrace.btf import Btf, BtfError
+    try:
+        Btf.load().offset("io_notif_data", "head")
+    except BtfError:
+        return False
+    return True
+
+
+def _uring_tcp_sends(ring: Ring, s: socket.socket, n: int, size: int, buf: memoryview) -> list:
+    """n SEND_ZC of `size` B of `buf` with REPORT_USAGE on `s`, submitted and all completed:
+    the CQEs so far (notifications may still be to come)."""
+    for i in range(n):
+        ring.prep_send_zc(s.fileno(), buf[i * size:(i + 1) * size], i, report_usage=True)
+    assert ring.submit() == n
+    cqes = []
+    while sum(not c.notif for c in cqes) < n:
+        cqes += ring.wait(1)
+    sent = [c for c in cqes if not c.notif]
+    assert all(c.more and 0 < c.res <= size for c in sent), sent  # short when sndbuf is full
+    return cqes
+
+
+def _notifications(ring: Ring, cqes: list, n: int) -> list:
+    """Every notification CQE of n requests, `cqes` the ones reaped so far."""
+    while sum(c.notif for c in cqes) < n:
+        cqes += ring.wait(1)
+    return [c for c in cqes if c.notif]
+
+
+def _kernel_and_zctrace(tracer, notifs: list) -> tuple[int, model.Counts]:
+    """The kernel's own count of copied requests (REPORT_USAGE), and zctrace's totals, whose
+    verdicts must be the kernel's."""
+    copied = sum(c.zc_copied for c in notifs)
+    rep = report(tracer)
+    t = rep.totals
+    assert rep.lost == {}
+    assert (t.zc_requests, t.zerocopied, t.copied, t.unknown) == (len(notifs), len(notifs) - copied, copied, 0), t
+    return copied, t
+
+
+def test_linked_notifications_take_the_reason_of_the_skbs_that_carried_them(tracer):
+    """TCP SEND_ZC over loopback with REPORT_USAGE: since 6.10 most notifications are linked
+    into a chain and own no skb (their pages rode in an earlier send's skb, which local
+    delivery copied). The kernel counts each copied; its reason is local delivery, that of the
+    skbs that carried it, not io_uring_not_used (952 of 1,000 said so on the host before)."""
+    n, size = 1000, 1000
+    buf = memoryview(bytearray(b"z" * n * size))
+    tracer.clear()
+    with _tcp_over_loopback() as s, Ring(1024) as ring:
+        notifs = _notifications(ring, _uring_tcp_sends(ring, s, n, size, buf), n)
+    copied, t = _kernel_and_zctrace(tracer, notifs)
+    assert copied >= n // 2, t  # a few sent skbs may be freed before the copy (6.1: 1 and 36 of 1,000)
+    assert t.copied_reasons == {"local_delivery": copied}, t
+
+
+def test_linked_notifications_whose_skbs_were_never_sent(tracer):
+    """TCP SEND_ZC with REPORT_USAGE queued behind a closed receive window, then the connection
+    reset: the skbs are freed unsent and uncopied. Each chain's notifications with skbs of their
+    own are zero-copy; the linked ones without (6.10+) the kernel counts copied, for no copy at
+    all: `linked_notification`, not io_uring_not_used (102 of 200 on the host before)."""
+    n, size = 200, 1000
+    SO_SNDBUFFORCE = 32
+    buf = memoryview(bytearray(b"z" * n * size))
+    tracer.clear()
+    with socket.socket() as srv, Ring(1024) as ring:
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        s = socket.create_connection(srv.getsockname())
+        peer, _ = srv.accept()
+        s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 8 << 20)
+        s.setblocking(False)
+        for _ in range(64):  # plain data fill the receiver (which never reads): the window closes
+            with contextlib.suppress(BlockingIOError):
+                s.send(b"p" * 1000)
+            time.sleep(0.001)
+        time.sleep(0.3)
+        cqes = _uring_tcp_sends(ring, s, n, size, buf)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # a reset: the write queue is freed
+        notifs = _notifications(ring, cqes, n)
+        peer.close()
+    copied, t = _kernel_and_zctrace(tracer, notifs)
+    if _linked_chains():
+        assert copied > 0, t
+    assert t.copied_reasons == ({"linked_notification": copied} if copied else {}), t
 
 
 def test_a_caller_zctrace_does_not_know_is_other(tracer, monkeypatch):

@@ -39,6 +39,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "io_notif_data_zc_report": ("io_notif_data", "zc_report"),
     "io_notif_data_next": ("io_notif_data", "next"),
     "io_notif_data_head": ("io_notif_data", "head"),
+    "io_notif_data_zc_used": ("io_notif_data", "zc_used"),
     "io_notif_data_zc_copied": ("io_notif_data", "zc_copied"),
     "sk_buff_head": ("sk_buff", "head"),
     "sk_buff_end": ("sk_buff", "end"),
