@@ -145,8 +145,15 @@ def _kernel_and_zctrace(tracer, notifs: list) -> tuple[int, model.Counts]:
     copied = sum(c.zc_copied for c in notifs)
     rep = report(tracer)
     t = rep.totals
+    n = len(notifs)
     assert rep.lost == {}
-    assert (t.zc_requests, t.zerocopied, t.copied, t.unknown) == (len(notifs), len(notifs) - copied, copied, 0), t
+    if tracer.tier == "kprobe":  # a kprobe program does not run while another kprobe or tracepoint
+        # program runs on its CPU (bpf_prog_active): a copy in the softirq of an interrupt that
+        # came in one goes unseen, its request zerocopied (12 of 1,000 on 6.1 in the VM)
+        assert (t.zc_requests, t.unknown) == (n, 0) and t.zerocopied + t.copied == n, t
+        assert copied - n // 20 <= t.copied <= copied, t
+    else:
+        assert (t.zc_requests, t.zerocopied, t.copied, t.unknown) == (n, n - copied, copied, 0), t
     return copied, t
 
 
@@ -162,7 +169,7 @@ def test_linked_notifications_take_the_reason_of_the_skbs_that_carried_them(trac
         notifs = _notifications(ring, _uring_tcp_sends(ring, s, n, size, buf), n)
     copied, t = _kernel_and_zctrace(tracer, notifs)
     assert copied >= n // 2, t  # a few sent skbs may be freed before the copy (6.1: 1 and 36 of 1,000)
-    assert t.copied_reasons == {"local_delivery": copied}, t
+    assert t.copied_reasons == {"local_delivery": t.copied}, t
 
 
 def test_linked_notifications_whose_skbs_were_never_sent(tracer):
@@ -195,7 +202,7 @@ def test_linked_notifications_whose_skbs_were_never_sent(tracer):
     copied, t = _kernel_and_zctrace(tracer, notifs)
     if _linked_chains():
         assert copied > 0, t
-    assert t.copied_reasons == ({"linked_notification": copied} if copied else {}), t
+    assert t.copied_reasons == ({"linked_notification": t.copied} if t.copied else {}), t
 
 
 def test_a_caller_zctrace_does_not_know_is_other(tracer, monkeypatch):
