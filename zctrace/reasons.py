@@ -48,7 +48,7 @@ ADVICE = {
     "over_mtu": "UDP payload plus headers exceed the MTU: raise the MTU or use UDP_SEGMENT (GSO)",
     "io_uring_not_used": "no skb took the pages (the send path copied): check MTU, checksum offload, socket type",
     "linked_notification": ("not a copy: the kernel counts a linked io_uring notification (TCP, 6.10+) copied "
-                            "when its pages rode in an earlier send's skbs, which left zero-copy"),
+                            "when its pages rode in an earlier send's skbs, and those were not copied"),
     "unknown": "copied, and this probe tier has no evidence why: the fentry/kprobe tiers see late copies",
     "so_zerocopy_unset": "MSG_ZEROCOPY without setsockopt(SO_ZEROCOPY, 1) is a silent plain copy",
     "enobufs_optmem": "net.core.optmem_max is too small for the notifications in flight: raise it or read notifications sooner",
