@@ -75,5 +75,9 @@ def test_liburing_send_zerocopy_example(send_zerocopy, tmp_path, tier, target, p
         # fentry tier), beside their chain's zero-copy head
         reasons = dict(c["copied_reasons"])
         local = reasons.pop("local_delivery", 0)
+        # Rarely an skb is copied with no late copy seen for it: `unknown` (no evidence, never a
+        # wrong reason) for it and the members it carried: 30 of 40,694 in one 6.12 fentry run
+        unknown = reasons.pop("unknown", 0)
         assert set(reasons) <= {"linked_notification"} and local >= 0.95 * c["copied"], c
+        assert unknown <= 0.005 * c["copied"], c
         assert not reasons or c["zerocopied"] > 0, c
