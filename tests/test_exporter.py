@@ -35,7 +35,8 @@ from conftest import in_cgroup, scratch_cgroup
 from test_receive import receive_from_a_zerocopy_sender
 from zctrace import snapshot
 from zctrace.btf import Btf
-from zctrace.exporter.collector import ExportOptions, ZctraceCollector, late_copy_caller
+from zctrace.exporter.collector import ExportOptions, ZctraceCollector
+from zctrace.reasons import late_copy_caller
 from zctrace.exporter.fold import OTHER, Folded, Folder, Owner
 from zctrace.exporter.server import MetricsServer
 from zctrace.probes import Session

@@ -111,6 +111,30 @@ def add_process_filters(p: argparse.ArgumentParser, follow: str, keep: str) -> N
     p.add_argument("--cgroup", help=f"{keep} processes in this cgroup v2 or below it (path, e.g. system.slice)")
 
 
+def add_cgroup_mount(p: argparse.ArgumentParser) -> None:
+    """--cgroup-mount PATH: the cgroup v2 hierarchy the processes' cgroup ids resolve in (their
+    container, pod and cgroup), when it is not the one this process sees mounted (e.g. the
+    host's hierarchy mounted into the exporter's container)."""
+    p.add_argument("--cgroup-mount", metavar="PATH",
+                   help="the host's cgroup v2 hierarchy, where it is not mounted at the usual place for "
+                        "this process (e.g. in a container: /host/sys/fs/cgroup); default: from /proc/self/mountinfo")
+
+
+def resolver(args: argparse.Namespace, needed: bool = True):
+    """The workload resolver (cgroup id -> container, pod, cgroup path) for --cgroup-mount or the
+    mounted hierarchy; None when there is none and it is not `needed`. An unreadable hierarchy is
+    bad input (ZctraceError: one line, exit 2), checked before any work."""
+    from .errors import ZctraceError
+    from .workloads import Resolver, v2_root
+    try:
+        return Resolver(v2_root(getattr(args, "cgroup_mount", None)))
+    except ZctraceError as e:
+        if needed or getattr(args, "cgroup_mount", None):
+            raise ZctraceError(f"{e} (the workload labels need it: --cgroup-mount PATH, or --labels comm)"
+                               if needed else str(e)) from None
+        return None
+
+
 def add_json(p: argparse.ArgumentParser, what: str) -> None:
     """--json FILE: also write `what` (e.g. "the report") as JSON, '-' = stdout."""
     p.add_argument("--json", metavar="FILE", type=output_file, help=f"also write {what} as JSON ('-' = stdout)")

@@ -65,13 +65,14 @@ class Cell:
                 "traced": self.traced, "lost": self.lost, "match": self.matches}
 
 
-def traced_counts(snap: snapshot.Snapshot, spec) -> dict[str, int]:
-    """The tracer's counts for this process's sends of `spec`'s API and protocol."""
+def traced_counts(snap: snapshot.Snapshot, spec, tier: str = "tracepoint") -> dict[str, int]:
+    """The tracer's counts (model.build's) for this process's sends of `spec`'s API and protocol."""
     api = "msg_zerocopy" if spec.mode in ("copy", "msg_zerocopy") else "io_uring"
     counts = model.Counts()
-    for row in snap.rows:
-        if row.pid == os.getpid() and row.api == api and row.proto == spec.proto:
-            counts.add(model.Counts.from_counters(row.counters))
+    for proc in model.build(snap, tier, pids={os.getpid()}).processes:
+        for flow in proc.flows:
+            if (flow.api, flow.proto) == (api, spec.proto):
+                counts.add(flow.counts)
     return {"requests": counts.zc_requests, "zerocopied": counts.zerocopied, "copied": counts.copied,
             "unknown": counts.unknown, "not_attempted": counts.not_attempted}
 
@@ -89,7 +90,7 @@ def run_on(endpoint, specs: list, session=None, progress=None) -> list[Cell]:
         traced = lost = None
         if session is not None:
             snap = snapshot.take(session.bpf)
-            traced = traced_counts(snap, spec)
+            traced = traced_counts(snap, spec, session.tier)
             lost = {k: v for k, v in snap.errors.items() if v}
         cell = Cell(spec.mode, spec.proto, spec.size, spec.target, r.requests, r.seconds,
                     r.cpu_seconds, kernel, traced, lost, spec.engine)

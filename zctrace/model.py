@@ -16,11 +16,12 @@ can cover a range of requests); each request is in one of:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field
 
-from .reasons import classify
+from .reasons import classify, late_copy_caller
 from .snapshot import ReasonRow, ReceiveRow, RingRow, Snapshot, SocketRow, StatsRow
+from .workloads import UNKNOWN, Workload
 
 VERDICTS = ("zerocopied", "copied", "unknown", "not_attempted")  # final: never change once given
 UNDECIDED = "undecided"
@@ -28,7 +29,14 @@ NOT_ATTEMPTED_COUNTERS = {"na_so_zerocopy_unset": "so_zerocopy_unset", "na_enobu
                           "na_enobufs_memlock": "enobufs_memlock", "na_eopnotsupp": "eopnotsupp"}
 _SUMMED = ("zc_requests", "bytes", "zerocopied", "copied", "unknown", "undecided", "not_attempted",
            "notifications", "unread", "pinned_bytes")
+_CUMULATIVE = ("zc_requests", "bytes", "zerocopied", "copied", "unknown", "not_attempted", "notifications")
 FlowKey = tuple[int, str, str]  # (pid, api, proto)
+
+
+def sees_completions(tier: str) -> bool:
+    """Whether a probe tier sees the kernel's own completions (fentry, kprobe), and so every
+    verdict and late copy; the tracepoint tier sees only what the application is told."""
+    return tier in ("fentry", "kprobe")
 
 
 def _merge(into: dict[str, int], other: dict[str, int]) -> None:
@@ -94,15 +102,34 @@ class Counts:
 
     @property
     def verdict(self) -> str:
-        """One word for a row: the outcome every request shares, else `mixed`."""
-        outcomes = [k for k in (*VERDICTS, UNDECIDED) if getattr(self, k)]
+        """One word for a row: the final verdict every decided request shares (requests still
+        in flight do not make it `mixed`: `undecided` says how many), `undecided` when none is
+        decided yet, else `mixed`."""
+        outcomes = [k for k in VERDICTS if getattr(self, k)]
         if not outcomes:
-            return "-"
+            return UNDECIDED if self.undecided else "-"
         return outcomes[0] if len(outcomes) == 1 else "mixed"
 
     def verdicts(self) -> dict[str, int]:
         """Requests per final verdict (VERDICTS)."""
         return {v: getattr(self, v) for v in VERDICTS}
+
+    def cumulative(self) -> dict[str, int]:
+        """The counts that only ever grow, flat (reasons as `copied:<reason>` and
+        `not_attempted:<reason>`): what the exporter folds into monotonic series. Undecided
+        requests and pinned bytes are gauges and stay out. from_cumulative() reads it back."""
+        flat = {name: getattr(self, name) for name in _CUMULATIVE}
+        flat.update({f"copied:{r}": n for r, n in self.copied_reasons.items()})
+        flat.update({f"not_attempted:{r}": n for r, n in self.not_attempted_reasons.items()})
+        return flat
+
+    @classmethod
+    def from_cumulative(cls, flat: dict[str, int]) -> Counts:
+        """The Counts of a cumulative() dict (or of a sum of them)."""
+        reasons = {kind: {k.split(":", 1)[1]: n for k, n in flat.items() if k.startswith(kind + ":")}
+                   for kind in ("copied", "not_attempted")}
+        return cls(**{name: flat.get(name, 0) for name in _CUMULATIVE},
+                   copied_reasons=reasons["copied"], not_attempted_reasons=reasons["not_attempted"])
 
     @property
     def top_reason(self) -> str:
@@ -125,9 +152,10 @@ class Flow:
 class ProcessReport:
     pid: int
     comm: str
-    cgroup: int
+    cgroup: int  # the cgroup v2 id the probes recorded (workload: what it resolved to)
     counts: Counts
     flows: list[Flow]
+    workload: Workload = UNKNOWN
 
 
 @dataclass
@@ -175,12 +203,14 @@ class KernelEvent:
 
 @dataclass(frozen=True)
 class LateCopySite:
-    """Late copies from one kernel call stack (its innermost 8 frames), with their reason."""
+    """Late copies from one kernel call stack (its innermost 8 frames), with their reason and
+    the kernel function that asked for the copy."""
 
     reason: str
     stack: list[str]
     count: int
     bytes: int
+    caller: str = "unknown"
 
 
 @dataclass
@@ -198,11 +228,20 @@ class Report:
     copy_sites: list[LateCopySite] = field(default_factory=list)
     rings: list[RingRow] = field(default_factory=list)  # io_uring CQEs not consumed, per ring
 
+    @property
+    def sees_completions(self) -> bool:
+        return sees_completions(self.tier)
+
     def to_json(self) -> dict:
         doc = asdict(self)
         for proc, obj in zip(doc["processes"], self.processes):
             proc["counts"]["top_reason"] = obj.counts.top_reason
+            proc["counts"]["verdict"] = obj.counts.verdict
+            del proc["workload"]
+            proc["cgroup_id"] = proc.pop("cgroup")
+            proc.update(obj.workload.to_json())
         doc["totals"]["top_reason"] = self.totals.top_reason
+        doc["totals"]["verdict"] = self.totals.verdict
         doc["notification_latency"] = {api: _hist_json(h) for api, h in self.notification_latency.items()}
         doc["notification_ranges"] = _hist_json(self.notification_ranges) if self.notification_ranges else None
         return doc
@@ -218,19 +257,39 @@ def _counted(row: StatsRow) -> bool:
     return bool(c["requests"] or any(c[k] for k in NOT_ATTEMPTED_COUNTERS))
 
 
+@dataclass(frozen=True)
+class Scope:
+    """Which processes a report covers: a comm, cgroup ids (a subtree), pids; None: any."""
+
+    comm: str | None = None
+    cgroups: Collection[int] | None = None
+    pids: Collection[int] | None = None
+
+    def admits(self, pid: int, comm: str, cgroup: int) -> bool:
+        return ((self.comm is None or comm == self.comm) and (self.cgroups is None or cgroup in self.cgroups)
+                and (self.pids is None or pid in self.pids))
+
+
 def build(snapshot: Snapshot, tier: str, probes: list[dict] | None = None, comm: str | None = None,
-          cgroups: Collection[int] | None = None, top_sockets: int = 20) -> Report:
-    """Aggregate a snapshot into per-process reports and totals; `comm` and `cgroups` (ids) filter."""
-    kernel_verdicts = tier in ("fentry", "kprobe")
+          cgroups: Collection[int] | None = None, top_sockets: int = 20, pids: Collection[int] | None = None,
+          resolve: Callable[[int], Workload] | None = None) -> Report:
+    """The one assembly of verdicts: a snapshot into per-process flows, their counts, copy
+    reasons, pinned bytes and workloads, and the totals, for trace, top, bench and the exporter
+    alike. `comm`, `cgroups` (ids) and `pids` scope it; `resolve` names each process's workload
+    from its cgroup id (workloads.Resolver)."""
+    scope = Scope(comm, cgroups, pids)
+    kernel_verdicts = sees_completions(tier)
     by_pid: dict[int, ProcessReport] = {}
     flows: dict[FlowKey, Counts] = {}
     for row in snapshot.rows:
-        if not _counted(row) or (comm is not None and row.comm != comm) or (
-                cgroups is not None and row.cgroup not in cgroups):
+        if not _counted(row) or not scope.admits(row.pid, row.comm, row.cgroup):
             continue
         counts = Counts.from_counters(row.counters, kernel_verdicts and row.api == "msg_zerocopy",
                                       pinned_bytes(row.api, row.counters, kernel_verdicts))
-        proc = by_pid.setdefault(row.pid, ProcessReport(row.pid, row.comm, row.cgroup, Counts(), []))
+        proc = by_pid.get(row.pid)
+        if proc is None:
+            proc = by_pid[row.pid] = ProcessReport(row.pid, row.comm, row.cgroup, Counts(), [],
+                                                   resolve(row.cgroup) if resolve else UNKNOWN)
         proc.flows.append(Flow(row.api, row.proto, counts))
         flows[(row.pid, row.api, row.proto)] = counts
     for key, reasons in copied_reasons(snapshot.reasons).items():
@@ -250,12 +309,11 @@ def build(snapshot: Snapshot, tier: str, probes: list[dict] | None = None, comm:
         tier=tier, totals=totals,
         processes=sorted(by_pid.values(), key=lambda p: (-p.counts.zc_requests, p.pid)),
         sockets=sockets, notification_latency=latency,
-        receive=[r for r in snapshot.receive
-                 if (comm is None or r.comm == comm) and (cgroups is None or r.cgroup in cgroups)],
+        receive=[r for r in snapshot.receive if scope.admits(r.pid, r.comm, r.cgroup)],
         notification_ranges=Histogram.from_slots(ranges) if ranges else None,
         probes=probes or [],
         lost={k: Lost(v, *snapshot.lost.get(k, (0, 0))) for k, v in snapshot.errors.items() if v},
         kernel_events={k: KernelEvent(c, b) for k, (c, b) in snapshot.kevents.items() if c},
-        copy_sites=[LateCopySite(classify(s.stack), list(s.stack[:8]), s.count, s.bytes)
+        copy_sites=[LateCopySite(classify(s.stack), list(s.stack[:8]), s.count, s.bytes, late_copy_caller(s.stack))
                     for s in snapshot.copy_sites],
         rings=[r for r in snapshot.rings if r.pid in by_pid])

@@ -64,3 +64,13 @@ def classify(stack: tuple[str, ...]) -> str:
         if reason:
             return reason
     return "other"
+
+
+def late_copy_caller(stack: tuple[str, ...]) -> str:
+    """The kernel function that called skb_copy_ubufs: the first frame past it and the BPF
+    trampoline frames ('unknown' when the stack was not recorded)."""
+    for frame in stack:
+        name = frame.split(".")[0]
+        if name != "skb_copy_ubufs" and not name.startswith("bpf_") and name != "[unknown]":
+            return name
+    return "unknown"

@@ -34,12 +34,12 @@ def _na(c: Counts) -> str:
     return f"{c.not_attempted} ({', '.join(sorted(c.not_attempted_reasons))})"
 
 
-_HEAD = ("PID", "COMM", "API", "PROTO", "REQUESTS", "BYTES", "ZEROCOPIED", "COPIED", "UNKNOWN",
+_HEAD = ("PID", "COMM", "WORKLOAD", "API", "PROTO", "REQUESTS", "BYTES", "ZEROCOPIED", "COPIED", "UNKNOWN",
          "UNDECIDED", "NOT_ATTEMPTED", "VERDICT", "TOP REASON")
 
 
-def _row(pid, comm, api, proto, c: Counts) -> list[object]:
-    return [pid, comm, api, proto, c.zc_requests, human_bytes(c.bytes), c.zerocopied, c.copied,
+def _row(pid, comm, workload, api, proto, c: Counts) -> list[object]:
+    return [pid, comm, workload, api, proto, c.zc_requests, human_bytes(c.bytes), c.zerocopied, c.copied,
             c.unknown, c.undecided, _na(c), c.verdict, c.top_reason]
 
 
@@ -49,8 +49,8 @@ def _seconds(s: float) -> str:
 
 def render(report: Report, verbose: bool = False) -> str:
     """The report as text; `verbose` adds every late-copy call site with its kernel stack."""
-    rows = [_row(p.pid, p.comm, f.api, f.proto, f.counts) for p in report.processes for f in p.flows]
-    rows.append(_row("TOTAL", "", "", "", report.totals))
+    rows = [_row(p.pid, p.comm, p.workload.name, f.api, f.proto, f.counts) for p in report.processes for f in p.flows]
+    rows.append(_row("TOTAL", "", "", "", "", report.totals))
     out = [table(_HEAD, rows)]
     t = report.totals
     if t.copied_reasons or t.not_attempted_reasons:
@@ -62,7 +62,7 @@ def render(report: Report, verbose: bool = False) -> str:
                    "(set the flag, at no cost; the fentry/kprobe tiers see every completion)")
     if t.undecided:
         hint = ("notifications the application has not read, or completions still in flight"
-                if report.tier == "tracepoint" else "completions still in flight")
+                if not report.sees_completions else "completions still in flight")
         out.append(f"undecided: {hint}")
     if t.pinned_bytes:
         out.append(f"pinned: {human_bytes(t.pinned_bytes)} of zerocopy sends not completed yet "
@@ -81,7 +81,7 @@ def render(report: Report, verbose: bool = False) -> str:
                            s.requests, s.zerocopied, s.copied) for s in report.sockets[:10]]))
     for api, h in sorted(report.notification_latency.items()):
         if h.count:
-            what = ("completion" if report.tier != "tracepoint" else
+            what = ("completion" if report.sees_completions else
                     "read by the application" if api == "msg_zerocopy" else "notification CQE")
             out.append(f"notification latency ({api}, send to {what}): p50 <= {_seconds(h.quantile(0.5))}, "
                        f"p99 <= {_seconds(h.quantile(0.99))} ({h.count} samples)")

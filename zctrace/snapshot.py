@@ -92,6 +92,7 @@ class Snapshot:
     reasons: list[ReasonRow] = field(default_factory=list)
     sockets: list[SocketRow] = field(default_factory=list)
     hists: dict[tuple[str, str], dict[int, int]] = field(default_factory=dict)  # (hist, api) -> {log2 slot: n}
+    hist_sums: dict[tuple[str, str], int] = field(default_factory=dict)  # (hist, api) -> sum of its values
     errors: dict[str, int] = field(default_factory=dict)  # cause -> events the probes could not record
     lost: dict[str, tuple[int, int]] = field(default_factory=dict)  # cause -> (requests, bytes) uncounted
     kevents: dict[str, tuple[int, int]] = field(default_factory=dict)  # event -> (count, bytes)
@@ -253,6 +254,12 @@ def take(bpf: MapSource, rings: bool = False) -> Snapshot:
             which, slot = divmod(i, HIST_SLOTS)
             hist, api = divmod(which, len(APIS))
             hists.setdefault((_name(HISTS, hist), _name(APIS, api)), {})[slot] = int(n.value)
+    sums = {}
+    if _has(bpf, b"zc_hist_sums"):
+        for i, n in enumerate(bpf[b"zc_hist_sums"].values()):  # [hist * apis + api]
+            hist, api = divmod(i, len(APIS))
+            if (_name(HISTS, hist), _name(APIS, api)) in hists:
+                sums[(_name(HISTS, hist), _name(APIS, api))] = int(n.value)
     err = bpf[b"zc_errors"]
     lost_rows = {name: err[err.Key(i)] for i, name in enumerate(ERRORS)}
     errors = {name: int(v.events) for name, v in lost_rows.items()}
@@ -270,6 +277,6 @@ def take(bpf: MapSource, rings: bool = False) -> Snapshot:
                               errors=int(v.errors), cgroup=int(v.cgroup))
                    for k, v in entries(bpf[b"zc_rx"])]
     return Snapshot(taken_at=time.time(), rows=rows,
-                    reasons=reasons, sockets=sockets, hists=hists, errors=errors, lost=lost, kevents=kevents,
+                    reasons=reasons, sockets=sockets, hists=hists, hist_sums=sums, errors=errors, lost=lost, kevents=kevents,
                     copy_sites=sorted(sites, key=lambda s: -s.bytes), receive=sorted(receive, key=lambda r: r.pid),
                     rings=read_rings(ring_pids(bpf)) if rings else [])

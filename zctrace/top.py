@@ -28,6 +28,7 @@ MAX_SOCKETS = 10
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     argtypes.add_process_filters(p, "watch", "show only")
+    argtypes.add_cgroup_mount(p)
     argtypes.add_tier(p)
     p.add_argument("--interval", type=argtypes.seconds, default=1.0, help="seconds between refreshes (default 1)")
     p.add_argument("--iterations", type=argtypes.positive(int, "refreshes"), help="stop after this many refreshes")
@@ -45,8 +46,9 @@ class Frame:
 class Sampler:
     """Reads the session's maps into Frames, keeping what rates need between them."""
 
-    def __init__(self, session: Session, comm: str | None, cgroup: Path | None = None) -> None:
+    def __init__(self, session: Session, comm: str | None, cgroup: Path | None = None, resolve=None) -> None:
         self._session = session
+        self._resolve = resolve  # cgroup id -> workload (workloads.Resolver)
         self._comm = comm
         self._cgroup = cgroup
         self._last: dict[int, int] = {}
@@ -56,7 +58,8 @@ class Sampler:
     def take(self) -> Frame:
         now = time.monotonic()
         rep = model.build(self._life.observe(snapshot.take(self._session.bpf)), self._session.tier, comm=self._comm,
-                          cgroups=cgroups.subtree_ids(self._cgroup) if self._cgroup else None)
+                          cgroups=cgroups.subtree_ids(self._cgroup) if self._cgroup else None,
+                          resolve=self._resolve)
         elapsed = max(now - self._then, 1e-9)
         rates = {p.pid: (p.counts.zc_requests - self._last.get(p.pid, 0)) / elapsed
                  for p in rep.processes}
@@ -75,11 +78,11 @@ def render(frame: Frame, interval: float) -> list[str]:
     totals = (f"total  requests {t.zc_requests}  {_mix(t)}  bytes {human_bytes(t.bytes)}  "
               f"top reason {t.top_reason}")
     procs = sorted(rep.processes, key=lambda p: (-p.counts.copied, -p.counts.zc_requests, p.pid))
-    rows = [(p.pid, p.comm, f"{frame.rates.get(p.pid, 0.0):.0f}", p.counts.zc_requests,
+    rows = [(p.pid, p.comm, p.workload.name, f"{frame.rates.get(p.pid, 0.0):.0f}", p.counts.zc_requests,
              human_bytes(p.counts.bytes), p.counts.copied, _mix(p.counts), p.counts.verdict,
              p.counts.top_reason) for p in procs]
     lines = [head, totals, ""]
-    lines += table(("PID", "COMM", "REQ/S", "REQUESTS", "BYTES", "COPIED", "MIX", "VERDICT",
+    lines += table(("PID", "COMM", "WORKLOAD", "REQ/S", "REQUESTS", "BYTES", "COPIED", "MIX", "VERDICT",
                     "TOP REASON"), rows).splitlines()
     if not procs:
         lines.append("no zerocopy sends seen yet")
@@ -120,11 +123,12 @@ def _device(sock: snapshot.SocketRow) -> str:
 
 def run_cli(args: argparse.Namespace) -> int:
     cgroup = cgroups.resolve(args.cgroup) if args.cgroup else None
+    resolve = argtypes.resolver(args, needed=False)
     session = open_session(args.tier, list(args.pid) if args.pid else None)
     show = _curses if sys.stdout.isatty() else _plain
     try:
         with session, interrupts.raising():
-            show(Sampler(session, args.comm, cgroup), args)
+            show(Sampler(session, args.comm, cgroup, resolve), args)
     except KeyboardInterrupt:
         pass
     return 0

@@ -17,6 +17,7 @@ from .session import open_session, probe_statuses
 
 def add_arguments(t: argparse.ArgumentParser) -> None:
     argtypes.add_process_filters(t, "trace", "report only")
+    argtypes.add_cgroup_mount(t)
     t.add_argument("--duration", type=argtypes.seconds, help="stop after this many seconds")
     argtypes.add_tier(t)
     argtypes.add_latency_every(t)
@@ -59,6 +60,7 @@ def run_cli(args: argparse.Namespace) -> int:
     if command and shutil.which(command[0]) is None:
         raise ZctraceError(f"command not found: {command[0]}")
     cgroup = cgroups.resolve(args.cgroup) if args.cgroup else None
+    resolve = argtypes.resolver(args, needed=False)
     pids = list(args.pid) if args.pid else ([] if command else None)
     session = open_session(args.tier, pids, args.latency_every, argtypes.extra_programs(args))
     status = 0
@@ -75,7 +77,7 @@ def run_cli(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             interrupts.wait(args.duration, tick=sweep)
         rep = model.build(life.observe(snapshot.take(session.bpf, rings=True)), session.tier, probe_statuses(session),
-                          comm=args.comm, cgroups=cgroups.subtree_ids(cgroup) if cgroup else None)
+                          comm=args.comm, cgroups=cgroups.subtree_ids(cgroup) if cgroup else None, resolve=resolve)
     print(report.render(rep, args.verbose))
     if args.json:
         report.write_json(rep.to_json(), args.json)

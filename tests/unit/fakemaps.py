@@ -15,7 +15,7 @@ from zctrace.mapsource import MapSource
 from zctrace.snapshot import entries
 
 HASH_MAPS = (b"zc_stats", b"zc_rings", b"zc_reasons", b"zc_socks", b"zc_copy_sites", b"zc_rx")
-ARRAYS = (b"zc_hists", b"zc_errors", b"zc_kevents")
+ARRAYS = (b"zc_hists", b"zc_hist_sums", b"zc_errors", b"zc_kevents")
 
 
 class Rec:
@@ -100,6 +100,7 @@ class FakeMaps:
         names += [b"zc_rx"] if self.rx else []
         self.tables.update({name: Table() for name in names})
         self.tables[b"zc_hists"] = Table(array=[Rec(value=0) for _ in range(len(HISTS) * len(APIS) * HIST_SLOTS)])
+        self.tables[b"zc_hist_sums"] = Table(array=[Rec(value=0) for _ in range(len(HISTS) * len(APIS))])
         self.tables[b"zc_errors"] = Table(array=[Rec(events=0, requests=0, bytes=0) for _ in ERRORS])
         self.tables[b"zc_kevents"] = Table(array=[Rec(count=0, bytes=0) for _ in KEVENTS])
 
@@ -173,10 +174,14 @@ class FakeMaps:
             tgid=pid, proto=PROTOS.index(proto), ino=ino, cgroup=cgroup, netns=netns, ifindex=ifindex,
             requests=requests, bytes=nbytes, zerocopied=zerocopied, copied=copied)
 
-    def hist(self, hist: str, api: str, slots: dict[int, int]) -> None:
-        base = (HISTS.index(hist) * len(APIS) + APIS.index(api)) * HIST_SLOTS
+    def hist(self, hist: str, api: str, slots: dict[int, int], total: int | None = None) -> None:
+        """Slot counts, and the sum of the values (default: each slot's lower bound times its count)."""
+        row = HISTS.index(hist) * len(APIS) + APIS.index(api)
         for slot, n in slots.items():
-            self[b"zc_hists"].array[base + slot] = Rec(value=n)
+            self[b"zc_hists"].array[row * HIST_SLOTS + slot] = Rec(value=n)
+        if total is None:
+            total = sum((2 ** (slot - 1) if slot else 0) * n for slot, n in slots.items())
+        self[b"zc_hist_sums"].array[row] = Rec(value=total)
 
     def error(self, cause: str, events: int, requests: int = 0, nbytes: int = 0) -> None:
         self[b"zc_errors"].array[ERRORS.index(cause)] = Rec(events=events, requests=requests, bytes=nbytes)

@@ -8,7 +8,8 @@ from fakemaps import FakeMaps
 from scenes import OTHER, SENDER, mixed
 
 from zctrace import model, snapshot
-from zctrace.exporter.collector import ExportOptions, ZctraceCollector, with_reasons
+from zctrace.exporter.collector import ExportOptions, ZctraceCollector
+from zctrace.exporter.families import flow_rows
 from zctrace.probes import Session, load_manifest
 
 Series = dict[tuple[tuple[str, str], ...], float]
@@ -91,10 +92,12 @@ def test_the_exporter_and_the_trace_report_agree(tier):
 
 
 def test_reasons_become_counters_of_their_row():
-    rows = {(r.pid, r.api, r.proto): r.counters for r in with_reasons(snapshot.take(mixed()))}
-    assert rows[(SENDER, "msg_zerocopy", "udp")]["copied_reason:local_delivery"] == 2
-    assert rows[(OTHER, "msg_zerocopy", "tcp")]["copied_reason:other"] == 3
-    assert not any(k.startswith("copied_reason:") for k in rows[(SENDER, "io_uring", "tcp")])
+    """The exporter folds the model's flows: each flow's reasons are counters of its row."""
+    rows = {(r.pid, r.api, r.proto): r.counters for r in flow_rows(model.build(snapshot.take(mixed()), "tracepoint"))}
+    assert rows[(SENDER, "msg_zerocopy", "udp")]["copied:local_delivery"] == 2
+    assert rows[(OTHER, "msg_zerocopy", "tcp")]["copied:other"] == 3
+    assert rows[(SENDER, "msg_zerocopy", "udp")]["not_attempted:so_zerocopy_unset"] == 4
+    assert not any(k.startswith("copied:") for k in rows[(SENDER, "io_uring", "tcp")])
 
 
 def test_counters_grow_with_the_maps():

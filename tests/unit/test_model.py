@@ -60,12 +60,32 @@ def test_unknown_is_a_completion_without_verdict_and_undecided_the_rest():
 @pytest.mark.parametrize("counters,verdict", [
     ({"requests": 3, "zerocopied": 3}, "zerocopied"), ({"requests": 3, "copied": 3}, "copied"),
     ({"requests": 3, "unreported": 3}, "unknown"), ({"requests": 3}, "undecided"),
-    ({"na_eopnotsupp": 3}, "not_attempted"), ({"requests": 3, "zerocopied": 2}, "mixed")])
+    ({"na_eopnotsupp": 3}, "not_attempted"), ({"requests": 3, "zerocopied": 1, "copied": 1}, "mixed"),
+    ({"requests": 3, "zerocopied": 2}, "zerocopied")])
 def test_the_verdict_word_of_a_row(counters, verdict):
     m = FakeMaps()
     m.stats(SENDER, "msg_zerocopy", "udp", **counters)
     assert build(m).totals.verdict == verdict
     assert model.Counts().verdict == "-"
+
+
+def test_requests_in_flight_do_not_make_a_run_mixed():
+    """Every decided request zero-copied, 7 still in flight at the end: zerocopied, and says so."""
+    m = FakeMaps()
+    m.stats(SENDER, "io_uring", "udp", requests=107, zerocopied=100)
+    t = build(m).totals
+    assert (t.verdict, t.undecided) == ("zerocopied", 7)
+    m.stats(SENDER, "io_uring", "udp", requests=7)
+    assert build(m).totals.verdict == "undecided"
+
+
+def test_cumulative_counts_read_back():
+    """What the exporter folds (Counts.cumulative) reads back as the same counts, reasons included."""
+    c = build(mixed()).totals
+    back = model.Counts.from_cumulative(c.cumulative())
+    assert back.verdicts() == c.verdicts() and back.copied_reasons == c.copied_reasons
+    assert back.not_attempted_reasons == c.not_attempted_reasons
+    assert (back.zc_requests, back.bytes, back.notifications) == (c.zc_requests, c.bytes, c.notifications)
 
 
 def test_reasons_late_copies_classified_by_their_stack():

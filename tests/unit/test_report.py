@@ -19,14 +19,14 @@ def build(maps: FakeMaps, tier: str = "tracepoint") -> model.Report:
 
 def test_the_table_has_a_row_per_flow_and_the_totals():
     lines = report.render(build(mixed())).splitlines()
-    assert lines[0].split() == ["PID", "COMM", "API", "PROTO", "REQUESTS", "BYTES", "ZEROCOPIED", "COPIED",
+    assert lines[0].split() == ["PID", "COMM", "WORKLOAD", "API", "PROTO", "REQUESTS", "BYTES", "ZEROCOPIED", "COPIED",
                                 "UNKNOWN", "UNDECIDED", "NOT_ATTEMPTED", "VERDICT", "TOP", "REASON"]
-    rows = {tuple(line.split()[:4]): line.split() for line in lines[1:4]}
-    assert rows[(str(SENDER), "sender", "msg_zerocopy", "udp")][4:] == [
+    rows = {tuple(line.split()[:2] + line.split()[3:5]): line.split()[2:3] + line.split()[5:] for line in lines[1:4]}
+    assert rows[(str(SENDER), "sender", "msg_zerocopy", "udp")] == ["-",
         "10", "9.8", "KiB", "6", "3", "0", "1", "4", "(so_zerocopy_unset)", "mixed", "so_zerocopy_unset"]
-    assert rows[(str(SENDER), "sender", "io_uring", "tcp")][4:] == [
+    assert rows[(str(SENDER), "sender", "io_uring", "tcp")] == ["-",
         "8", "31.2", "KiB", "2", "0", "5", "1", "0", "mixed", "-"]
-    assert rows[(str(OTHER), "other", "msg_zerocopy", "tcp")][4:] == [
+    assert rows[(str(OTHER), "other", "msg_zerocopy", "tcp")] == ["-",
         "4", "15.6", "KiB", "0", "4", "0", "0", "2", "(eopnotsupp)", "mixed", "other"]
     assert lines[4].split() == ["TOTAL", "22", "56.6", "KiB", "8", "7", "5", "2", "6",
                                 "(eopnotsupp,", "so_zerocopy_unset)", "mixed", "so_zerocopy_unset"]
@@ -75,7 +75,8 @@ def test_json_document():
     assert doc["lost"] == {"socks_full": {"events": 2, "requests": 3, "bytes": 3_000}}
     assert doc["kernel_events"] == {"copy_ubufs": {"count": 3, "bytes": 12_000}}
     assert doc["copy_sites"][1] == {"reason": "other", "stack": ["skb_copy_ubufs", "mystery_xmit.cold",
-                                                                  "dev_hard_start_xmit"], "count": 1, "bytes": 4_000}
+                                                                  "dev_hard_start_xmit"], "count": 1, "bytes": 4_000,
+                                    "caller": "mystery_xmit"}
     assert doc["receive"] == [{"pid": OTHER, "comm": "other", "calls": 5, "mapped": 40_960, "copied": 100,
                                "skipped": 0, "errors": 1, "cgroup": 22}]
     assert doc["notification_latency"]["msg_zerocopy"]["count"] == 4
@@ -106,8 +107,8 @@ def test_top_screen():
     assert lines[1].split()[:3] == ["total", "requests", "22"]
     assert "zerocopied 29% copied 25% unknown 18% not_attempted 21% undecided 7%" in lines[1]
     rows = {line.split()[0]: line.split() for line in lines[4:6]}
-    assert rows[str(OTHER)][:7] == [str(OTHER), "other", "0", "4", "15.6", "KiB", "4"]  # most copied first
-    assert rows[str(SENDER)][2] == "12"
+    assert rows[str(OTHER)][:8] == [str(OTHER), "other", "-", "0", "4", "15.6", "KiB", "4"]  # most copied first
+    assert rows[str(SENDER)][3] == "12"
     assert lines[4].split()[0] == str(OTHER)
     socks = lines[lines.index("sockets with the most copied requests:") + 2:]
     assert [s.split()[:4] for s in socks] == [[str(OTHER), "tcp", "5002", "-"], [str(SENDER), "udp", "5001", "#1"]]

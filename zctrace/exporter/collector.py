@@ -1,7 +1,9 @@
-"""The Prometheus collector: one snapshot of the probes' maps per scrape, turned into metric
-families (no per-event instrumentation; the BPF maps are the counters).
+"""The Prometheus collector: one snapshot of the probes' maps per scrape, its verdicts assembled
+by model.build (the one assembly trace, top and bench use too), the flows folded into bounded,
+monotonic series per owner (fold.py: comm and the workload's cgroup, container and pod), and
+turned into metric families (no per-event instrumentation; the BPF maps are the counters).
 
-Each family comes from one small function. A part that fails leaves the others standing and
+Each family comes from one small function (families.py). A part that fails leaves the others standing and
 counts in zctrace_scrape_errors_total; the self-metrics (probe health, build info, scrape
 errors) are always served, so a scrape never raises.
 """
@@ -12,29 +14,32 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterator, TypeVar
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
-from .. import cgroups, lifecycle, snapshot
-from ..model import NOT_ATTEMPTED_COUNTERS, Counts, copied_reasons, pinned_bytes
+from .. import cgroups, lifecycle, model, snapshot, workloads
 from ..probes import AttachStatus, Session, load_manifest
 from . import bpfinfo
-from .fold import Debut, Folded, Folder, Owner
+from .families import (KERNEL_EVENTS, copy_fallbacks, flow_gauge, flow_rows, kernel_events, late_copies,
+                       lost_events, not_attempted, notification_latency, notifications, pinned, receive_rows,
+                       requests, sent_bytes, undecided, unreaped_cqes, zerocopy_receive)
+from .fold import Debut, Folder, Owner
 from .ratelog import RateLimitedLog
 
 log = logging.getLogger("zctrace.exporter")
 T = TypeVar("T")
 
-_REASON = "copied_reason:"  # prefix of the copy-reason counters merged into the process rows
-# Latency buckets: log2 slot s of the probes holds [2^(s-1), 2^s) ns; export 1 us .. 17 s.
-LATENCY_SLOTS = range(10, 35)
+# The process labels a series can carry (--labels), in the order they are exported; the
+# workload ones come from the process's cgroup (zctrace/workloads.py).
+LABELS = ("comm", "pid", "cgroup", "container_id", "pod_uid")
+WORKLOAD_LABELS = ("cgroup", "container_id", "pod_uid")
+DEFAULT_LABELS = ("comm", "cgroup", "container_id", "pod_uid")
 
 
 @dataclass(frozen=True)
@@ -66,20 +71,13 @@ def probes_of(session: Session) -> list[Probe]:
 
 @dataclass
 class ExportOptions:
-    top_comms: int = 10
+    top_comms: int = 10  # owners named (--top-cgroups; --top-comms is its older name)
     per_pid: bool = False
     cgroup: Path | None = None  # only processes in this cgroup v2 subtree
     stats_forced: bool = False  # this daemon holds a BPF_ENABLE_STATS fd
-
-
-def late_copy_caller(stack: tuple[str, ...]) -> str:
-    """The kernel function that called skb_copy_ubufs: the first frame past it and the BPF
-    trampoline frames ('unknown' when the stack was not recorded)."""
-    for frame in stack:
-        name = frame.split(".")[0]
-        if name != "skb_copy_ubufs" and not name.startswith("bpf_") and name != "[unknown]":
-            return name
-    return "unknown"
+    labels: tuple[str, ...] = DEFAULT_LABELS  # of LABELS; per_pid adds pid
+    grace: float | None = 600.0  # seconds the series of an owner whose processes all exited stay
+    cgroup_root: Path | None = None  # the cgroup v2 hierarchy ids resolve in (None: the mounted one)
 
 
 @dataclass(eq=False)
@@ -93,14 +91,17 @@ class ZctraceCollector(Collector):
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._folder = Folder(self.options.top_comms, self.options.per_pid)
-        self._rx_folder = Folder(self.options.top_comms, self.options.per_pid)  # receivers rank on their own
+        self._process_labels = [name for name in LABELS
+                                if name in self.options.labels or (name == "pid" and self.options.per_pid)]
+        self._resolve = self._resolver()
+        folder = lambda: Folder(self.options.top_comms, owner_of=self._owner, grace=self.options.grace)  # noqa: E731
+        self._folder = folder()
+        self._rx_folder = folder()  # receivers rank on their own
         self._debut = Debut()  # for the families outside the folder
         self._reaper = lifecycle.Reaper(self.session.bpf)  # exited processes leave the maps
         self._log = RateLimitedLog(log)
         self._probes = probes_of(self.session)
         self._maps = self.map_fills(self.session.bpf)
-        self._process_labels = ["comm", "pid"] if self.options.per_pid else ["comm"]
         loaded = {p.name for p in self.session.programs}
         self._kernel_events = {e for prog, events in KERNEL_EVENTS.items() if prog in loaded for e in events}
         try:
@@ -128,14 +129,34 @@ class ZctraceCollector(Collector):
             self._log.warning(name, f"scrape: {name} failed: {type(e).__name__}: {e}")
             return failed
 
+    # Owners: the process labels of a series ---------------------------------------------------
+
+    def _resolver(self) -> Callable[[int], workloads.Workload] | None:
+        if not set(WORKLOAD_LABELS) & set(self._process_labels):
+            return None
+        try:
+            root = self.options.cgroup_root or cgroups.mount()
+        except Exception as e:  # no cgroup v2 here: the workload labels stay empty (said once)
+            log.warning(f"no workload labels: {e}")
+            return None
+        return workloads.Resolver(root)
+
+    def _workload(self, cgroup_id: int) -> workloads.Workload:
+        return self._resolve(cgroup_id) if self._resolve else workloads.UNKNOWN
+
+    def _owner(self, row: snapshot.StatsRow) -> Owner:
+        """The owner of a flow row: its values of the exported process labels."""
+        w, labels = self._workload(row.cgroup), self._process_labels
+        pick = lambda name, value: value if name in labels else ""  # noqa: E731
+        return Owner(pick("comm", row.comm), pick("pid", str(row.pid)), pick("cgroup", w.cgroup),
+                     pick("container_id", w.container_id), pick("pod_uid", w.pod_uid))
+
     # Families from the snapshot -------------------------------------------------------------
 
-    def _scoped(self, snap: snapshot.Snapshot) -> snapshot.Snapshot:
-        if self.options.cgroup is not None:
-            ids = cgroups.subtree_ids(self.options.cgroup)
-            snap = replace(snap, rows=[r for r in snap.rows if r.cgroup in ids],
-                           receive=[r for r in snap.receive if r.cgroup in ids])
-        return snap
+    def _report(self, raw: snapshot.Snapshot) -> model.Report:
+        """The verdicts of `raw` (model.build: the one assembly), in the --cgroup scope."""
+        scope = cgroups.subtree_ids(self.options.cgroup) if self.options.cgroup is not None else None
+        return model.build(raw, self.session.tier, cgroups=scope, resolve=self._resolve)
 
     def sweep(self) -> float:
         """Between scrapes: fold what the maps hold, then retire the processes that exited. A
@@ -143,9 +164,10 @@ class ZctraceCollector(Collector):
         (10,240 processes) between two scrapes. Returns how full the process rows were (0..1)."""
         with self._lock:
             raw = self._try("snapshot", lambda: snapshot.take(self.session.bpf), None)
-            if raw is None:
+            rep = self._try("verdicts", lambda: self._report(raw), None) if raw is not None else None
+            if rep is None:
                 return 0.0
-            self._fold_and_retire(raw, self._scoped(raw))
+            self._fold_and_retire(raw, rep)
             return len(raw.rows) / self.session.bpf[b"zc_stats"].max_entries
 
     def sweep_until(self, stop: threading.Event, every: float = lifecycle.SWEEP) -> None:
@@ -156,11 +178,11 @@ class ZctraceCollector(Collector):
         while not stop.wait(every if fill < 0.25 else 0.01):
             fill = self.sweep()
 
-    def _fold_and_retire(self, raw: snapshot.Snapshot, snap: snapshot.Snapshot) -> bool:
-        """Fold the process rows into the folders; only if that worked, retire the processes of
+    def _fold_and_retire(self, raw: snapshot.Snapshot, rep: model.Report) -> bool:
+        """Fold the report's flows into the folders; only if that worked, retire the processes of
         `raw` that exited (their rows, just folded, are their final counts). True if folded."""
-        folded = (self._try("process_rows", lambda: self._folder.fold(with_reasons(snap)) or True, False)
-                  and self._try("zerocopy_receive", lambda: self._rx_folder.fold(receive_rows(snap)) or True, False))
+        folded = (self._try("process_rows", lambda: self._folder.fold(flow_rows(rep)) or True, False)
+                  and self._try("zerocopy_receive", lambda: self._rx_folder.fold(receive_rows(rep)) or True, False))
         if folded:
             self._try("retire", lambda: self._reaper.sweep(raw), set())
         return folded
@@ -169,27 +191,26 @@ class ZctraceCollector(Collector):
         """The families read from the probes' maps, each on its own: one that fails (a process
         or ring that changed under the read) only loses itself. The entries of processes that
         exited leave the maps once folded: the folders hold what they counted."""
-        raw = self._try("snapshot", lambda: snapshot.take(self.session.bpf), None)
-        if raw is None:
+        raw = self._try("snapshot", lambda: snapshot.take(self.session.bpf, rings=True), None)
+        rep = self._try("verdicts", lambda: self._report(raw), None) if raw is not None else None
+        if rep is None:
             return []
-        snap = self._scoped(raw)
-        labels, owner = self._process_labels, self._folder.owner
+        labels = self._process_labels
         parts: dict[str, Callable[[], list[Metric]]] = {
-            "notification_latency": lambda: [notification_latency(snap, self._debut)],
-            "lost_events": lambda: lost_events(snap)}
+            "notification_latency": lambda: [notification_latency(raw, self._debut)],
+            "lost_events": lambda: lost_events(raw)}
         if self._kernel_events:
-            parts["kernel_events"] = lambda: kernel_events(snap, self._kernel_events) + late_copies(snap, self._debut)
-        if self._fold_and_retire(raw, snap):
+            parts["kernel_events"] = lambda: kernel_events(raw, self._kernel_events) + late_copies(rep, self._debut)
+        if self._fold_and_retire(raw, rep):
             folded = self._folder.view()
+            gauge = lambda fam, value: flow_gauge(fam, rep, folded, self._owner, labels, value)  # noqa: E731
             parts = {
                 "requests": lambda: [requests(folded, labels), not_attempted(folded, labels),
                                      sent_bytes(folded, labels), notifications(folded, labels),
                                      copy_fallbacks(folded, labels)],
-                "undecided": lambda: [undecided(snap.rows, folded, owner, labels)],
-                "pinned": lambda: [pinned(snap.rows, folded, owner, labels, self.session.tier != "tracepoint")],
-                "io_uring_cqes": lambda: unreaped_cqes(
-                    replace(snap, rings=snapshot.read_rings(snapshot.ring_pids(self.session.bpf))),
-                    folded, owner, labels),
+                "undecided": lambda: [gauge(undecided(labels), lambda c: c.undecided)],
+                "pinned": lambda: [gauge(pinned(labels), lambda c: c.pinned_bytes)],
+                "io_uring_cqes": lambda: unreaped_cqes(rep, folded, self._owner, labels),
                 "zerocopy_receive": lambda: zerocopy_receive(self._rx_folder.view(), labels),
                 **parts}
         out: list[Metric] = []
@@ -250,238 +271,3 @@ class ZctraceCollector(Collector):
                                       "entries left the BPF maps (what they counted stays in the series).",
                                       value=self._reaper.retired)
         return [up, info, errors, duration, retired]
-
-
-# Per-process families (one function each) -----------------------------------------------------
-
-def with_reasons(snap: snapshot.Snapshot) -> list[snapshot.StatsRow]:
-    """The process rows, each with its copied requests per reason (model.copied_reasons) as
-    extra counters (so the folding keeps them monotonic too). Reason rows whose process row was
-    lost (zc_stats full, see zctrace_lost_events_total) are left out."""
-    extra = {key: {_REASON + reason: n for reason, n in reasons.items()}
-             for key, reasons in copied_reasons(snap.reasons).items()}
-    return [replace(row, counters={**row.counters, **extra[key]}) if (key := (row.pid, row.api, row.proto)) in extra
-            else row for row in snap.rows]
-
-
-def _process_values(owner: Owner, labels: list[str]) -> list[str]:
-    return [owner.comm, owner.pid] if "pid" in labels else [owner.comm]
-
-
-def _each(folded: Folded) -> Iterable[tuple[Owner, str, str, dict[str, int]]]:
-    for (owner, api, proto), c in sorted(folded.series.items()):
-        yield owner, api, proto, c
-
-
-def requests(folded: Folded, labels: list[str]) -> Metric:
-    fam = CounterMetricFamily(
-        "zctrace_zerocopy_requests",
-        "Zerocopy send requests by the kernel's verdict (docs/verdicts.md): zerocopied, copied, unknown "
-        "(completed without a verdict on this tier: io_uring without REPORT_USAGE), not_attempted (the "
-        "kernel never tried: see zctrace_zerocopy_not_attempted_total). Requests awaiting a verdict are "
-        "in zctrace_zerocopy_undecided_requests.",
-        labels=["verdict", "api", "proto"] + labels)
-    for owner, api, proto, c in _each(folded):
-        for verdict, n in Counts.from_counters(c).verdicts().items():
-            fam.add_metric([verdict, api, proto] + _process_values(owner, labels), n)
-    return fam
-
-
-def not_attempted(folded: Folded, labels: list[str]) -> Metric:
-    fam = CounterMetricFamily("zctrace_zerocopy_not_attempted",
-                              "Zerocopy sends the kernel silently (or with an error) did as plain sends, by reason.",
-                              labels=["reason", "api", "proto"] + labels)
-    for owner, api, proto, c in _each(folded):
-        for key, reason in NOT_ATTEMPTED_COUNTERS.items():
-            fam.add_metric([reason, api, proto] + _process_values(owner, labels), c.get(key, 0))
-    return fam
-
-
-def sent_bytes(folded: Folded, labels: list[str]) -> Metric:
-    fam = CounterMetricFamily("zctrace_zerocopy_bytes", "Bytes sent by zerocopy send requests.",
-                              labels=["api", "proto"] + labels)
-    for owner, api, proto, c in _each(folded):
-        fam.add_metric([api, proto] + _process_values(owner, labels), c.get("bytes", 0))
-    return fam
-
-
-def notifications(folded: Folded, labels: list[str]) -> Metric:
-    fam = CounterMetricFamily("zctrace_zerocopy_notifications",
-                              "Completion notifications (MSG_ZEROCOPY error-queue ranges, io_uring "
-                              "notification CQEs); one may cover many requests, and a failed io_uring "
-                              "send is notified too (no request, no verdict).", labels=["api"] + labels)
-    total: dict[tuple[str, ...], int] = {}
-    for owner, api, _, c in _each(folded):
-        key = (api, *_process_values(owner, labels))
-        total[key] = total.get(key, 0) + c.get("notifications", 0)
-    for key, n in total.items():
-        fam.add_metric(list(key), n)
-    return fam
-
-
-def copy_fallbacks(folded: Folded, labels: list[str]) -> Metric:
-    fam = CounterMetricFamily("zctrace_copy_fallbacks",
-                              "Zerocopy requests the kernel copied after all, by the reason the probes found "
-                              "(zctrace/reasons.py; `unknown`: this tier saw no evidence).",
-                              labels=["reason", "api", "proto"] + labels)
-    for owner, api, proto, c in _each(folded):
-        for key, n in sorted(c.items()):
-            if key.startswith(_REASON):
-                fam.add_metric([key[len(_REASON):], api, proto] + _process_values(owner, labels), n)
-    return fam
-
-
-def undecided(rows: list[snapshot.StatsRow], folded: Folded,
-              owner_of: Callable[[snapshot.StatsRow], Owner], labels: list[str]) -> Metric:
-    fam = GaugeMetricFamily("zctrace_zerocopy_undecided_requests",
-                            "Zerocopy requests without a verdict yet: completions in flight, or (tracepoint "
-                            "tier) notifications the application has not read.",
-                            labels=["api", "proto"] + labels)
-    return _row_gauge(fam, rows, folded, owner_of, labels, lambda row: Counts.from_counters(row.counters).undecided)
-
-
-def pinned(rows: list[snapshot.StatsRow], folded: Folded, owner_of: Callable[[snapshot.StatsRow], Owner],
-           labels: list[str], kernel_verdicts: bool) -> Metric:
-    fam = GaugeMetricFamily("zctrace_zerocopy_pinned_bytes",
-                            "Bytes of zerocopy requests not completed yet: user pages the kernel still holds "
-                            "(io_uring: notification CQE not posted; MSG_ZEROCOPY: completion not run, seen "
-                            "on the fentry/kprobe tiers only, else 0).",
-                            labels=["api", "proto"] + labels)
-    return _row_gauge(fam, rows, folded, owner_of, labels,
-                      lambda row: pinned_bytes(row.api, row.counters, kernel_verdicts))
-
-
-def _row_gauge(fam: GaugeMetricFamily, rows: list[snapshot.StatsRow], folded: Folded,
-               owner_of: Callable[[snapshot.StatsRow], Owner], labels: list[str],
-               value: Callable[[snapshot.StatsRow], int]) -> Metric:
-    """A gauge summed over the rows of each exported series (never below 0), zeros included."""
-    now: dict[tuple[str, ...], int] = {}
-    for row in rows:
-        key = (row.api, row.proto, *_process_values(folded.label_of[owner_of(row)], labels))
-        now[key] = now.get(key, 0) + max(0, value(row))
-    for owner, api, proto, _ in _each(folded):
-        now.setdefault((api, proto, *_process_values(owner, labels)), 0)
-    for key, n in sorted(now.items()):
-        fam.add_metric(list(key), n)
-    return fam
-
-
-def receive_rows(snap: snapshot.Snapshot) -> list[snapshot.StatsRow]:
-    """TCP_ZEROCOPY_RECEIVE results per process as rows the folder ranks (by bytes received)."""
-    return [snapshot.StatsRow(r.pid, r.comm, "tcp_zerocopy_receive", "tcp", {
-        "bytes": r.mapped + r.copied + r.skipped, "ok": r.calls - r.errors, "error": r.errors,
-        "mapped": r.mapped, "copied": r.copied, "skipped": r.skipped}, r.cgroup) for r in snap.receive]
-
-
-def zerocopy_receive(folded: Folded, labels: list[str]) -> list[Metric]:
-    calls = CounterMetricFamily("zctrace_tcp_zerocopy_receive_calls",
-                                "getsockopt(TCP_ZEROCOPY_RECEIVE) calls, by result (ok or error).",
-                                labels=["result"] + labels)
-    received = CounterMetricFamily(
-        "zctrace_tcp_zerocopy_receive_bytes",
-        "Bytes TCP_ZEROCOPY_RECEIVE handed over, by how: mapped (pages mapped into the application, "
-        "zero-copy), copied (into the copy buffer), skipped (recv_skip_hint: left for a copying recv()).",
-        labels=["how"] + labels)
-    for owner, _, _, c in _each(folded):
-        values = _process_values(owner, labels)
-        for result in ("ok", "error"):
-            calls.add_metric([result] + values, c.get(result, 0))
-        for how in ("mapped", "copied", "skipped"):
-            received.add_metric([how] + values, c.get(how, 0))
-    return [calls, received]
-
-
-def unreaped_cqes(snap: snapshot.Snapshot, folded: Folded, owner_of: Callable[[snapshot.StatsRow], Owner],
-                  labels: list[str]) -> list[Metric]:
-    """CQEs the kernel posted that the application has not reaped yet, in the rings of the
-    processes that sent io_uring zerocopy requests (from their /proc fdinfo at scrape time)."""
-    pending = GaugeMetricFamily("zctrace_io_uring_unreaped_cqes",
-                                "CQEs (completions and zerocopy notifications alike) posted to the CQ rings "
-                                "of io_uring zerocopy senders and not consumed by the application yet.",
-                                labels=labels)
-    overflow = GaugeMetricFamily("zctrace_io_uring_overflowed_cqes",
-                                 "CQEs of io_uring zerocopy senders waiting in the kernel's overflow list "
-                                 "because their CQ ring was full.", labels=labels)
-    row_of = {row.pid: row for row in snap.rows if row.api == "io_uring"}
-    now: dict[tuple[str, ...], tuple[int, int]] = {}
-    for ring in snap.rings:
-        row = row_of.get(ring.pid)
-        if row is None:  # not in scope (--cgroup), or its row was lost
-            continue
-        key = tuple(_process_values(folded.label_of[owner_of(row)], labels))
-        p, o = now.get(key, (0, 0))
-        now[key] = (p + ring.cq_pending, o + ring.cq_overflow)
-    for key, (p, o) in sorted(now.items()):
-        pending.add_metric(list(key), p)
-        overflow.add_metric(list(key), o)
-    return [pending, overflow]
-
-
-def notification_latency(snap: snapshot.Snapshot, debut: Debut) -> Metric:
-    fam = HistogramMetricFamily(
-        "zctrace_notification_latency_seconds",
-        "Time from a zerocopy send to its completion notification (fentry/kprobe), or to the "
-        "application reading it (tracepoint tier: MSG_ZEROCOPY read, io_uring CQE). Buckets only: "
-        "the probes keep log2 buckets, no sum; the +Inf bucket is the count.", labels=["api"])
-    for (hist, api), slots in sorted(snap.hists.items()):
-        if hist != "latency":
-            continue
-        buckets = [(floatToGoString(2 ** slot / 1e9), sum(n for s, n in slots.items() if s <= slot))
-                   for slot in LATENCY_SLOTS] + [("+Inf", sum(slots.values()))]
-        fam.add_metric([api], [(le, debut.value(("latency", api, le), n)) for le, n in buckets], None)
-    return fam
-
-
-def lost_events(snap: snapshot.Snapshot) -> list[Metric]:
-    causes = ("(stats_full: a new process, socks_full: a new socket, reasons_full: a copy reason, "
-              "rings_full: a new io_uring instance, notifs_full: an io_uring notification's flags)")
-    events = CounterMetricFamily("zctrace_lost_events", "Events the probes could not record because a BPF "
-                                 "map was full " + causes + ".", labels=["cause"])
-    requests = CounterMetricFamily("zctrace_lost_requests", "Zerocopy send requests left uncounted, or without "
-                                   "their verdict or reason, because a BPF map was full.", labels=["cause"])
-    nbytes = CounterMetricFamily("zctrace_lost_bytes", "Bytes of the send requests left uncounted.",
-                                 labels=["cause"])
-    for cause, n in sorted(snap.errors.items()):
-        r, b = snap.lost.get(cause, (0, 0))
-        events.add_metric([cause], n)
-        requests.add_metric([cause], r)
-        nbytes.add_metric([cause], b)
-    return [events, requests, nbytes]
-
-
-# Kernel-side families (fentry/kprobe tiers) ---------------------------------------------------
-
-# The kernel events each probe program counts (zctrace_kernel_events exports those of the loaded ones).
-KERNEL_EVENTS = {"zc_kernel": ("copy_ubufs",), "kernel_events": ("iter_stream", "fill_from_iter", "uarg_realloc")}
-
-
-def kernel_events(snap: snapshot.Snapshot, shown: set[str]) -> list[Metric]:
-    count = CounterMetricFamily("zctrace_kernel_events",
-                                "Kernel zerocopy events: late copies (copy_ubufs); with --kernel-events also "
-                                "pages attached (iter_stream, fill_from_iter) and notification ranges "
-                                "(uarg_realloc).", labels=["event"])
-    nbytes = CounterMetricFamily("zctrace_kernel_event_bytes", "Bytes of the kernel zerocopy events.",
-                                 labels=["event"])
-    for event, (n, b) in sorted(snap.kevents.items()):
-        if event not in shown:
-            continue
-        count.add_metric([event], n)
-        nbytes.add_metric([event], b)
-    return [count, nbytes]
-
-
-def late_copies(snap: snapshot.Snapshot, debut: Debut) -> list[Metric]:
-    count = CounterMetricFamily("zctrace_late_copies",
-                                "Late copies of zerocopy frags (skb_copy_ubufs) by the kernel function "
-                                "that asked for them.", labels=["caller"])
-    nbytes = CounterMetricFamily("zctrace_late_copy_bytes", "Bytes of the late copies, by caller.",
-                                 labels=["caller"])
-    by_caller: dict[str, tuple[int, int]] = {}
-    for site in snap.copy_sites:
-        caller = late_copy_caller(site.stack)
-        n, b = by_caller.get(caller, (0, 0))
-        by_caller[caller] = (n + site.count, b + site.bytes)
-    for caller, (n, b) in sorted(by_caller.items()):
-        count.add_metric([caller], debut.value(("late", caller), n))
-        nbytes.add_metric([caller], debut.value(("late_bytes", caller), b))
-    return [count, nbytes]

@@ -14,7 +14,8 @@ from ..errors import ZctraceError
 from ..session import open_session
 from .server import DEFAULT_LISTEN
 
-DEFAULT_TOP_COMMS = 10
+DEFAULT_TOP = 10
+DEFAULT_GRACE = 600.0
 
 
 def _count(text: str) -> int:
@@ -27,16 +28,41 @@ def _count(text: str) -> int:
     return value
 
 
+def _labels(text: str) -> tuple[str, ...]:
+    from .collector import LABELS
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",")))
+    unknown = [n for n in names if n not in LABELS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown label {unknown[0] if unknown else text!r} "
+                                         f"(known: {', '.join(LABELS)})")
+    if not {"comm", "cgroup"} & set(names):
+        raise argparse.ArgumentTypeError("--labels needs comm or cgroup among them (the folded remainder is "
+                                         "comm=\"other\", cgroup=\"other\")")
+    return names
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                    help=f"address to serve /metrics on (default {DEFAULT_LISTEN})")
     argtypes.add_tier(p)
     argtypes.add_latency_every(p)
     argtypes.add_kernel_events(p)
-    p.add_argument("--top-comms", type=_count, default=DEFAULT_TOP_COMMS, metavar="N",
-                   help=f"keep a comm label for the top N processes by bytes, fold the rest into "
-                        f"comm=\"other\" (default {DEFAULT_TOP_COMMS}; with --per-pid: top N processes)")
+    from .collector import DEFAULT_LABELS, LABELS
+    top = p.add_mutually_exclusive_group()
+    top.add_argument("--top-cgroups", dest="top", type=_count, metavar="N",
+                     help=f"name the top N workloads by bytes sent (a workload: one value of the process "
+                          f"labels, by default a command in a cgroup), fold the rest into comm=\"other\", "
+                          f"cgroup=\"other\" (default {DEFAULT_TOP}); up to N more that dropped out keep "
+                          f"their series for --series-grace")
+    top.add_argument("--top-comms", dest="top", type=_count, metavar="N", help="the older name of --top-cgroups")
+    p.add_argument("--labels", type=_labels, default=DEFAULT_LABELS, metavar="L,L",
+                   help=f"the process labels of the per-process series, of {', '.join(LABELS)} "
+                        f"(default {','.join(DEFAULT_LABELS)}; each is one more dimension of series)")
     p.add_argument("--per-pid", action="store_true", help="add a pid label (more series)")
+    p.add_argument("--series-grace", type=argtypes.seconds, default=DEFAULT_GRACE, metavar="S",
+                   help=f"seconds the series of a workload whose processes all exited (or that dropped out "
+                        f"of the top N) keep their final values before they go (default {DEFAULT_GRACE:g})")
+    argtypes.add_cgroup_mount(p)
     p.add_argument("--cgroup", metavar="PATH",
                    help="export only processes in this cgroup v2 or below it, e.g. kubepods.slice (the "
                         "per-process families; latency histograms and kernel-side families stay host-wide)")
@@ -61,6 +87,9 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"zctrace: note: --listen {args.listen} serves every address of this host, so other "
               f"hosts can scrape it (127.0.0.1:{port}: this host only)", file=sys.stderr)
     cgroup = cgroups.resolve(args.cgroup) if args.cgroup else None
+    from .collector import WORKLOAD_LABELS
+    attributed = bool(set(WORKLOAD_LABELS) & set(args.labels))
+    cgroup_root = argtypes.resolver(args, needed=attributed).root if attributed or args.cgroup_mount else None
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ZctraceError("give both --tls-cert and --tls-key, or neither")
     tls = TlsFiles(args.tls_cert, args.tls_key) if args.tls_cert else None
@@ -84,7 +113,8 @@ def run_cli(args: argparse.Namespace) -> int:
                 except OSError as e:
                     print(f"zctrace: warning: --bpf-stats: {e.strerror}", file=sys.stderr)
             collector = ZctraceCollector(session, ExportOptions(
-                args.top_comms, args.per_pid, cgroup, stats_forced=stats_fd is not None))
+                args.top or DEFAULT_TOP, args.per_pid, cgroup, stats_forced=stats_fd is not None,
+                labels=args.labels, grace=args.series_grace, cgroup_root=cgroup_root))
             registry.register(collector)
             sweeper = threading.Thread(target=collector.sweep_until, args=(stop,), name="zctrace-sweep", daemon=True)
             sweeper.start()

@@ -1,7 +1,9 @@
 """Cap the process labels of the per-process counters without a counter ever going down.
 
 The probes count per (pid, api, proto) row. Exported series are per (owner, api, proto), the
-owner being the comm (or comm and pid with --per-pid). At each scrape:
+owner being the values of the process labels the exporter was asked for (comm, and with
+attribution the cgroup, container and pod: the collector's `owner_of`; by default the comm, or
+comm and pid with per_pid). At each scrape:
 
 - the top N owners by bytes sent so far (then requests), their exited processes included, are
   *named*: their series count their increases;
@@ -12,10 +14,13 @@ owner being the comm (or comm and pid with --per-pid). At each scrape:
   there. At most N frozen owners are kept (the biggest); one evicted beyond that stops being
   exported (the only case where an instant sum over owners can drop; rate() and increase() are
   unaffected).
+- with a `grace`, an owner none of whose processes has had a row for `grace` seconds (an exited
+  container) is neither named nor frozen any more: its series, which kept their final values
+  that long so every scraper saw them, go, and its place is free for others.
 
-So every exported series is monotonic, there are at most 2N+1 owners, and an owner entering
-the top N starts its series at its increase from then on (what it sent before stays in
-`other`).
+So every exported series is monotonic, there are at most 2N+1 owners (N named, N frozen,
+`other`), and an owner entering the top N starts its series at its increase from then on (what
+it sent before stays in `other`).
 
 A series (and each counter of it) is exported as 0 the first time, and with its value from the
 next scrape on: Prometheus ignores the first sample of a new series in rate() and increase(),
@@ -25,6 +30,8 @@ by one scrape for new series, and never decrease.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..snapshot import StatsRow
@@ -35,13 +42,17 @@ DORMANT = 1024  # owners not shown whose totals are kept, the most recently seen
 
 @dataclass(frozen=True, order=True)
 class Owner:
-    """The process labels of a series: comm, and pid only with --per-pid ('' otherwise)."""
+    """The process labels of a series ('' for a label not exported): comm, pid (--per-pid), and
+    the workload's cgroup path, container id and pod UID (zctrace/workloads.py)."""
 
     comm: str
     pid: str = ""
+    cgroup: str = ""
+    container_id: str = ""
+    pod_uid: str = ""
 
 
-OTHER_OWNER = Owner(OTHER)
+OTHER_OWNER = Owner(OTHER, cgroup=OTHER)
 SeriesKey = tuple[Owner, str, str]  # (owner, api, proto)
 
 
@@ -77,17 +88,23 @@ class Folder:
 
     top: int
     per_pid: bool = False
+    owner_of: Callable[[StatsRow], Owner] | None = None  # default: comm (and pid with per_pid)
+    grace: float | None = None  # seconds an owner without rows stays exported (None: for ever)
+    clock: Callable[[], float] = time.monotonic
     _last: dict[tuple[int, str, str], tuple[str, dict[str, int]]] = field(default_factory=dict)
     _acc: dict[SeriesKey, dict[str, int]] = field(default_factory=dict)
     _frozen: set[Owner] = field(default_factory=set)
     _named: set[Owner] = field(default_factory=set)
     _debut: Debut = field(default_factory=Debut)
     _seen: dict[Owner, int] = field(default_factory=dict)  # owner -> the update it last had rows at
+    _seen_at: dict[Owner, float] = field(default_factory=dict)  # owner -> when it last had rows (clock)
     _volume: dict[Owner, tuple[int, int]] = field(default_factory=dict)  # owner -> bytes, counts sent
     _label_of: dict[Owner, Owner] = field(default_factory=dict)
     _tick: int = 0
 
     def owner(self, row: StatsRow) -> Owner:
+        if self.owner_of is not None:
+            return self.owner_of(row)
         return Owner(row.comm, str(row.pid) if self.per_pid else "")
 
     def update(self, rows: list[StatsRow]) -> Folded:
@@ -123,8 +140,12 @@ class Folder:
             increases.append((owner, row, inc))
             self._volume[owner] = (b + inc.get("bytes", 0), n + sum(inc.values()))
         self._last = last
-        # Owners rank by all they sent, their exited processes included.
-        volume = self._volume
+        # Owners rank by all they sent, their exited processes included, until `grace` expired.
+        now = self.clock()
+        self._seen_at.update(dict.fromkeys(owners.values(), now))
+        expired = set() if self.grace is None else {
+            o for o in self._volume if now - self._seen_at.get(o, now) >= self.grace}
+        volume = {o: v for o, v in self._volume.items() if o not in expired}
         named = set(sorted(volume, key=lambda o: (-volume[o][0], -volume[o][1], o))[:self.top])
         self._label_of = {o: o if o in named else OTHER_OWNER for o in volume}
         for owner, row, inc in increases:
@@ -139,12 +160,13 @@ class Folder:
         # seen; the rest are forgotten (bounded memory). `other` is forever.
         self._tick += 1
         self._seen.update(dict.fromkeys(owners.values(), self._tick))
-        self._frozen = self._keep_frozen((self._frozen | self._named) - named)
+        self._frozen = self._keep_frozen((self._frozen | self._named) - named - expired)
         self._named = named
         shown = self._shown()
         dormant = sorted(self._seen.keys() - shown, key=lambda o: -self._seen[o])[:DORMANT]
         kept = shown | set(dormant)
         self._seen = {o: t for o, t in self._seen.items() if o in kept}
+        self._seen_at = {o: t for o, t in self._seen_at.items() if o in kept}
         self._volume = {o: v for o, v in self._volume.items() if o in kept}
         self._acc = {k: v for k, v in self._acc.items() if k[0] in kept}
         self._debut.forget(lambda k: k[0] in self._acc)
