@@ -25,6 +25,7 @@ BPF_HASH(zc_stats, struct zc_key, struct zc_stats, 32768); /* rows of live proce
 BPF_TABLE("lru_hash", u64, struct zc_sock, zc_socks, 65536);
 BPF_HASH(zc_reasons, struct zc_reason_key, u64, 4096);
 BPF_ARRAY(zc_hists, u64, ZC_NR_HISTS * ZC_NR_APIS * ZC_HIST_SLOTS);
+BPF_ARRAY(zc_hist_sums, u64, ZC_NR_HISTS * ZC_NR_APIS); /* the sum of each histogram's values */
 BPF_ARRAY(zc_kevents, struct zc_kev, ZC_NR_KEVENTS);
 BPF_ARRAY(zc_errors, struct zc_lost, ZC_NR_ERRORS);
 /* Processes being traced, when the session filters (-p / -- CMD); children are added on fork. */
@@ -119,11 +120,14 @@ static __always_inline void zc_kevent(int ev, u64 bytes)
 
 static __always_inline void zc_hist(u8 hist, u8 api, u64 value)
 {
-	u32 slot = bpf_log2l(value), i = ((u32)hist * ZC_NR_APIS + api) * ZC_HIST_SLOTS + (slot & (ZC_HIST_SLOTS - 1));
-	u64 *n = zc_hists.lookup(&i);
+	u32 row = (u32)hist * ZC_NR_APIS + api, slot = bpf_log2l(value);
+	u32 i = row * ZC_HIST_SLOTS + (slot & (ZC_HIST_SLOTS - 1));
+	u64 *n = zc_hists.lookup(&i), *sum = zc_hist_sums.lookup(&row);
 
 	if (n)
 		__sync_fetch_and_add(n, 1);
+	if (sum)
+		__sync_fetch_and_add(sum, value);
 }
 
 static __always_inline void zc_reason_add(u32 tgid, u8 api, u8 proto, u8 reason, int stackid, u64 n)

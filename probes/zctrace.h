@@ -76,7 +76,8 @@ enum zc_error {
 	ZC_NR_ERRORS = 5,
 };
 
-/* Histograms of log2 buckets, per api: zc_hists[(hist * ZC_NR_APIS + api) * ZC_HIST_SLOTS + slot]. */
+/* Histograms of log2 buckets, per api: zc_hists[(hist * ZC_NR_APIS + api) * ZC_HIST_SLOTS + slot], and
+ * the sum of the values of each: zc_hist_sums[hist * ZC_NR_APIS + api]. */
 enum zc_hist {
 	ZC_HIST_LATENCY = 0,         /* ns from send to completion (fentry/kprobe) or to read (tracepoint), sampled */
 	ZC_HIST_RANGE = 1,           /* requests per MSG_ZEROCOPY notification (log2 buckets of ids) */

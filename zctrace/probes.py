@@ -319,7 +319,7 @@ class Session:
         """Forget everything counted so far (between benchmark cells). Calls inside syscalls are
         kept; io_uring rings go with their counters (a ring is registered again at its next
         zerocopy send, and notifications of sends from before are not counted)."""
-        for name in ("zc_stats", "zc_socks", "zc_reasons", "zc_hists", "zc_late_copies", "zc_copy_sites",
+        for name in ("zc_stats", "zc_socks", "zc_reasons", "zc_hists", "zc_hist_sums", "zc_late_copies", "zc_copy_sites",
                      "zc_copy_stacks", "zc_redirected", "zc_rx", "zc_rings", "zc_uring_failed"):
             try:
                 self.bpf[name.encode()].clear()
