@@ -16,18 +16,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from . import maps
 from .mapsource import MapSource
 from .snapshot import ReasonRow, ReceiveRow, Snapshot, SocketRow, StatsRow, entries
 
-# Each map with per-process entries, and how an entry names its process.
-_OWNERS: dict[str, Callable[[object, object], int]] = {
-    "zc_stats": lambda k, v: k.tgid,
-    "zc_reasons": lambda k, v: k.tgid,
-    "zc_rings": lambda k, v: v.tgid,
-    "zc_socks": lambda k, v: v.tgid,
-    "zc_rx": lambda k, v: k.value,
-    "zc_targets": lambda k, v: k.value,
-}
 
 
 GRACE = 0.2  # seconds a process has been gone before its entries go
@@ -69,12 +61,14 @@ class Reaper:
         return retire
 
     def _delete(self, pids: set[int]) -> None:
-        for name, owner in _OWNERS.items():
+        """The one write of the read side into the maps (besides Session.clear): the entries of
+        retired processes, in every map with per-process entries (maps.PER_PROCESS)."""
+        for spec in maps.PER_PROCESS:
             try:
-                table = self.bpf[name.encode()]
+                table = self.bpf[spec.key]
             except KeyError:  # not loaded on this tier
                 continue
-            keys = [key for key, value in entries(table) if owner(key, value) in pids]
+            keys = [key for key, value in entries(table) if spec.owner(key, value) in pids]
             if not keys:
                 continue
             try:  # one BPF_MAP_DELETE_BATCH

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from . import interrupts
+from . import interrupts, maps
 from .btf import Btf
 from .errors import ZctraceError
 from .offsets import kernel_defines, kernel_macros
@@ -312,23 +312,20 @@ class Session:
                                               fn_name, variant_of))
 
     def add_pid(self, pid: int) -> None:
-        targets = self.bpf[b"zc_targets"]
+        targets = self.bpf[maps.TARGETS.key]
         targets[targets.Key(pid)] = targets.Leaf(1)
 
     def clear(self) -> None:
         """Forget everything counted so far (between benchmark cells). Calls inside syscalls are
         kept; io_uring rings go with their counters (a ring is registered again at its next
         zerocopy send, and notifications of sends from before are not counted)."""
-        for name in ("zc_stats", "zc_socks", "zc_reasons", "zc_hists", "zc_hist_sums", "zc_late_copies", "zc_copy_sites",
-                     "zc_copy_stacks", "zc_redirected", "zc_rx", "zc_rings", "zc_uring_failed"):
+        for spec in maps.REGISTRY:
+            if not spec.cleared:
+                continue
             try:
-                self.bpf[name.encode()].clear()
-            except KeyError:
-                pass
-        for name in ("zc_kevents", "zc_errors"):
-            table = self.bpf[name.encode()]
-            for i in range(len(table)):
-                table[table.Key(i)] = table.Leaf()
+                self.bpf[spec.key].clear()  # an array's entries are zeroed (bcc's ArrayBase)
+            except KeyError:  # not loaded on this tier
+                continue
 
     def close(self) -> None:
         if self.bpf is not None:

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from .header import APIS, COUNTERS, ERRORS, HIST_SLOTS, HISTS, KEVENTS, PROTOS, REASON_CODES
+from . import maps
 from .mapsource import MapSource, Table
 
 
@@ -109,7 +110,7 @@ def _stack(bpf: MapSource, stackid: int) -> tuple[str, ...]:
     if stackid < 0:
         return ()
     try:
-        addrs = list(bpf[b"zc_copy_stacks"].walk(stackid))
+        addrs = list(bpf[maps.COPY_STACKS.key].walk(stackid))
     except KeyError:  # evicted, or no stack map on this tier
         return ()
     return tuple(bpf.ksym(a, show_offset=False).decode(errors="replace") for a in addrs)
@@ -185,7 +186,7 @@ def read_rings(pids: set[int], proc: str = "/proc") -> list[RingRow]:
 
 def ring_pids(bpf: MapSource) -> set[int]:
     """The processes that sent io_uring zerocopy requests (their rings are worth a /proc walk)."""
-    return {int(v.tgid) for _, v in entries(bpf[b"zc_rings"])}
+    return {int(v.tgid) for _, v in entries(bpf[maps.RINGS.key])}
 
 
 def _has(bpf: MapSource, name: bytes) -> bool:
@@ -224,10 +225,10 @@ def _stats_rows(bpf: MapSource) -> list[StatsRow]:
             for i, name in enumerate(COUNTERS):
                 row.counters[name] += int(values[i])
 
-    for k, v in entries(bpf[b"zc_stats"]):
+    for k, v in entries(bpf[maps.STATS.key]):
         add(k.tgid, v.comm, _name(APIS, k.api), _name(PROTOS, k.proto), int(v.cgroup), v.c)
     n = len(COUNTERS)
-    for _, v in entries(bpf[b"zc_rings"]):
+    for _, v in entries(bpf[maps.RINGS.key]):
         for p, proto in enumerate(PROTOS):
             values = v.c[p * n:(p + 1) * n]
             if any(values):
@@ -243,39 +244,39 @@ def take(bpf: MapSource, rings: bool = False) -> Snapshot:
     rows = _stats_rows(bpf)
     reasons = [ReasonRow(pid=k.tgid, api=_name(APIS, k.api), proto=_name(PROTOS, k.proto),
                          code=_name(REASON_CODES, k.reason), stack=_stack(bpf, k.stackid), requests=int(v.value))
-               for k, v in entries(bpf[b"zc_reasons"])]
+               for k, v in entries(bpf[maps.REASONS.key])]
     sockets = [SocketRow(pid=v.tgid, proto=_name(PROTOS, v.proto), ino=int(v.ino), cgroup=int(v.cgroup),
                          netns=int(v.netns), ifindex=int(v.ifindex), requests=int(v.requests),
                          bytes=int(v.bytes), zerocopied=int(v.zerocopied), copied=int(v.copied))
-               for _, v in entries(bpf[b"zc_socks"])]
+               for _, v in entries(bpf[maps.SOCKS.key])]
     hists: dict[tuple[str, str], dict[int, int]] = {}
-    for i, n in enumerate(bpf[b"zc_hists"].values()):  # [(hist * apis + api) * slots + slot]
+    for i, n in enumerate(bpf[maps.HISTS.key].values()):  # [(hist * apis + api) * slots + slot]
         if n.value:
             which, slot = divmod(i, HIST_SLOTS)
             hist, api = divmod(which, len(APIS))
             hists.setdefault((_name(HISTS, hist), _name(APIS, api)), {})[slot] = int(n.value)
     sums = {}
-    if _has(bpf, b"zc_hist_sums"):
-        for i, n in enumerate(bpf[b"zc_hist_sums"].values()):  # [hist * apis + api]
+    if _has(bpf, maps.HIST_SUMS.key):
+        for i, n in enumerate(bpf[maps.HIST_SUMS.key].values()):  # [hist * apis + api]
             hist, api = divmod(i, len(APIS))
             if (_name(HISTS, hist), _name(APIS, api)) in hists:
                 sums[(_name(HISTS, hist), _name(APIS, api))] = int(n.value)
-    err = bpf[b"zc_errors"]
+    err = bpf[maps.ERRORS.key]
     lost_rows = {name: err[err.Key(i)] for i, name in enumerate(ERRORS)}
     errors = {name: int(v.events) for name, v in lost_rows.items()}
     lost = {name: (int(v.requests), int(v.bytes)) for name, v in lost_rows.items()}
-    kev = bpf[b"zc_kevents"]
+    kev = bpf[maps.KEVENTS.key]
     kevents = {name: (int(kev[kev.Key(i)].count), int(kev[kev.Key(i)].bytes)) for i, name in enumerate(KEVENTS)}
     sites = []
-    if _has(bpf, b"zc_copy_sites"):
+    if _has(bpf, maps.COPY_SITES.key):
         sites = [CopySite(_stack(bpf, k.value), int(v.count), int(v.bytes))
-                 for k, v in bpf[b"zc_copy_sites"].items()]
+                 for k, v in bpf[maps.COPY_SITES.key].items()]
     receive = []
-    if _has(bpf, b"zc_rx"):
+    if _has(bpf, maps.RX.key):
         receive = [ReceiveRow(pid=k.value, comm=v.comm.decode(errors="replace"), calls=int(v.calls),
                               mapped=int(v.mapped), copied=int(v.copied), skipped=int(v.skipped),
                               errors=int(v.errors), cgroup=int(v.cgroup))
-                   for k, v in entries(bpf[b"zc_rx"])]
+                   for k, v in entries(bpf[maps.RX.key])]
     return Snapshot(taken_at=time.time(), rows=rows,
                     reasons=reasons, sockets=sockets, hists=hists, hist_sums=sums, errors=errors, lost=lost, kevents=kevents,
                     copy_sites=sorted(sites, key=lambda s: -s.bytes), receive=sorted(receive, key=lambda r: r.pid),

@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from .. import cgroups, lifecycle, model, snapshot, workloads
+from .. import cgroups, lifecycle, maps, model, snapshot, workloads
 from ..probes import AttachStatus, Session, load_manifest
 from . import bpfinfo
 from .families import (KERNEL_EVENTS, copy_fallbacks, flow_gauge, flow_rows, kernel_events, late_copies,
@@ -168,7 +168,7 @@ class ZctraceCollector(Collector):
             if rep is None:
                 return 0.0
             self._fold_and_retire(raw, rep)
-            return len(raw.rows) / self.session.bpf[b"zc_stats"].max_entries
+            return len(raw.rows) / self.session.bpf[maps.STATS.key].max_entries
 
     def sweep_until(self, stop: threading.Event, every: float = lifecycle.SWEEP) -> None:
         """sweep() every `every` seconds until `stop` is set (the daemon's sweeper thread); at
