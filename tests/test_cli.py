@@ -141,9 +141,9 @@ def test_without_privileges_is_one_line():
     assert r.stderr.strip().endswith("to load BPF programs") and r.stderr.count("\n") == 1
 
 
-def test_ctrl_c_stops_tracing_reports_and_unloads():
+def test_ctrl_c_stops_tracing_reports_and_unloads(procs):
     before = our_programs()
-    p = subprocess.Popen(ZCTRACE + ["trace"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = procs.popen(ZCTRACE + ["trace"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     line = ""
     while "tracing" not in line and time.monotonic() < deadline:
