@@ -5,6 +5,12 @@
 # kprobe tiers) inside each kernel of ZCTRACE_VM_KERNELS (default "6.12 6.1": Debian's 6.12 and
 # Debian 12's own 6.1; docs/kernel.md says what differs), one VM boot each, with the time of
 # each run.
+#
+# Started in the background (`scripts/test.sh &`, `nohup scripts/test.sh &`), this shell and all
+# it starts inherit SIGINT ignored: a non-interactive shell cannot undo that (`trap - INT` keeps a
+# signal ignored at entry ignored) and zctrace keeps it so too, on purpose. The tests do not rely
+# on it: a process a test signals is started by conftest's `procs` fixture with SIGINT and SIGTERM
+# at their defaults, and stopped if the test fails or times out (tests/test_launch.py checks it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS

@@ -6,7 +6,9 @@ every other test is skipped.
 """
 import contextlib
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,61 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if (item.get_closest_marker("vm") is not None) != IN_VM:
             item.add_marker(skip)
+
+
+def default_stop_signals() -> None:
+    """In a child before exec: SIGINT and SIGTERM do what they do by default. Launched from
+    `scripts/test.sh &` or nohup, pytest inherits SIGINT ignored, its children would too, and
+    zctrace rightly keeps a signal ignored at startup ignored: a test's SIGINT would be lost."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_DFL)
+
+
+class Processes:
+    """The processes a test starts (`popen`, as subprocess.Popen): each with SIGINT and SIGTERM
+    at their defaults (default_stop_signals), in a process group of its own. At the end of the
+    test, one still running (the test failed or timed out) is stopped with its group (its traced
+    command too): SIGTERM, SIGKILL after GRACE seconds. A killed zctrace's programs go with it."""
+
+    GRACE = 5.0
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen] = []
+
+    def popen(self, argv, **kw) -> subprocess.Popen:
+        p = subprocess.Popen(argv, preexec_fn=default_stop_signals, process_group=0, **kw)
+        self.started.append(p)
+        return p
+
+    def stop(self) -> None:
+        for p in self.started:
+            if p.returncode is None:  # not reaped: its pid, the group's id, is not reused yet
+                self._stop_group(p)
+            for f in (p.stdin, p.stdout, p.stderr):
+                if f:
+                    f.close()
+
+    def _stop_group(self, p: subprocess.Popen) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.GRACE
+        # Exited, but left unreaped (WNOWAIT) until its group has had SIGKILL.
+        while os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)  # the rest of its group, or all of it after GRACE
+        p.wait()
+
+
+@pytest.fixture
+def procs():
+    """Processes started with `procs.popen(...)`: stopped after the test (see Processes)."""
+    started = Processes()
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 @contextlib.contextmanager

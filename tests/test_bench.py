@@ -69,14 +69,14 @@ def test_seed_tables_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("suite", ["seed-tables", "overhead"])
-def test_a_signal_keeps_the_cells_a_suite_finished(tmp_path, suite):
+def test_a_signal_keeps_the_cells_a_suite_finished(procs, tmp_path, suite):
     """SIGTERM in the middle of a suite: the tables and the JSON hold the cells finished before
     it, one line says so, exit 128+15 (the suite used to end with nothing written)."""
     out = tmp_path / "suite.json"
     extra = ["--repeat", "2"] if suite == "overhead" else []
-    p = subprocess.Popen(ZCTRACE + ["bench", "--suite", suite, "--size", "1000,4000", "--count", "20000",
-                                    "--json", str(out), *extra],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = procs.popen(ZCTRACE + ["bench", "--suite", suite, "--size", "1000,4000", "--count", "20000",
+                               "--json", str(out), *extra],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
     for line in p.stderr:  # plain progress lines off a terminal
         lines.append(line)

@@ -164,7 +164,7 @@ def test_trace_of_a_command_forking_more_processes_than_the_maps_hold(tmp_path: 
     assert min(count, 30_000) <= len(churned) <= count
 
 
-def test_the_export_daemon_sweeps_between_scrapes(tmp_path: Path):
+def test_the_export_daemon_sweeps_between_scrapes(procs, tmp_path: Path):
     """`zctrace export` scraped only after 40,000 one-datagram senders came and went (more than
     zc_stats holds): its own sweeper retired them between scrapes, and the scrapes count every
     byte with nothing lost."""
@@ -175,8 +175,8 @@ def test_the_export_daemon_sweeps_between_scrapes(tmp_path: Path):
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}/metrics"
         listen = f"127.0.0.1:{s.getsockname()[1]}"
-    daemon = subprocess.Popen(ZCTRACE + ["export", "--tier", "tracepoint", "--listen", listen],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    daemon = procs.popen(ZCTRACE + ["export", "--tier", "tracepoint", "--listen", listen],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
         while True:

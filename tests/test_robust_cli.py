@@ -110,9 +110,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_listen_on_every_address_is_said_in_one_line():
+def test_listen_on_every_address_is_said_in_one_line(procs):
     port = free_port()
-    p = subprocess.Popen(ZCTRACE + ["export", "--listen", f":{port}"], stdout=subprocess.DEVNULL,
+    p = procs.popen(ZCTRACE + ["export", "--listen", f":{port}"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True)
     try:
         lines = read_until(p, "serving ")
@@ -172,10 +172,10 @@ def wait_for(predicate, what: str) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 @pytest.mark.parametrize("args", [["trace"], ["top"], ["bench", "--count", "10"],
                                   ["trace", "--", "sleep", "30"]], ids=["trace", "top", "bench", "trace-cmd"])
-def test_a_signal_while_probes_load_is_one_line(args, signum):
+def test_a_signal_while_probes_load_is_one_line(procs, args, signum):
     """SIGTERM/SIGINT right after start (the probes take seconds to load): one line, exit
     128+signal, no traceback (bcc's 'Failed to detach' included), nothing run."""
-    p = subprocess.Popen(ZCTRACE + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = procs.popen(ZCTRACE + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: handles_sigterm(p.pid), "the signal handlers")
     p.send_signal(signum)
     out, err = p.communicate(timeout=WAIT)
@@ -196,18 +196,18 @@ time.sleep(120)
 """
 
 
-def start_traced_child(tmp_path: Path, on_sigterm: str) -> tuple[subprocess.Popen, Path, Path]:
+def start_traced_child(procs, tmp_path: Path, on_sigterm: str) -> tuple[subprocess.Popen, Path, Path]:
     """`zctrace trace --json F -- python CHILD`, returned once the child runs."""
     marker, rep = tmp_path / "marker", tmp_path / "report.json"
-    p = subprocess.Popen(ZCTRACE + ["trace", "--json", str(rep), "--", sys.executable, "-c", CHILD,
-                                    str(marker), on_sigterm],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = procs.popen(ZCTRACE + ["trace", "--json", str(rep), "--", sys.executable, "-c", CHILD,
+                               str(marker), on_sigterm],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert p.stdout.readline() == "ready\n", p.stderr.read()
     return p, marker, rep
 
 
-def test_sigterm_is_forwarded_to_the_traced_command(tmp_path):
-    p, marker, rep = start_traced_child(tmp_path, "exit")
+def test_sigterm_is_forwarded_to_the_traced_command(procs, tmp_path):
+    p, marker, rep = start_traced_child(procs, tmp_path, "exit")
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=WAIT)
     assert marker.read_text() == "SIGTERM"  # the command got it and ran its handler
@@ -215,8 +215,8 @@ def test_sigterm_is_forwarded_to_the_traced_command(tmp_path):
     assert "TOTAL" in out and json.loads(rep.read_text())["tier"]
 
 
-def test_a_second_signal_stops_waiting_for_the_command_and_still_reports(tmp_path):
-    p, _, rep = start_traced_child(tmp_path, "ignore")
+def test_a_second_signal_stops_waiting_for_the_command_and_still_reports(procs, tmp_path):
+    p, _, rep = start_traced_child(procs, tmp_path, "ignore")
     child = next(int(pid) for pid in os.listdir("/proc") if pid.isdigit() and _ppid(int(pid)) == p.pid)
     try:
         send_twice(p, signal.SIGTERM)
@@ -239,10 +239,10 @@ def _ppid(pid: int) -> int | None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_two_signals_in_a_row_still_write_the_report(tmp_path, signum):
+def test_two_signals_in_a_row_still_write_the_report(procs, tmp_path, signum):
     rep = tmp_path / "report.json"
-    p = subprocess.Popen(ZCTRACE + ["trace", "--json", str(rep)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    p = procs.popen(ZCTRACE + ["trace", "--json", str(rep)], stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True)
     read_until(p, "zctrace: tracing")
     send_twice(p, signum)
     out, err = p.communicate(timeout=WAIT)
@@ -251,11 +251,11 @@ def test_two_signals_in_a_row_still_write_the_report(tmp_path, signum):
     assert "Traceback" not in err
 
 
-def test_sigterm_during_bench_reports_the_finished_cells(tmp_path):
+def test_sigterm_during_bench_reports_the_finished_cells(procs, tmp_path):
     rep = tmp_path / "bench.json"
-    p = subprocess.Popen(ZCTRACE + ["bench", "--mode", "copy", "--target", "loopback", "--size",
-                                    "1000,2000,3000", "--duration", "5", "--json", str(rep)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = procs.popen(ZCTRACE + ["bench", "--mode", "copy", "--target", "loopback", "--size",
+                               "1000,2000,3000", "--duration", "5", "--json", str(rep)],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     read_until(p, "zctrace: bench 1/3")
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=WAIT)
@@ -275,11 +275,11 @@ def owned_by(pid: int) -> set[str]:
     return {n for n in links | set(netns.listnetns()) if n.startswith(f"zc{pid}") and n[len(f"zc{pid}")].isalpha()}
 
 
-def long_bench() -> subprocess.Popen:
+def long_bench(procs) -> subprocess.Popen:
     """An untraced bench on the sink (a netns, a veth pair, a qdisc), running until killed."""
-    p = subprocess.Popen(ZCTRACE + ["bench", "--no-trace", "--target", "sink", "--mode", "copy",
-                                    "--size", "1000", "--duration", "600"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = procs.popen(ZCTRACE + ["bench", "--no-trace", "--target", "sink", "--mode", "copy",
+                               "--size", "1000", "--duration", "600"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: len(owned_by(p.pid)) == 2, "the bench's netns and veth")
     return p
 
@@ -287,8 +287,8 @@ def long_bench() -> subprocess.Popen:
 @pytest.mark.parametrize("reclaimer", [["bench", "--no-trace", "--target", "sink", "--mode", "copy",
                                         "--size", "1000", "--count", "10"],
                                        ["doctor", "--json", "-"]], ids=["bench", "doctor"])
-def test_sigkilled_bench_leftovers_are_removed_but_not_a_live_runs(reclaimer):
-    killed, alive = long_bench(), long_bench()
+def test_sigkilled_bench_leftovers_are_removed_but_not_a_live_runs(procs, reclaimer):
+    killed, alive = long_bench(procs), long_bench(procs)
     try:
         killed.kill()
         killed.wait(timeout=WAIT)
