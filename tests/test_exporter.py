@@ -37,7 +37,7 @@ from zctrace import snapshot
 from zctrace.btf import Btf
 from zctrace.exporter.collector import ExportOptions, ZctraceCollector
 from zctrace.reasons import late_copy_caller
-from zctrace.exporter.fold import OTHER, Folded, Folder, Owner
+from zctrace.exporter.fold import OTHER, OTHER_OWNER, Folded, Folder, Owner
 from zctrace.exporter.server import MetricsServer
 from zctrace.probes import Session
 from zctrace.snapshot import StatsRow
@@ -615,7 +615,7 @@ def test_fold_moves_between_top_and_other_without_going_down():
     for step in steps:
         out = update_twice(f, step, seen)
     assert {o.comm: c["requests"] for (o, _, _), c in out.series.items()} == {"a": 45, "b": 20, OTHER: 5}
-    assert out.label_of == {Owner("a"): Owner("a"), Owner("b"): Owner(OTHER)}
+    assert out.label_of == {Owner("a"): Owner("a"), Owner("b"): OTHER_OWNER}
 
 
 def test_fold_shows_a_new_series_as_0_first():

@@ -158,3 +158,37 @@ def test_an_owner_gone_for_the_grace_period_leaves_and_frees_its_place():
     f.update([b])
     shown = f.update([b]).series  # b's request, sent while a was named, stays in `other`
     assert {o.comm: c["requests"] for (o, _, _), c in shown.items()} == {"b": 0, OTHER: 1}
+
+
+def test_counts_of_a_series_dropped_before_a_scrape_showed_them_go_to_other():
+    """A owner named for less than a scrape interval, then evicted (not among the biggest
+    frozen): its increments were never shown (its series only ever showed its debut 0), so they
+    go to `other`; summed increases over every series equal what was sent."""
+    f = Folder(top=1)
+    rows = lambda *specs: [StatsRow(pid, comm, "msg_zerocopy", "udp", {"requests": n, "bytes": b})  # noqa: E731
+                           for pid, comm, n, b in specs]
+    seen: dict = {}
+    increase = 0
+
+    def scrape(step):
+        nonlocal increase
+        f.fold(step)
+        for key, c in f.view().series.items():
+            increase += c["requests"] - seen.get(key, 0)
+            seen[key] = c["requests"]
+
+    scrape(rows((1, "b", 2, 250), (2, "a", 1, 100)))  # b named; a's first request counts in other
+    scrape(rows((1, "b", 2, 250), (2, "a", 1, 100)))
+    f.fold(rows((1, "b", 2, 250), (2, "a", 3, 300)))  # a named (b frozen) for one fold, no scrape...
+    scrape(rows((1, "b", 2, 250), (2, "a", 3, 300), (3, "c", 4, 400)))  # ...then c, and a (200 B) evicted
+    scrape(rows((1, "b", 2, 250), (2, "a", 3, 300), (3, "c", 4, 400)))
+    assert increase == 2 + 3 + 4
+
+
+def test_an_expired_owner_is_forgotten():
+    now = [0.0]
+    f = Folder(top=1, grace=10, clock=lambda: now[0])
+    f.update([StatsRow(1, "a", "msg_zerocopy", "udp", {"requests": 1, "bytes": 1})])
+    now[0] = 11
+    f.update([StatsRow(2, "b", "msg_zerocopy", "udp", {"requests": 1, "bytes": 1})])
+    assert {o.comm for o in f._volume} == {"b"} and all(k[0].comm != "a" for k in f._acc)

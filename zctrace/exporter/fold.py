@@ -16,7 +16,12 @@ comm and pid with per_pid). At each scrape:
   unaffected).
 - with a `grace`, an owner none of whose processes has had a row for `grace` seconds (an exited
   container) is neither named nor frozen any more: its series, which kept their final values
-  that long so every scraper saw them, go, and its place is free for others.
+  that long so every scraper saw them, go, its place is free for others, and it is forgotten
+  (memory stays bounded by the owners seen within `grace`).
+- an owner that stops being shown hands what no view (scrape) has shown of its counts yet to
+  `other`: every count reaches some series, so rate() and increase() summed over owners equal
+  the probes' counts (with one scraper; a second scraper may miss what the first one saw of a
+  series that is dropped before its own scrape).
 
 So every exported series is monotonic, there are at most 2N+1 owners (N named, N frozen,
 `other`), and an owner entering the top N starts its series at its increase from then on (what
@@ -100,6 +105,7 @@ class Folder:
     _seen_at: dict[Owner, float] = field(default_factory=dict)  # owner -> when it last had rows (clock)
     _volume: dict[Owner, tuple[int, int]] = field(default_factory=dict)  # owner -> bytes, counts sent
     _label_of: dict[Owner, Owner] = field(default_factory=dict)
+    _exported: dict[SeriesKey, dict[str, int]] = field(default_factory=dict)  # values the last view showed
     _tick: int = 0
 
     def owner(self, row: StatsRow) -> Owner:
@@ -160,22 +166,42 @@ class Folder:
         # seen; the rest are forgotten (bounded memory). `other` is forever.
         self._tick += 1
         self._seen.update(dict.fromkeys(owners.values(), self._tick))
+        was_shown = self._shown()
         self._frozen = self._keep_frozen((self._frozen | self._named) - named - expired)
         self._named = named
         shown = self._shown()
-        dormant = sorted(self._seen.keys() - shown, key=lambda o: -self._seen[o])[:DORMANT]
+        self._hand_over(was_shown - shown)
+        dormant = sorted(self._seen.keys() - shown - expired, key=lambda o: -self._seen[o])[:DORMANT]
         kept = shown | set(dormant)
         self._seen = {o: t for o, t in self._seen.items() if o in kept}
         self._seen_at = {o: t for o, t in self._seen_at.items() if o in kept}
         self._volume = {o: v for o, v in self._volume.items() if o in kept}
         self._acc = {k: v for k, v in self._acc.items() if k[0] in kept}
+        self._exported = {k: v for k, v in self._exported.items() if k in self._acc}
         self._debut.forget(lambda k: k[0] in self._acc)
+
+    def _hand_over(self, dropped: set[Owner]) -> None:
+        """Owners no longer shown: what they counted that no view has shown yet (a series
+        dropped within a scrape interval of its increases, or shown only as its debut 0) goes
+        to `other`, so every count reaches some series; their totals stay at what was shown, so
+        a series that comes back resumes from its last exported value."""
+        for key, acc in list(self._acc.items()):
+            if key[0] not in dropped:
+                continue
+            shown = self._exported.get(key, {})
+            other = self._acc.setdefault((OTHER_OWNER, key[1], key[2]), dict.fromkeys(acc, 0))
+            for name, n in acc.items():
+                unseen = n - shown.get(name, 0)
+                if unseen > 0:
+                    other[name] = other.get(name, 0) + unseen
+                    acc[name] = shown.get(name, 0)
 
     def view(self) -> Folded:
         """The exported series (a series new since the last view shows 0 once) and where each
         owner counts now."""
         series = {k: {name: self._debut.value((k, name), n) for name, n in v.items()}
                   for k, v in self._acc.items() if k[0] in self._shown()}
+        self._exported.update({k: dict(v) for k, v in series.items()})
         return Folded(series, dict(self._label_of))
 
     def _shown(self) -> set[Owner]:
