@@ -180,3 +180,19 @@ def test_bench_json_contract_and_check():
         assert res["match"] is True
     sink = next(x for x in doc["results"] if x["target"] == "sink" and x["mode"] == "msg_zerocopy")
     assert sink["kernel"]["zerocopied"] == sink["traced"]["zerocopied"] == 100
+
+
+# --- output contracts: --json - is JSON alone, --interval's lines, --version, --help's examples ---
+
+@pytest.mark.parametrize("args,text", [
+    (["doctor", "--json", "-"], "active tier"),
+    (["trace", "--duration", "1", "--json", "-"], "TOTAL"),
+    (["bench", "--json", "-", "--mode", "msg_zerocopy", "--size", "1000", "--count", "100"], "zctrace bench"),
+], ids=["doctor", "trace", "bench"])
+def test_json_to_stdout_is_all_stdout_holds(args, text):
+    """With --json -, stdout is one JSON document; the text goes to stderr."""
+    r = run(args)
+    assert r.returncode == 0, r.stderr
+    assert isinstance(json.loads(r.stdout), dict)
+    assert text in r.stderr
+

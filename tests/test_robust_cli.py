@@ -41,6 +41,7 @@ def one_error_line(r, message: str) -> None:
     (["trace", "--duration", "1e12"], "at most 2592000"),
     (["bench", "--duration", "nan"], "not a number of seconds"),
     (["top", "--interval", "inf"], "at most 2592000"),
+    (["bench", "--suite", "seed-tables", "--json", "-", "--csv", "-"], "would share stdout"),
     (["trace", "--comm", "a-sixteen-bytes!"], "1 to 15 bytes"),
     (["top", "--comm", "a-sixteen-bytes!"], "1 to 15 bytes"),
     (["trace", "--comm", ""], "1 to 15 bytes"),

@@ -27,9 +27,10 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...: run and trace CMD")
 
 
-def _spawn_gated(argv: list[str]) -> tuple[int, int]:
+def _spawn_gated(argv: list[str], stdout_to_stderr: bool = False) -> tuple[int, int]:
     """Fork `argv`, held before exec until the returned gate fd is written (so its pid can be
-    traced from its first instruction). Returns (pid, gate write fd)."""
+    traced from its first instruction); `stdout_to_stderr`: its stdout is our stderr (ours carries
+    JSON). Returns (pid, gate write fd)."""
     if shutil.which(argv[0]) is None:
         raise ZctraceError(f"command not found: {argv[0]}")
     r, w = os.pipe()
@@ -39,6 +40,8 @@ def _spawn_gated(argv: list[str]) -> tuple[int, int]:
         os.close(w)
         os.read(r, 1)
         os.close(r)
+        if stdout_to_stderr:
+            os.dup2(2, 1)
         try:
             os.execvp(argv[0], argv)
         except OSError as e:
@@ -50,7 +53,8 @@ def _spawn_gated(argv: list[str]) -> tuple[int, int]:
 
 def run_cli(args: argparse.Namespace) -> int:
     """Trace until --duration, a stop signal or the command's exit; print (and --json write) the
-    report. The exit status is the command's, if one ran."""
+    report. With --json -, stdout carries only JSON: the text goes to stderr, and so does the
+    command's stdout. The exit status is the command's, if one ran."""
     if args.command[:1] == ["--"] and len(args.command) == 1:
         raise ZctraceError("nothing to run after --: give a command, or leave out -- to trace the whole system")
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -69,23 +73,24 @@ def run_cli(args: argparse.Namespace) -> int:
         life = lifecycle.Lifetime(lifecycle.Reaper(session.bpf))
         sweep = lambda: life.observe(snapshot.take(session.bpf))  # noqa: E731
         if command:
-            status = _run_traced(session, command, sweep)
+            status = _run_traced(session, command, sweep, stdout_to_stderr=args.json == "-")
         else:
             print("zctrace: tracing" + (f" for {args.duration:g} s" if args.duration else ", Ctrl-C to stop"),
                   file=sys.stderr)
             interrupts.wait(args.duration, tick=sweep)
         rep = model.build(life.observe(snapshot.take(session.bpf, rings=True)), session.tier, probe_statuses(session),
                           comm=args.comm, cgroups=cgroups.subtree_ids(cgroup) if cgroup else None)
-    print(report.render(rep, args.verbose))
+    print(report.render(rep, args.verbose), file=report.text_stream(args.json))
     if args.json:
         report.write_json(rep.to_json(), args.json)
     return status
 
 
-def _run_traced(session: Session, command: list[str], tick: Callable[[], object]) -> int:
+def _run_traced(session: Session, command: list[str], tick: Callable[[], object],
+                stdout_to_stderr: bool = False) -> int:
     """Run `command` traced until it exits (stop signals forwarded to it; `tick` four times a second);
     its exit status."""
-    child, gate = _spawn_gated(command)
+    child, gate = _spawn_gated(command, stdout_to_stderr)
     session.add_pid(child)
     os.write(gate, b"x")
     os.close(gate)
