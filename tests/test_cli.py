@@ -196,3 +196,53 @@ def test_json_to_stdout_is_all_stdout_holds(args, text):
     assert isinstance(json.loads(r.stdout), dict)
     assert text in r.stderr
 
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+@pytest.mark.parametrize("to_file", [False, True], ids=["stdout", "file"])
+def test_trace_interval_writes_a_json_line_per_interval_then_the_report(tmp_path, to_file):
+    out = tmp_path / "lines.json"
+    r = run(["trace", "--interval", "1", "--duration", "3", "--json", str(out) if to_file else "-"])
+    assert r.returncode == 0, r.stderr
+    lines = json_lines(out.read_text() if to_file else r.stdout)
+    assert len(lines) >= 3, lines
+    *intervals, final = lines
+    assert [line["type"] for line in intervals] == ["interval"] * len(intervals) and final["type"] == "report"
+    assert [line["seq"] for line in intervals] == list(range(1, len(intervals) + 1))
+    assert all(a["end"] == b["start"] for a, b in zip(intervals, intervals[1:]))  # no gaps, no overlaps
+    assert intervals[-1]["cumulative"]["totals"] == final["totals"]
+    assert ("TOTAL" in r.stdout) == to_file and ("TOTAL" in r.stderr) != to_file
+
+
+def test_trace_interval_deltas_add_up_to_the_report_of_a_running_workload():
+    """Four workloads of 500 MSG_ZEROCOPY sends each, half a second apart, traced with a JSON line
+    every 0.5 s: the intervals' deltas (per total and per process) sum to the final report's
+    counts, and the command's own stdout goes to stderr, leaving stdout to the JSON lines."""
+    one = " ".join(WORKLOAD + ["--mode", "msg_zerocopy", "--target", "loopback", "--count", "500",
+                               "--json", "/dev/null"])
+    script = f"echo started; for i in 1 2 3 4; do {one} || exit 1; sleep 0.5; done"
+    r = run(["trace", "--interval", "0.5", "--json", "-", "--", "sh", "-c", script])
+    assert r.returncode == 0, r.stderr
+    assert "started" in r.stderr
+    *intervals, final = json_lines(r.stdout)
+    assert final["type"] == "report" and len(intervals) >= 3
+    deltas = [line["delta"] for line in intervals]
+    assert sum(d["totals"]["zc_requests"] for d in deltas) == final["totals"]["zc_requests"] == 2000
+    assert sum(d["totals"]["copied"] for d in deltas) == final["totals"]["copied"] == 2000
+    assert sum(d["totals"]["copied_reasons"].get("local_delivery", 0) for d in deltas) == 2000
+    assert sum(1 for d in deltas if d["totals"]["zc_requests"]) >= 2  # counted as it ran, not at the end
+    for proc in final["processes"]:
+        assert sum(p["counts"]["bytes"] for d in deltas for p in d["processes"]
+                   if p["pid"] == proc["pid"]) == proc["counts"]["bytes"] == 500 * 4000
+    assert len(final["processes"]) == 4
+
+
+def test_trace_interval_without_json_is_a_line_on_stderr_each():
+    r = run(["trace", "--interval", "0.5", "--", sys.executable, "-c", "import time; time.sleep(1.2)"])
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if " requests, " in line]
+    assert len(lines) >= 2 and all(line.startswith("zctrace: ") and "0 requests, 0 B" in line for line in lines)
+    assert "no zerocopy sends seen" in r.stdout and "{" not in r.stdout
+
