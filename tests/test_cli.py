@@ -246,3 +246,42 @@ def test_trace_interval_without_json_is_a_line_on_stderr_each():
     assert len(lines) >= 2 and all(line.startswith("zctrace: ") and "0 requests, 0 B" in line for line in lines)
     assert "no zerocopy sends seen" in r.stdout and "{" not in r.stdout
 
+
+def test_version():
+    import tomllib
+    from pathlib import Path
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    r = run(["--version"])
+    assert (r.returncode, r.stdout, r.stderr) == (0, f"zctrace {pyproject['project']['version']}\n", "")
+
+
+def help_examples(command: str) -> list[str]:
+    """The example command lines of `zctrace COMMAND --help`."""
+    r = run([command, "--help"])
+    assert r.returncode == 0, r.stderr
+    text = r.stdout[r.stdout.index("\nexamples:\n"):]
+    return [line.strip() for line in text.splitlines() if line.startswith("  zctrace ")]
+
+
+def test_every_help_example_parses():
+    """Each subcommand's --help has a description and 2 or 3 examples, and each example's
+    arguments are taken by the parser as they are (a `$(...)` stands for a live PID; what follows
+    a pipe is another program's)."""
+    import shlex
+
+    from zctrace.cli import COMMANDS, build_parser
+    from zctrace.errors import ZctraceError
+    for command, (text, _, _) in COMMANDS.items():
+        assert f"zctrace {command}: {text}" in run([command, "--help"]).stdout
+        examples = help_examples(command)
+        assert 2 <= len(examples) <= 3, examples
+        for line in examples:
+            argv = shlex.split(line)
+            argv = argv[:argv.index("|")] if "|" in argv else argv
+            assert argv[:2] == ["zctrace", command], line
+            argv = [str(os.getpid()) if a.startswith("$(") else a for a in argv[1:]]
+            try:
+                args = build_parser().parse_args(argv)
+            except (ZctraceError, SystemExit) as e:
+                raise AssertionError(f"{line}: {e}") from None
+            assert args.cmd == command
