@@ -193,3 +193,108 @@ def test_bench_json_contract_and_check():
         assert res["match"] is True
     sink = next(x for x in doc["results"] if x["target"] == "sink" and x["mode"] == "msg_zerocopy")
     assert sink["kernel"]["zerocopied"] == sink["traced"]["zerocopied"] == 100
+
+
+# --- output contracts: --json - is JSON alone, --interval's lines, --version, --help's examples ---
+
+@pytest.mark.parametrize("args,text", [
+    (["doctor", "--json", "-"], "active tier"),
+    (["trace", "--duration", "1", "--json", "-"], "TOTAL"),
+    (["bench", "--json", "-", "--mode", "msg_zerocopy", "--size", "1000", "--count", "100"], "zctrace bench"),
+], ids=["doctor", "trace", "bench"])
+def test_json_to_stdout_is_all_stdout_holds(args, text):
+    """With --json -, stdout is one JSON document; the text goes to stderr."""
+    r = run(args)
+    assert r.returncode == 0, r.stderr
+    assert isinstance(json.loads(r.stdout), dict)
+    assert text in r.stderr
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+@pytest.mark.parametrize("to_file", [False, True], ids=["stdout", "file"])
+def test_trace_interval_writes_a_json_line_per_interval_then_the_report(tmp_path, to_file):
+    out = tmp_path / "lines.json"
+    r = run(["trace", "--interval", "1", "--duration", "3", "--json", str(out) if to_file else "-"])
+    assert r.returncode == 0, r.stderr
+    lines = json_lines(out.read_text() if to_file else r.stdout)
+    assert len(lines) >= 3, lines
+    *intervals, final = lines
+    assert [line["type"] for line in intervals] == ["interval"] * len(intervals) and final["type"] == "report"
+    assert [line["seq"] for line in intervals] == list(range(1, len(intervals) + 1))
+    assert all(a["end"] == b["start"] for a, b in zip(intervals, intervals[1:]))  # no gaps, no overlaps
+    assert intervals[-1]["cumulative"]["totals"] == final["totals"]
+    assert ("TOTAL" in r.stdout) == to_file and ("TOTAL" in r.stderr) != to_file
+
+
+def test_trace_interval_deltas_add_up_to_the_report_of_a_running_workload():
+    """Four workloads of 500 MSG_ZEROCOPY sends each, half a second apart, traced with a JSON line
+    every 0.5 s: the intervals' deltas (per total and per process) sum to the final report's
+    counts, and the command's own stdout goes to stderr, leaving stdout to the JSON lines."""
+    one = " ".join(WORKLOAD + ["--mode", "msg_zerocopy", "--target", "loopback", "--count", "500",
+                               "--json", "/dev/null"])
+    script = f"echo started; for i in 1 2 3 4; do {one} || exit 1; sleep 0.5; done"
+    r = run(["trace", "--interval", "0.5", "--json", "-", "--", "sh", "-c", script])
+    assert r.returncode == 0, r.stderr
+    assert "started" in r.stderr
+    *intervals, final = json_lines(r.stdout)
+    assert final["type"] == "report" and len(intervals) >= 3
+    deltas = [line["delta"] for line in intervals]
+    assert sum(d["totals"]["zc_requests"] for d in deltas) == final["totals"]["zc_requests"] == 2000
+    assert sum(d["totals"]["copied"] for d in deltas) == final["totals"]["copied"] == 2000
+    assert sum(d["totals"]["copied_reasons"].get("local_delivery", 0) for d in deltas) == 2000
+    assert sum(1 for d in deltas if d["totals"]["zc_requests"]) >= 2  # counted as it ran, not at the end
+    for proc in final["processes"]:
+        assert sum(p["counts"]["bytes"] for d in deltas for p in d["processes"]
+                   if p["pid"] == proc["pid"]) == proc["counts"]["bytes"] == 500 * 4000
+    assert len(final["processes"]) == 4
+
+
+def test_trace_interval_without_json_is_a_line_on_stderr_each():
+    r = run(["trace", "--interval", "0.5", "--", sys.executable, "-c", "import time; time.sleep(1.2)"])
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if " requests, " in line]
+    assert len(lines) >= 2 and all(line.startswith("zctrace: ") and "0 requests, 0 B" in line for line in lines)
+    assert "no zerocopy sends seen" in r.stdout and "{" not in r.stdout
+
+
+def test_version():
+    import tomllib
+    from pathlib import Path
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    r = run(["--version"])
+    assert (r.returncode, r.stdout, r.stderr) == (0, f"zctrace {pyproject['project']['version']}\n", "")
+
+
+def help_examples(command: str) -> list[str]:
+    """The example command lines of `zctrace COMMAND --help`."""
+    r = run([command, "--help"])
+    assert r.returncode == 0, r.stderr
+    text = r.stdout[r.stdout.index("\nexamples:\n"):]
+    return [line.strip() for line in text.splitlines() if line.startswith("  zctrace ")]
+
+
+def test_every_help_example_parses():
+    """Each subcommand's --help has a description and 2 or 3 examples, and each example's
+    arguments are taken by the parser as they are (a `$(...)` stands for a live PID; what follows
+    a pipe is another program's)."""
+    import shlex
+
+    from zctrace.cli import COMMANDS, build_parser
+    from zctrace.errors import ZctraceError
+    for command, (text, _, _) in COMMANDS.items():
+        assert f"zctrace {command}: {text}" in run([command, "--help"]).stdout
+        examples = help_examples(command)
+        assert 2 <= len(examples) <= 3, examples
+        for line in examples:
+            argv = shlex.split(line)
+            argv = argv[:argv.index("|")] if "|" in argv else argv
+            assert argv[:2] == ["zctrace", command], line
+            argv = [str(os.getpid()) if a.startswith("$(") else a for a in argv[1:]]
+            try:
+                args = build_parser().parse_args(argv)
+            except (ZctraceError, SystemExit) as e:
+                raise AssertionError(f"{line}: {e}") from None
+            assert args.cmd == command

@@ -33,13 +33,13 @@ def where(request) -> str:
 
 
 def run_doctor(*args: str, netns: str | None = None) -> tuple[dict, str]:
-    """Run `zctrace doctor --json` (inside `netns` if given); return (JSON, human output)."""
+    """Run `zctrace doctor --json -` (inside `netns` if given); return (JSON, human output): the
+    JSON is all stdout holds, the text is on stderr."""
     enter = ["nsenter", f"--net=/run/netns/{netns}"] if netns else []
     r = subprocess.run(enter + ZCTRACE + ["doctor", "--json", "-", *args],
                        capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 0, r.stderr
-    human, _, doc = r.stdout.partition("\n{")
-    return json.loads("{" + doc), human
+    return json.loads(r.stdout), r.stderr
 
 
 def iface(doc: dict, name: str) -> dict:

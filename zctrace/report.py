@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, TextIO
 
 from .errors import ZctraceError
 from .model import Counts, Report
@@ -107,6 +107,12 @@ def render(report: Report, verbose: bool = False) -> str:
     if not report.processes and not report.receive:
         out.append("no zerocopy sends seen")
     return "\n".join(out)
+
+
+def text_stream(*outputs: str | None) -> TextIO:
+    """Where a command's human text goes: stderr when one of its machine outputs (--json, --csv)
+    is '-', so that stdout carries that output alone; else stdout."""
+    return sys.stderr if "-" in outputs else sys.stdout
 
 
 def write_json(obj: dict, path: str) -> None:

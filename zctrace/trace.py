@@ -9,7 +9,7 @@ import shutil
 import sys
 from typing import Callable
 
-from . import argtypes, cgroups, interrupts, lifecycle, model, report, snapshot
+from . import argtypes, cgroups, interrupts, lifecycle, model, report, snapshot, stream
 from .errors import ZctraceError
 from .probes import Session
 from .session import open_session, probe_statuses
@@ -19,6 +19,9 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     argtypes.add_process_filters(t, "trace", "report only")
     argtypes.add_cgroup_mount(t)
     t.add_argument("--duration", type=argtypes.seconds, help="stop after this many seconds")
+    t.add_argument("--interval", type=argtypes.seconds, metavar="S",
+                   help="every S seconds, also report what changed: a JSON line with --json (the final "
+                        "report is the last line), else a line on stderr")
     argtypes.add_tier(t)
     argtypes.add_latency_every(t)
     argtypes.add_kernel_events(t)
@@ -28,9 +31,10 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...: run and trace CMD")
 
 
-def _spawn_gated(argv: list[str]) -> tuple[int, int]:
+def _spawn_gated(argv: list[str], stdout_to_stderr: bool = False) -> tuple[int, int]:
     """Fork `argv`, held before exec until the returned gate fd is written (so its pid can be
-    traced from its first instruction). Returns (pid, gate write fd)."""
+    traced from its first instruction); `stdout_to_stderr`: its stdout is our stderr (ours carries
+    JSON). Returns (pid, gate write fd)."""
     if shutil.which(argv[0]) is None:
         raise ZctraceError(f"command not found: {argv[0]}")
     r, w = os.pipe()
@@ -40,6 +44,8 @@ def _spawn_gated(argv: list[str]) -> tuple[int, int]:
         os.close(w)
         os.read(r, 1)
         os.close(r)
+        if stdout_to_stderr:
+            os.dup2(2, 1)
         try:
             os.execvp(argv[0], argv)
         except OSError as e:
@@ -51,7 +57,9 @@ def _spawn_gated(argv: list[str]) -> tuple[int, int]:
 
 def run_cli(args: argparse.Namespace) -> int:
     """Trace until --duration, a stop signal or the command's exit; print (and --json write) the
-    report. The exit status is the command's, if one ran."""
+    report, with --interval what changed in each interval too. With --json -, stdout carries only
+    JSON: the text goes to stderr, and so does the command's stdout. The exit status is the
+    command's, if one ran."""
     if args.command[:1] == ["--"] and len(args.command) == 1:
         raise ZctraceError("nothing to run after --: give a command, or leave out -- to trace the whole system")
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -69,25 +77,47 @@ def run_cli(args: argparse.Namespace) -> int:
         # ones, however long the run and however fast processes come and go); the ledger keeps
         # what they counted for the report.
         life = lifecycle.Lifetime(lifecycle.Reaper(session.bpf))
-        sweep = lambda: life.observe(snapshot.take(session.bpf))  # noqa: E731
+        build = lambda snap, probes=None: model.build(  # noqa: E731
+            snap, session.tier, probes, comm=args.comm, cgroups=cgroups.subtree_ids(cgroup) if cgroup else None,
+            resolve=resolve)
+        lines = _stream(args) if args.interval else None
+
+        def sweep() -> None:  # and at the end of an interval, its line from the same snapshot
+            snap = life.observe(snapshot.take(session.bpf))
+            if lines and lines.due():
+                lines.emit(build(snap).to_json())
+
         if command:
-            status = _run_traced(session, command, sweep)
+            status = _run_traced(session, command, sweep, stdout_to_stderr=args.json == "-")
         else:
             print("zctrace: tracing" + (f" for {args.duration:g} s" if args.duration else ", Ctrl-C to stop"),
                   file=sys.stderr)
             interrupts.wait(args.duration, tick=sweep)
-        rep = model.build(life.observe(snapshot.take(session.bpf, rings=True)), session.tier, probe_statuses(session),
-                          comm=args.comm, cgroups=cgroups.subtree_ids(cgroup) if cgroup else None, resolve=resolve)
-    print(report.render(rep, args.verbose))
-    if args.json:
+        rep = build(life.observe(snapshot.take(session.bpf, rings=True)), probe_statuses(session))
+    print(report.render(rep, args.verbose), file=report.text_stream(args.json))
+    if lines:
+        lines.finish(rep.to_json())
+    elif args.json:
         report.write_json(rep.to_json(), args.json)
     return status
 
 
-def _run_traced(session: Session, command: list[str], tick: Callable[[], object]) -> int:
+def _stream(args: argparse.Namespace) -> stream.Stream:
+    """--interval's intervals: JSON lines to --json (a file is started now), else a line on stderr each."""
+    if not args.json:
+        return stream.Stream(args.interval, None, sys.stderr)
+    try:
+        out = sys.stdout if args.json == "-" else open(args.json, "w", encoding="utf-8")
+    except OSError as e:
+        raise ZctraceError(f"cannot write {args.json}: {e.strerror}") from None
+    return stream.Stream(args.interval, out, None)
+
+
+def _run_traced(session: Session, command: list[str], tick: Callable[[], object],
+                stdout_to_stderr: bool = False) -> int:
     """Run `command` traced until it exits (stop signals forwarded to it; `tick` four times a second);
     its exit status."""
-    child, gate = _spawn_gated(command)
+    child, gate = _spawn_gated(command, stdout_to_stderr)
     session.add_pid(child)
     os.write(gate, b"x")
     os.close(gate)

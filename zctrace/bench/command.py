@@ -109,6 +109,8 @@ def check_args(args: argparse.Namespace) -> None:
     """Reject contradictory options and missing privileges (one line, exit 2)."""
     if args.duration and args.count:
         raise ZctraceError("give either --duration or --count, not both")
+    if args.json == args.csv == "-":
+        raise ZctraceError("--json - and --csv - would share stdout: write one of them to a file")
     if not args.suite:
         for flag in ("csv", "plot", "reference"):
             if getattr(args, flag):
@@ -227,7 +229,7 @@ def _run_cells(args: argparse.Namespace) -> int:
     finally:
         if session is not None:
             session.close()
-    print(render(cells, tier))
+    print(render(cells, tier), file=report.text_stream(args.json))
     if args.json:
         report.write_json({"tier": tier, "engine": args.engine, "results": [c.to_json() for c in cells]}, args.json)
     done = f"after {len(cells)} of {len(specs)} cells"
@@ -258,10 +260,10 @@ def run_suite(args: argparse.Namespace) -> int:
         stopped = signal.Signals(interrupts.received() or signal.SIGINT).name
     cells, tier = run.cells, run.tier
     if args.suite == "seed-tables":
-        print(render_seed(cells, tier))
+        print(render_seed(cells, tier), file=report.text_stream(args.json, args.csv))
     else:
         ohs = overheads(cells)
-        print(render_overhead(ohs, tier, args.repeat, args.engine))
+        print(render_overhead(ohs, tier, args.repeat, args.engine), file=report.text_stream(args.json, args.csv))
     docs = records(cells, args)
     if args.json:
         doc = {"suite": args.suite, "tier": tier, "engine": args.engine, "command": " ".join(["zctrace", *sys.argv[1:]]),

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     result = diagnose(args.size)
-    print(render(result))
+    print(render(result), file=report.text_stream(args.json))
     if args.json:
         report.write_json(result, args.json)
     return 0
