@@ -521,10 +521,12 @@ def test_rules_evaluate_and_recording_rules_return_data(prom: Prometheus, worklo
         def has_data() -> None:
             assert prom.query(r["name"]), f"no data: {r['name']}"
         wait_for(has_data)
-    # Alerts evaluate without error (health ok above); the one whose condition holds here fires:
-    # local_delivery is a copy reason Prometheus has not seen a day ago.
+    # Alerts evaluate without error (health ok above). Copy reasons Prometheus has never seen are
+    # increasing here (local_delivery), yet the new-reason alert stays quiet: these exporters have
+    # not reported for a week (dashboards/tests/*.yml test the alerts firing on synthetic series).
+    assert prom.query('sum by (job, instance, reason) (increase(zctrace_copy_fallbacks_total{reason="local_delivery"}[10m])) > 0')
     alerts = {a["labels"]["alertname"] for a in prom.get("alerts")["alerts"]}
-    assert "ZctraceNewCopyReason" in alerts
+    assert "ZctraceNewCopyReason" not in alerts
     # No rule may refer to a metric that does not exist (a typo would make it silently dead).
     names = set(re.findall(r"\b(zctrace_\w+|zctrace:[\w:]+)", RULES.read_text()))
     with cqes_held(prom):
