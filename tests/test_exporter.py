@@ -451,8 +451,17 @@ def dashboard_queries() -> list[tuple[str, str]]:
     return [(p["title"], t["expr"]) for p in doc["panels"] for t in p.get("targets") or []]
 
 
-def grafana_to_promql(expr: str) -> str:
-    return expr.replace("$__rate_interval", "30s").replace("$instance", ".*")
+DASHBOARD_VARIABLES = ("job", "instance", "namespace", "pod", "container", "api", "proto")
+
+
+def grafana_to_promql(expr: str, **values: str) -> str:
+    """A dashboard query as Grafana sends it: every variable All (".*") unless given; rates over
+    30 s, tables over the last hour. A variable left over (a typo) fails here."""
+    expr = expr.replace("$__rate_interval", "30s").replace("$__range", "1h")
+    expr = re.sub(r"\$(\w+)", lambda m: values.get(m.group(1), ".*") if m.group(1) in DASHBOARD_VARIABLES
+                  else m.group(0), expr)
+    assert not re.search(r"\$(?!1\b)", expr), expr  # only label_replace's $1 is left
+    return expr
 
 
 @contextlib.contextmanager
@@ -484,9 +493,11 @@ def test_every_dashboard_query_evaluates_and_returns_data(prom: Prometheus, work
             result = prom.query(grafana_to_promql(expr))  # raises on a PromQL error
             if not result:
                 empty.append(title)
-    # Late copies (skb_copy_ubufs) are seen only by the fentry/kprobe tiers.
+    # Late copies (skb_copy_ubufs) are seen only by the fentry/kprobe tiers. The queries that join
+    # kube-state-metrics (absent here) get no exemption: without it they must show the raw series.
     allowed = {"Late-copied bytes by kernel caller"} if tier == "tracepoint" else set()
     assert set(empty) <= allowed, empty
+    assert any("kube_pod_container_info" in expr for _, expr in dashboard_queries())
 
 
 def test_dashboard_json_is_generated_and_up_to_date():
@@ -496,10 +507,58 @@ def test_dashboard_json_is_generated_and_up_to_date():
     assert r.returncode == 0, r.stderr
     titles = {t for t, _ in dashboard_queries()}
     for panel in ("Zerocopy ratio", "Copied requests by reason", "Top processes by zerocopy bytes",
-                  "Notification latency", "Probes"):
+                  "Notification latency", "Probes", "Most-copied workloads"):
         assert panel in titles
+    doc = json.loads(DASHBOARD.read_text())
+    assert {v["name"] for v in doc["templating"]["list"]} == {"datasource", *DASHBOARD_VARIABLES}
     heat = [p for p in json.loads(DASHBOARD.read_text())["panels"] if p["type"] == "heatmap"]
     assert heat and "zctrace_notification_latency_seconds_bucket" in heat[0]["targets"][0]["expr"]
+
+
+def test_dashboard_most_copied_workloads_names_containers_from_kube_state_metrics(tmp_path: Path):
+    """The join with kube-state-metrics, on synthetic series under `promtool test rules`: a
+    container it knows gets its namespace, pod and container; a host process, a container it does
+    not know, its not-yet-started containers (container_id "") and a second replica change
+    nothing; picking a namespace leaves out what does not join."""
+    panel = [expr for title, expr in dashboard_queries() if title == "Most-copied workloads"]
+    copied, reason = panel[0], panel[2]
+    ids = {"a": "84532b306f259587c364bd7301e0813963d5b84fd27c9338f0862dab8f0499d7",
+           "c": "5be1ecc7935f1dd85635d4feedaf660594030253cc97c9e9ca3819ffeac36b65"}
+    uid = "8d3b5a7e-2f41-4c9a-9b1e-5c6d7e8f9a0b"
+    a = (f'instance="node-a:9435",cgroup="/kubepods.slice/kubepods-pod{uid.replace("-", "_")}.slice/'
+         f'cri-containerd-{ids["a"]}.scope",container_id="{ids["a"]}",pod_uid="{uid}"')
+    b = 'instance="node-a:9435",cgroup="/system.slice/streamer.service"'
+    c = f'instance="node-a:9435",cgroup="/system.slice/docker-{ids["c"]}.scope",container_id="{ids["c"]}"'
+    names = 'namespace="shop",pod="envoy-7d9f",container="envoy"'
+    ksm = f'kube_pod_container_info{{job="kube-state-metrics",{names},uid="{uid}",image="envoy:1.30"'
+    series = {
+        f'zctrace_zerocopy_requests_total{{job="zctrace",verdict="copied",api="msg_zerocopy",proto="tcp",{a}}}': "0+60x60",
+        f'zctrace_zerocopy_requests_total{{job="zctrace",verdict="copied",api="msg_zerocopy",proto="udp",{b}}}': "0+120x60",
+        f'zctrace_zerocopy_requests_total{{job="zctrace",verdict="copied",api="io_uring",proto="udp",{c}}}': "0+180x60",
+        f'zctrace_copy_fallbacks_total{{job="zctrace",reason="local_delivery",api="msg_zerocopy",proto="tcp",{a}}}': "0+45x60",
+        f'zctrace_copy_fallbacks_total{{job="zctrace",reason="packet_tap",api="msg_zerocopy",proto="tcp",{a}}}': "0+15x60",
+        f'{ksm},instance="ksm-0",container_id="containerd://{ids["a"]}"}}': "1x60",
+        f'{ksm},instance="ksm-1",container_id="containerd://{ids["a"]}"}}': "1x60",  # a second replica
+        'kube_pod_container_info{job="kube-state-metrics",namespace="shop",pod="web-0",container="web",'
+        'uid="0c4f6a2b-7d3e-4b5a-8c9d-1e2f3a4b5c6d",container_id=""}': "1x60",  # not started yet
+    }
+    joined = "{" + a + "," + names + "}"
+    cases = [
+        (copied, {}, [(joined, 1), ("{" + b + "}", 2), ("{" + c + "}", 3)]),
+        (copied, {"namespace": "shop"}, [(joined, 1)]),
+        (copied, {"namespace": "shop", "pod": "web-0"}, []),
+        (reason, {}, [("{" + a + "," + names + ',reason="local_delivery"}', 0.75)]),
+    ]
+    test = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": s, "values": v} for s, v in series.items()],
+        "promql_expr_test": [{"expr": grafana_to_promql(expr, **values), "eval_time": "60m",
+                              "exp_samples": [{"labels": l, "value": v} for l, v in want]}
+                             for expr, values, want in cases]}]}
+    path = tmp_path / "join.yml"
+    path.write_text(json.dumps(test))  # YAML is a superset of JSON
+    r = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_promtool_accepts_the_rules_and_the_scrape_example():
@@ -522,10 +581,12 @@ def test_rules_evaluate_and_recording_rules_return_data(prom: Prometheus, worklo
         def has_data() -> None:
             assert prom.query(r["name"]), f"no data: {r['name']}"
         wait_for(has_data)
-    # Alerts evaluate without error (health ok above); the one whose condition holds here fires:
-    # local_delivery is a copy reason Prometheus has not seen a day ago.
+    # Alerts evaluate without error (health ok above). Copy reasons Prometheus has never seen are
+    # increasing here (local_delivery), yet the new-reason alert stays quiet: these exporters have
+    # not reported for a week (dashboards/tests/*.yml test the alerts firing on synthetic series).
+    assert prom.query('sum by (job, instance, reason) (increase(zctrace_copy_fallbacks_total{reason="local_delivery"}[10m])) > 0')
     alerts = {a["labels"]["alertname"] for a in prom.get("alerts")["alerts"]}
-    assert "ZctraceNewCopyReason" in alerts
+    assert "ZctraceNewCopyReason" not in alerts
     # No rule may refer to a metric that does not exist (a typo would make it silently dead).
     names = set(re.findall(r"\b(zctrace_\w+|zctrace:[\w:]+)", RULES.read_text()))
     with cqes_held(prom):
