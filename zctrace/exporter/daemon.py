@@ -86,6 +86,8 @@ def run_cli(args: argparse.Namespace) -> int:
             collector = ZctraceCollector(session, ExportOptions(
                 args.top_comms, args.per_pid, cgroup, stats_forced=stats_fd is not None))
             registry.register(collector)
+            from .privileges import drop_after_attach
+            drop_after_attach(session.tier)  # before any thread starts: capabilities are per thread
             sweeper = threading.Thread(target=collector.sweep_until, args=(stop,), name="zctrace-sweep", daemon=True)
             sweeper.start()
             try:
