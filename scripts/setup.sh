@@ -44,3 +44,5 @@ $PY -c 'import bcc, zctrace, zctrace.workload._engine'
 echo "zctrace setup done"
 # tests/test_deploy.py: systemd-analyze (verify, security --offline, syscall-filter) and strace.
 apt-get install -y -qq systemd strace >/dev/null
+# tests/test_kubernetes.py: PyYAML and kubernetes-validate (Kubernetes schemas shipped in the package).
+$PY -m pip install -q pyyaml kubernetes-validate
