@@ -42,3 +42,7 @@ $PY -m pip install -q -e '.[test,bench]'
 $PY -c 'import bcc, zctrace, zctrace.workload._engine'
 [ "${ZCTRACE_NO_VM:-0}" = 1 ] || bash scripts/setup-vm.sh
 echo "zctrace setup done"
+# tests/test_deploy.py: systemd-analyze (verify, security --offline, syscall-filter) and strace.
+apt-get install -y -qq systemd strace >/dev/null
+# tests/test_kubernetes.py: PyYAML and kubernetes-validate (Kubernetes schemas shipped in the package).
+$PY -m pip install -q pyyaml kubernetes-validate

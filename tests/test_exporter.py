@@ -1,7 +1,7 @@
 """`zctrace export` against a real Prometheus: real probes, real workloads, real scrapes.
 
-Two exporters run for the module: A (HTTPS + basic auth, --bpf-stats) and B (plain HTTP,
---top-comms 1, under the systemd unit's capability set). Debian's `prometheus` scrapes both every
+Two exporters run for the module: A (HTTPS + basic auth, --bpf-stats, root) and B (plain HTTP,
+--top-comms 1, run as the systemd unit runs it: an unprivileged user with the unit's capabilities). Debian's `prometheus` scrapes both every
 second and evaluates the project's rules, while `python3 -m zctrace.workload` runs as separate
 processes, each under its own command name (a symlink to the interpreter), so the counters can be
 checked per process against the workloads' own kernel verdicts even while other tests run.
@@ -217,10 +217,39 @@ class Prometheus:
             self.proc.wait()
 
 
+def unit_setting(name: str) -> str | None:
+    """The value of `name=` in the shipped systemd unit's [Service] (one line, or None)."""
+    lines = [l.split("=", 1)[1] for l in UNIT.read_text().splitlines() if l.startswith(f"{name}=")]
+    assert len(lines) <= 1, (name, lines)
+    return lines[0] if lines else None
+
+
 def unit_capabilities() -> list[str]:
     """CapabilityBoundingSet of the shipped systemd unit, as setpriv names them."""
-    (line,) = [l for l in UNIT.read_text().splitlines() if l.startswith("CapabilityBoundingSet=")]
-    return [c.removeprefix("CAP_").lower() for c in line.split("=", 1)[1].split()]
+    return [c.removeprefix("CAP_").lower() for c in unit_setting("CapabilityBoundingSet").split()]
+
+
+def unit_prefix(cache: Path) -> list[str]:
+    """setpriv (and env) running a command as the unit runs ExecStart: its user (DynamicUser=:
+    an unprivileged uid owning no file, here nobody), its bounding set and ambient capabilities,
+    its cache directory (`cache`, owned by that user) as XDG_CACHE_HOME."""
+    caps = ",".join(["-all"] + [f"+{c}" for c in unit_capabilities()])
+    ambient = unit_setting("AmbientCapabilities")
+    assert ambient is None or ambient == unit_setting("CapabilityBoundingSet")
+    user = "nobody" if unit_setting("DynamicUser") == "yes" else (unit_setting("User") or "root")
+    prefix = ["setpriv", f"--bounding-set={caps}"]
+    if user != "root":
+        cache.mkdir(exist_ok=True)
+        shutil.chown(cache, user)
+        # Ambient (and inheritable) capabilities only from the bounding set this test runs
+        # under (this host's root has no CAP_SYS_RESOURCE to give).
+        from zctrace.exporter.privileges import NAMES
+        bounding = int(re.search(r"^CapBnd:\s*(\w+)", Path("/proc/self/status").read_text(), re.M)[1], 16)
+        held = ",".join(["-all"] + [f"+{c}" for c in unit_capabilities()
+                                    if bounding >> {v: k for k, v in NAMES.items()}[f"cap_{c}"] & 1])
+        prefix += [f"--reuid={user}", f"--regid={user if user != 'nobody' else 'nogroup'}", "--init-groups",
+                   f"--inh-caps={held}", f"--ambient-caps={held}"]
+    return prefix + ["--", "env", f"XDG_CACHE_HOME={cache}"]
 
 
 def comm_python(tmp: Path, comm: str) -> str:
@@ -267,8 +296,7 @@ def exporters(tmp: Path, tls: dict, cgroup: Path):
     a = Exporter(tmp, "a", ["--top-comms", "50", "--bpf-stats", "--tls-cert", str(tls["cert"]),
                             "--tls-key", str(tls["key"]), "--basic-auth-file", str(tls["users"])],
                  scheme="https", auth=(USER, PASSWORD), ctx=tls["ctx"])
-    caps = ",".join(["-all"] + [f"+{c}" for c in unit_capabilities()])
-    b = Exporter(tmp, "b", ["--top-comms", "1", "--cgroup", cgroup.name], prefix=["setpriv", f"--bounding-set={caps}", "--"])
+    b = Exporter(tmp, "b", ["--top-comms", "1", "--cgroup", cgroup.name], prefix=unit_prefix(tmp / "cache-b"))
     try:
         a.wait_ready()
         b.wait_ready()
@@ -625,6 +653,53 @@ def test_comm_cap_keeps_the_top_one_a_frozen_one_and_other(exporters, workloads)
     for name in ("zctrace_zerocopy_requests", "zctrace_zerocopy_bytes", "zctrace_zerocopy_undecided_requests"):
         comms = {s.labels["comm"] for s in fams[name].samples}
         assert OTHER in comms and 2 <= len(comms) <= 3, (name, comms)
+
+
+def capability_sets(pid: int) -> list[dict[str, set[str]]]:
+    """{CapEff, CapPrm, CapAmb: capability names} of every thread of `pid`."""
+    from zctrace.exporter.privileges import NAMES
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = dict(l.split(":\t") for l in (task / "status").read_text().splitlines() if ":\t" in l)
+        out.append({k: {NAMES[b] for b in range(64) if int(fields[k], 16) >> b & 1}
+                    for k in ("CapEff", "CapPrm", "CapAmb")})
+    return out
+
+
+def bpf_map_reads_need_a_capability() -> bool:
+    """Kernels before 6.5 refuse every bpf() command without CAP_BPF while
+    kernel.unprivileged_bpf_disabled is set; later ones only program loads and map creation."""
+    release = tuple(int(x) for x in re.findall(r"\d+", os.uname().release)[:2])
+    return release < (6, 5) and Path("/proc/sys/kernel/unprivileged_bpf_disabled").read_text().strip() != "0"
+
+
+def test_capabilities_are_dropped_after_attaching_and_counts_still_arrive(exporters, workloads):
+    """A runs as root with every capability, B as the unit runs it (unprivileged, the unit's
+    set): once serving, every thread of both holds at most what scraping needs, and the
+    workloads' counts arrive in a scrape made after the drop."""
+    scrape_caps = {"cap_sys_ptrace", "cap_dac_read_search"}
+    for exporter in exporters:
+        tier = exporter.metrics()["zctrace_build_info"].samples[0].labels["tier"]
+        allowed = scrape_caps | ({"cap_syslog"} if tier != "tracepoint" else set())
+        if bpf_map_reads_need_a_capability():
+            allowed |= {"cap_bpf"}
+        sets = capability_sets(exporter.proc.pid)
+        assert len(sets) > 1  # the HTTP and sweeper threads too
+        for caps in sets:
+            assert caps["CapEff"] == caps["CapPrm"] <= allowed, (exporter.log, caps)
+            assert caps["CapAmb"] <= allowed
+            assert not caps["CapEff"] & {"cap_perfmon", "cap_sys_admin", "cap_sys_resource"}
+        assert {"cap_sys_ptrace", "cap_dac_read_search"} <= sets[0]["CapEff"]
+        (line,) = [l for l in exporter.log.read_text().splitlines() if "capabilities after attaching" in l]
+        assert f"kept {','.join(sorted(sets[0]['CapEff']))};" in line, line
+    a, b = exporters
+    comm = f"zcA{TAG}"
+    got = {s.labels["verdict"]: s.value for s in a.metrics()["zctrace_zerocopy_requests"].samples
+           if s.labels["comm"] == comm and s.value}
+    assert got == expected(workloads[comm])
+    # B keeps one comm (the top one by bytes): its counts are the workloads' in its cgroup.
+    top = {s.labels["comm"] for s in b.metrics()["zctrace_zerocopy_bytes"].samples if s.value} - {OTHER}
+    assert top and top <= set(workloads)
 
 
 def test_https_and_basic_auth(exporters, tls):

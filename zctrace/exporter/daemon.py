@@ -116,6 +116,8 @@ def run_cli(args: argparse.Namespace) -> int:
                 args.top or DEFAULT_TOP, args.per_pid, cgroup, stats_forced=stats_fd is not None,
                 labels=args.labels, grace=args.series_grace, cgroup_root=cgroup_root))
             registry.register(collector)
+            from .privileges import drop_after_attach
+            drop_after_attach(session.tier)  # before any thread starts: capabilities are per thread
             sweeper = threading.Thread(target=collector.sweep_until, args=(stop,), name="zctrace-sweep", daemon=True)
             sweeper.start()
             try:

@@ -107,6 +107,9 @@ def _app(registry: CollectorRegistry, users: dict[str, str] | None) -> Callable:
             return [b"Unauthorized\n"]
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
+            # client_python answers HEAD with 405: render as for GET (the server sends no body).
+            if environ.get("REQUEST_METHOD") == "HEAD":
+                environ = dict(environ, REQUEST_METHOD="GET")
             return metrics(environ, start_response)
         if path == "/":
             start_response("200 OK", [("Content-Type", "text/html")])
