@@ -204,3 +204,18 @@ def test_the_documented_secret_commands_make_files_an_exporter_serves_with(tmp_p
                 ctx.wrap_socket(raw, server_hostname="other.monitoring.svc")
     finally:
         server.stop()
+
+
+def test_daemonset_args_parse_and_read_the_nodes_cgroups():
+    """The container's args are zctrace's own (the real parser takes them), and --cgroup-mount
+    names a mount of the node's /sys/fs/cgroup: in its own cgroup namespace the container would
+    see only itself, and every series would lose its workload labels."""
+    from zctrace.cli import build_parser
+    pod = docs()["DaemonSet"]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    args = build_parser("export").parse_args(container["args"])
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert args.cgroup_mount in mounts, "--cgroup-mount is not a volume mount"
+    assert volumes[mounts[args.cgroup_mount]]["hostPath"]["path"] == "/sys/fs/cgroup"
+    assert {"cgroup", "container_id", "pod_uid"} <= set(args.labels)
