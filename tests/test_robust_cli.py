@@ -129,6 +129,22 @@ def test_listen_on_every_address_is_said_in_one_line(procs):
     assert p.returncode == 0
 
 
+def test_export_stops_on_a_sigterm_taken_by_another_thread(procs):
+    """A SIGTERM that a thread other than the main one takes (seen under strace) still stops the
+    exporter promptly: Python runs the handler in the main thread, which must not sleep an hour."""
+    import ctypes
+    port = free_port()
+    p = procs.popen(ZCTRACE + ["export", "--listen", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE, text=True)
+    read_until(p, "serving ")
+    threads = [int(t) for t in os.listdir(f"/proc/{p.pid}/task") if int(t) != p.pid]
+    assert threads
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(234, p.pid, threads[0], signal.SIGTERM) == 0  # tgkill: to that thread only
+    p.communicate(timeout=10)
+    assert p.returncode == 0
+
+
 def read_until(p: subprocess.Popen, text: str) -> list[str]:
     """Lines of `p`'s stderr up to the first holding `text` (bounded)."""
     lines = []

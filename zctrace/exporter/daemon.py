@@ -126,7 +126,9 @@ def run_cli(args: argparse.Namespace) -> int:
                 scheme = "https" if tls else "http"
                 shown = f"[{server.address[0]}]" if ":" in server.address[0] else server.address[0]
                 print(f"zctrace: serving {scheme}://{shown}:{server.address[1]}/metrics", file=sys.stderr)
-                while not stop.wait(3600):
+                # Python runs signal handlers in the main thread only, at its next bytecode: a
+                # SIGTERM another thread took is seen within a second, not at an hour's timeout.
+                while not stop.wait(1.0):
                     pass
                 server.stop()
             finally:
