@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from zctrace.bench.reference import build_reference, run_reference  # noqa: E402
-from zctrace.exporter import bpfinfo  # noqa: E402
+from zctrace import bpfinfo  # noqa: E402
 from zctrace.workload.senders import WorkloadSpec  # noqa: E402
 from zctrace.workload.targets import open_target  # noqa: E402
 

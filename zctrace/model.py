@@ -227,6 +227,7 @@ class Report:
     kernel_events: dict[str, KernelEvent] = field(default_factory=dict)  # by event, those seen
     copy_sites: list[LateCopySite] = field(default_factory=list)
     rings: list[RingRow] = field(default_factory=list)  # io_uring CQEs not consumed, per ring
+    cost: dict | None = None  # the probes' own cost (cost.Cost.to_json()), passed through; None: not measured
 
     @property
     def sees_completions(self) -> bool:

@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Iterable, Sequence, TextIO
 
+from .cost import describe
 from .errors import ZctraceError
 from .model import Counts, Report
 from .reasons import ADVICE
@@ -106,6 +107,7 @@ def render(report: Report, verbose: bool = False) -> str:
             for k, v in report.lost.items()))
     if not report.processes and not report.receive:
         out.append("no zerocopy sends seen")
+    out.append(describe(report.cost))
     return "\n".join(out)
 
 

@@ -9,7 +9,7 @@ import shutil
 import sys
 from typing import Callable
 
-from . import argtypes, cgroups, interrupts, lifecycle, model, report, snapshot, stream
+from . import argtypes, cgroups, cost, interrupts, lifecycle, model, report, snapshot, stream
 from .errors import ZctraceError
 from .probes import Session
 from .session import open_session, probe_statuses
@@ -26,6 +26,9 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     argtypes.add_latency_every(t)
     argtypes.add_kernel_events(t)
     argtypes.add_json(t, "the report")
+    t.add_argument("--cost", action="store_true",
+                   help="measure the probes' own cost: BPF run-time statistics on for this session, reported as "
+                        "ns and program runs per request and as a share of the traced command's CPU")
     t.add_argument("-v", "--verbose", action="store_true",
                    help="also list late copies by kernel call site, with their stacks (fentry/kprobe tiers)")
     t.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...: run and trace CMD")
@@ -81,6 +84,10 @@ def run_cli(args: argparse.Namespace) -> int:
             snap, session.tier, probes, comm=args.comm, cgroups=cgroups.subtree_ids(cgroup) if cgroup else None,
             resolve=resolve)
         lines = _stream(args) if args.interval else None
+        meter = cost.Meter(session.bpf.funcs, enable=args.cost)
+        if meter.error:
+            print(f"zctrace: warning: {meter.error}", file=sys.stderr)
+        cpu_before = cost.children_cpu()
 
         def sweep() -> None:  # and at the end of an interval, its line from the same snapshot
             snap = life.observe(snapshot.take(session.bpf))
@@ -94,6 +101,10 @@ def run_cli(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             interrupts.wait(args.duration, tick=sweep)
         rep = build(life.observe(snapshot.take(session.bpf, rings=True)), probe_statuses(session))
+        cpu = cost.children_cpu() - cpu_before if command else None  # the command's, once reaped
+        measured = meter.stop(rep.totals.zc_requests + rep.totals.not_attempted, cpu or None)
+        meter.close()
+        rep.cost = measured.to_json() if measured else None
     print(report.render(rep, args.verbose), file=report.text_stream(args.json))
     if lines:
         lines.finish(rep.to_json())

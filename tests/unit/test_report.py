@@ -9,7 +9,7 @@ import pytest
 from fakemaps import FakeMaps
 from scenes import OTHER, SENDER, mixed
 
-from zctrace import model, report, snapshot, top
+from zctrace import cost, model, report, snapshot, top
 from zctrace.probes import Session
 
 
@@ -56,7 +56,8 @@ def test_the_tracepoint_tier_says_what_undecided_means_there():
 
 
 def test_nothing_seen():
-    assert report.render(build(FakeMaps())).endswith("no zerocopy sends seen")
+    lines = report.render(build(FakeMaps())).splitlines()
+    assert lines[-2:] == ["no zerocopy sends seen", cost.NOT_MEASURED]
 
 
 def test_json_document():
@@ -122,3 +123,18 @@ def test_top_sampler_counts_since_start_and_rates():
     second = sampler.take()
     assert (first.report.totals.zc_requests, second.report.totals.zc_requests) == (22, 27)
     assert second.rates[OTHER] > 0 and second.rates[SENDER] == 0
+
+
+def test_the_cost_line_and_json():
+    """What the probes cost, per request and against the traced command's CPU."""
+    c = cost.Cost("--cost", requests=1000, programs=[cost.ProgramCost("raw_tracepoint:io_uring_complete", 2000, 180_000),
+                                                  cost.ProgramCost("syscalls:sys_enter_sendmsg", 10, 20_000)],
+                  cpu_seconds=0.02)
+    doc = c.to_json()
+    assert (doc["ns_per_request"], doc["runs_per_request"], doc["cpu_share"]) == (200, 2.01, 0.01)
+    rep = build(mixed())
+    rep.cost = doc
+    text = report.render(rep)
+    assert "tracer cost: 200 ns of BPF programs per request (2.0 runs of 100 ns, 1000 requests), 1.00% of " \
+           "the traced command's 0.02 s of CPU" in text
+    assert json.loads(json.dumps(rep.to_json()))["cost"]["programs"][0]["runs"] == 2000

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..cells import Cell, open_endpoint, run_on
 from ..errors import ZctraceError
 from ..model import Counts
-from ..exporter import bpfinfo
+from .. import bpfinfo
 from ..probes import Session
 from ..session import open_session
 from ..workload.senders import WorkloadSpec, validate

@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 
 from .. import cgroups, lifecycle, maps, model, snapshot, workloads
 from ..probes import AttachStatus, Session, load_manifest
-from . import bpfinfo
+from .. import bpfinfo
 from .families import (KERNEL_EVENTS, copy_fallbacks, flow_gauge, flow_rows, kernel_events, late_copies,
                        lost_events, not_attempted, notification_latency, notifications, pinned, receive_rows,
                        requests, sent_bytes, undecided, unreaped_cqes, zerocopy_receive)

@@ -107,7 +107,7 @@ def run_cli(args: argparse.Namespace) -> int:
         session = open_session(args.tier, None, args.latency_every, argtypes.extra_programs(args))
         with session:
             if args.bpf_stats:
-                from .bpfinfo import enable_stats
+                from ..bpfinfo import enable_stats
                 try:
                     stats_fd = enable_stats()
                 except OSError as e:
