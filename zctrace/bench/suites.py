@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..cells import Cell, open_endpoint, run_on
+from ..cost import program_stats
 from ..errors import ZctraceError
 from ..model import Counts
 from .. import bpfinfo
@@ -148,18 +149,6 @@ def _plan(args: argparse.Namespace, columns: tuple[Column, ...], sizes: tuple[in
     return plan
 
 
-def program_stats(session: Session) -> dict[str, tuple[int, int]]:
-    """Cumulative (run ns, runs) of every loaded program, by its event (counted only while BPF
-    run-time statistics are on; every process's events count, ours or not)."""
-    out = {}
-    for name, fn in session.bpf.funcs.items():
-        st = bpfinfo.prog_stats(fn.fd)
-        kind, _, event = name.decode().partition("__")
-        out[event.replace("__", ":") if kind == "tracepoint" else f"{kind}:{event}"] = \
-            (st.run_time_ns, st.run_count)
-    return out
-
-
 def _run_plan(plan: Plan, session: Session | None, progress: Progress, args: argparse.Namespace, out: list[SuiteCell],
               reference: Path | None = None, traced_run: bool = True, rnd: int = 0,
               bpf_stats: bool = False, cost_pass: bool = False) -> None:
@@ -169,12 +158,12 @@ def _run_plan(plan: Plan, session: Session | None, progress: Progress, args: arg
         with open_endpoint(t, p) as endpoint:
             for _, _, size, col in group:
                 spec = col.spec(t, p, size, args)
-                before = program_stats(session) if bpf_stats else {}
+                before = program_stats(session.bpf.funcs) if bpf_stats else {}
                 (cell,) = run_on(endpoint, [spec], session)
                 used = None
                 if bpf_stats:
                     used = {k: (ns - before[k][0], n - before[k][1])
-                            for k, (ns, n) in program_stats(session).items() if n > before[k][1]}
+                            for k, (ns, n) in program_stats(session.bpf.funcs).items() if n > before[k][1]}
                 ref = run_reference(reference, endpoint, spec) if reference else None
                 out.append(SuiteCell(col, cell, ref, traced_run, rnd, used, cost_pass))
                 progress.step(f"{t} {p} {size} B {col.key}: {cell.requests_per_s:,.0f} req/s")
