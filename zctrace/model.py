@@ -146,6 +146,7 @@ class Flow:
     api: str
     proto: str
     counts: Counts
+    sizes: Histogram | None = None  # request sizes in bytes (log2 buckets), where the probes keep them
 
 
 @dataclass
