@@ -1,7 +1,7 @@
 """What pyproject.toml cannot say: the compiled send engine (zctrace.workload._engine), and
-package data from outside the package folder: the probe sources (probes/) and the C reference
-sender (scripts/zc_ref_sender.c) go into the wheel as zctrace/_probes and zctrace/_data, where
-zctrace/paths.py finds them. An editable install reads the checkout's folders instead."""
+package data from outside the package folder: the probe sources (probes/) go into the wheel as
+zctrace/_probes, where zctrace/paths.py finds them. An editable install reads the checkout's
+folder instead. Nothing from scripts/ (developer tools) or tests/ goes into the wheel."""
 
 import shutil
 from pathlib import Path
@@ -9,7 +9,7 @@ from pathlib import Path
 from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
-DATA = {"_probes": sorted(Path("probes").glob("*")), "_data": [Path("scripts/zc_ref_sender.c")]}
+DATA = {"_probes": sorted(Path("probes").glob("*"))}
 
 
 class BuildPyWithData(build_py):

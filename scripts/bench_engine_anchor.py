@@ -4,7 +4,7 @@
 io_uring columns: liburing's examples/send-zerocopy.c from Debian's liburing-dev (written by
 neither us nor the engine's authors), compiled here from the installed package with
 `gcc -luring` at every run and never copied into the repository. Socket columns (copy,
-MSG_ZEROCOPY), which that example does not have: the C reference sender (scripts/zc_ref_sender.c,
+MSG_ZEROCOPY), which that example does not have: the C reference sender (zctrace/workload/zc_ref_sender.c,
 the engine's loops in a process of their own), so that the in-process engine is shown to cost
 nothing of its own. Same target (the veth sink, UDP), same sizes, interleaved rounds (the order
 alternates per round), medians.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything the full-kernel VM tests need (python3 -m zctrace.vmtest), on Debian 12 as root:
+# Everything the full-kernel VM tests need (python3 scripts/vmtest.py), on Debian 12 as root:
 # Debian's 6.12 and 6.1 kernels (image + headers for bcc inside the VM; the newest of each),
 # QEMU, busybox for virtme-ng's initramfs, and virtme-ng. Idempotent; quiet unless it fails.
 set -euo pipefail

@@ -27,7 +27,7 @@ status+=", host exit $host"
 failed=$host
 for kernel in ${ZCTRACE_VM_KERNELS:-6.12 6.1}; do
   start=$SECONDS
-  python3 -m zctrace.vmtest --kernel "$kernel" -q
+  python3 scripts/vmtest.py --kernel "$kernel" -q
   rc=$?
   status+=", VM $kernel exit $rc in $((SECONDS - start)) s"
   [ "$rc" -eq 0 ] || failed=1

@@ -1,7 +1,7 @@
 """Shared pytest setup.
 
 VM split: tests marked ``@pytest.mark.vm`` need the full-kernel VM (fentry/kprobe tiers) and
-run only there (``python3 -m zctrace.vmtest``, which sets ZCTRACE_IN_VM=1); inside the VM
+run only there (``python3 scripts/vmtest.py``, which sets ZCTRACE_IN_VM=1); inside the VM
 every other test is skipped.
 """
 import contextlib
@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(config, items):
     if IN_VM:
         skip = pytest.mark.skip(reason="inside the VM only vm-marked tests run")
     else:
-        skip = pytest.mark.skip(reason="needs the full-kernel VM: python3 -m zctrace.vmtest")
+        skip = pytest.mark.skip(reason="needs the full-kernel VM: python3 scripts/vmtest.py")
     for item in items:
         if (item.get_closest_marker("vm") is not None) != IN_VM:
             item.add_marker(skip)

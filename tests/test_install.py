@@ -48,6 +48,16 @@ def test_wheel_is_what_runs(venv, tmp_path):
     assert (Path(probes) / "manifest.toml").is_file() and (Path(probes) / "zctrace.h").is_file()
 
 
+def test_the_wheel_holds_no_test_harness_or_developer_tool(venv):
+    """What ships is the package: no VM harness, benchmark or test (issue 24)."""
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    shipped = {p.relative_to(site).as_posix() for p in (site / "zctrace").rglob("*") if p.is_file()}
+    assert "zctrace/workload/zc_ref_sender.c" in shipped and "zctrace/_probes/manifest.toml" in shipped
+    for name in shipped:
+        assert not any(part in name for part in ("vmtest", "bench_", "soak_", "test_", "conftest")), name
+    assert not (site / "scripts").exists() and not (site / "tests").exists()
+
+
 def test_doctor(venv, tmp_path):
     r = _run([str(venv / "bin/zctrace"), "doctor", "--json", "-"], tmp_path)
     assert "active tier" in r.stderr and json.loads(r.stdout)["active_tier"] == "tracepoint"

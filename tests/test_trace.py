@@ -1,7 +1,7 @@
 """The tracer's verdicts against the kernel's own, on real sockets, real io_uring, real probes.
 
 Each test runs per probe tier: the tracepoint tier on the host; fentry, kprobe and the
-tracepoint tier again inside the full-kernel VM (python3 -m zctrace.vmtest).
+tracepoint tier again inside the full-kernel VM (python3 scripts/vmtest.py).
 """
 
 import errno

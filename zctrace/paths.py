@@ -1,5 +1,6 @@
 """Where the files zctrace reads at run time are: package data of an installed wheel
-(zctrace/_probes, zctrace/_data: setup.py puts them there), else the source checkout's folders."""
+(zctrace/_probes: setup.py puts them there), else the source checkout's probes/ folder; the C
+reference sender is in the package itself (zctrace/workload/)."""
 
 from __future__ import annotations
 
@@ -18,5 +19,5 @@ PROBE_DIR = _find("_probes", "probes")
 
 
 def reference_source() -> Path:
-    """The C reference sender's source (scripts/zc_ref_sender.c in a checkout)."""
-    return _find("_data/zc_ref_sender.c", "scripts/zc_ref_sender.c")
+    """The C reference sender's source, beside the send engine it shares its loops with."""
+    return Path(__file__).resolve().parent / "workload" / "zc_ref_sender.c"

@@ -1,4 +1,4 @@
-"""A vm test that must fail: proves `python3 -m zctrace.vmtest` reports failures.
+"""A vm test that must fail: proves `python3 scripts/vmtest.py` reports failures.
 
 Collected only with ZCTRACE_VM_SELFCHECK=1 (see tests/conftest.py); run by
 tests/test_vm_harness.py::test_harness_reports_vm_test_failure.

@@ -1,4 +1,4 @@
-"""The C reference sender (scripts/zc_ref_sender.c): the send engine's loops alone in a process of
+"""The C reference sender (zctrace/workload/zc_ref_sender.c): the send engine's loops alone in a process of
 their own, built with gcc once per source version and run beside a suite cell (--reference)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Run the vm-marked tests inside a full Debian kernel, 6.12 or 6.1 (fentry and kprobe tiers).
 
-    python3 -m zctrace.vmtest [--kernel 6.12|6.1|PATH] [--timeout S] [--cpus N] [--memory M] [pytest args]
+    python3 scripts/vmtest.py [--kernel 6.12|6.1|PATH] [--timeout S] [--cpus N] [--memory M] [pytest args]
 
 Boots Debian's 6.12 (default) or 6.1 kernel once with virtme-ng under TCG (no KVM), runs
 ``python -m pytest -m vm <pytest args>`` from the repository root inside it with
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         i = argv.index("--")
         argv, after = argv[:i], argv[i + 1:]
     ap = argparse.ArgumentParser(
-        prog="python3 -m zctrace.vmtest", allow_abbrev=False,
+        prog="python3 scripts/vmtest.py", allow_abbrev=False,
         description="Run `pytest -m vm` inside a 6.12 or 6.1 kernel booted with virtme-ng. "
                     "Unknown arguments (and all after --) go to pytest, run from the repo root.")
     ap.add_argument("--kernel", help="6.12 or 6.1 (newest installed Debian kernel of that "
