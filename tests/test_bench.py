@@ -164,8 +164,8 @@ def test_check_exit_status_through_the_cli(monkeypatch, capsys):
     """The suite's --check path, with the tracer's counts of real cells off by one request."""
     real = cells.traced_counts
 
-    def off_by_one(snap, spec):
-        counts = real(snap, spec)
+    def off_by_one(snap, spec, tier="tracepoint"):
+        counts = real(snap, spec, tier)
         if counts["requests"]:
             counts["zerocopied"] -= 1
         return counts

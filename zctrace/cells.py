@@ -26,7 +26,7 @@ class Cell:
     kernel: dict[str, int]
     traced: dict[str, int] | None
     lost: dict[str, int] | None = None  # events the probes could not record (None: untraced)
-    engine: str = "python"  # which send loops ran: "c" (compiled) or "python"
+    engine: str = "c"  # which send loops ran: "c" (compiled) or "python"
 
     @property
     def requests_per_s(self) -> float:

@@ -46,8 +46,8 @@ def _parser() -> _Parser:
     p.add_argument("--inflight", type=int, default=8, help="io_uring requests in flight")
     p.add_argument("--no-so-zerocopy", dest="so_zerocopy", action="store_false",
                    help="msg_zerocopy: send MSG_ZEROCOPY without SO_ZEROCOPY (kernel copies)")
-    p.add_argument("--engine", default="python", choices=ENGINES,
-                   help="send loops: python (default) or c (the compiled engine)")
+    p.add_argument("--engine", default="c", choices=ENGINES,
+                   help="send loops: c (the compiled engine, default) or python (its cross-check)")
     p.add_argument("--json", default="-", metavar="FILE|-", help="where to write (default -)")
     return p
 

@@ -14,9 +14,9 @@ A SEND_ZC request is in flight until its notification CQE (``notif="wait"``: the
 again) or only until its send CQE (``notif="lazy"``: notifications are reaped as they come, the
 loop of liburing's send-zerocopy example; safe here because the payload never changes).
 
-The same loops exist compiled (engine.c, the extension ``_engine``): ``engine="c"`` runs them
-with the GIL released, so the rate is the kernel's and not the interpreter's (``zctrace bench``
-uses it by default); ``engine="python"`` runs the loops below.
+The same loops exist compiled (engine.c, the extension ``_engine``): ``engine="c"`` (the default,
+everywhere) runs them with the GIL released, so the rate is the kernel's and not the
+interpreter's; ``engine="python"`` runs the loops below, kept as a cross-check of the engine.
 
 Verdict counts are per send request and come only from the kernel: error-queue ranges
 lo..hi (hi-lo+1 requests, COPIED if ee_code bit 0) or SEND_ZC notification CQEs (res bit 31
@@ -77,7 +77,7 @@ class WorkloadSpec:
     so_zerocopy: bool = True
     batch: int = 32
     notif: str = "wait"
-    engine: str = "python"
+    engine: str = "c"  # the compiled loops, as users run them; "python": the cross-check
 
     def __post_init__(self) -> None:
         if self.count is not None and self.duration == _DEFAULT_DURATION:
