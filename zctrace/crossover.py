@@ -12,9 +12,13 @@ docs/advice.md is the reference.
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import json
 import os
 import platform
+import socket
+import struct
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -73,45 +77,65 @@ class NetPath:
                    str(doc.get("qdisc", "")))
 
 
-def _driver(ifname: str, kind: str) -> str:
-    """The device's driver (its sysfs driver link), else its kind (virtual devices)."""
+def _ethtool_driver(ifname: str) -> str:
+    """The driver ethtool reports for a device (ETHTOOL_GDRVINFO over an AF_INET socket: no
+    netlink, which the exporter's unit does not allow); '' if it reports none."""
+    info = ctypes.create_string_buffer(struct.pack("I", 3), 196)  # ETHTOOL_GDRVINFO; struct ethtool_drvinfo
+    ifreq = struct.pack("16sP", ifname.encode()[:15], ctypes.addressof(info)).ljust(40, b"\0")
     try:
-        return os.path.basename(os.readlink(f"/sys/class/net/{ifname}/device/driver"))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            fcntl.ioctl(s.fileno(), 0x8946, ifreq)  # SIOCETHTOOL
     except OSError:
-        return kind
+        return ""
+    return info.raw[4:36].split(b"\0")[0].decode(errors="replace")
+
+
+def _qdisc(ifindex: int) -> str:
+    """The root qdisc (informational; needs rtnetlink: '' where it is not allowed)."""
+    try:
+        from pyroute2 import IPRoute
+        with IPRoute() as ipr:
+            for q in ipr.get_qdiscs(index=ifindex):
+                if q["parent"] == 0xFFFFFFFF:
+                    opts = q.get_attr("TCA_OPTIONS")
+                    limit = opts.get("limit") if isinstance(opts, dict) else None
+                    return q.get_attr("TCA_KIND") + (f" limit {limit}" if limit is not None else "")
+    except Exception:  # no netlink here (the exporter's unit), or a device gone: it is informational
+        pass
+    return ""
+
+
+def _route_device(dest: str) -> int | None:
+    """The egress device index of the route to `dest`."""
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        routes = ipr.route("get", dst=dest)
+    return routes[0].get_attr("RTA_OIF") if routes else None
 
 
 def device_path(ifindex: int | None = None, ifname: str | None = None, dest: str | None = None) -> NetPath | None:
     """The path of a device of this network namespace, by index or name, or of the route to the
-    address `dest`; None if it is not there (any more)."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    address `dest`; None if it is not there (any more). From sysfs and ethtool: the kind is
+    `loopback`, `device` for hardware (a sysfs device), else the virtual device's driver (veth,
+    dummy, tun, bridge, ...: rtnetlink's kind)."""
     try:
-        with IPRoute() as ipr:
-            if ifindex is None and ifname is None and dest is not None:
-                (route,) = ipr.route("get", dst=dest)[:1]
-                ifindex = route.get_attr("RTA_OIF")
-            if ifindex is None:
-                found = ipr.link_lookup(ifname=ifname)
-                if not found:
-                    return None
-                ifindex = found[0]
-            (link,) = ipr.get_links(ifindex)
-            qdiscs = [q for q in ipr.get_qdiscs(index=ifindex) if q["parent"] == 0xFFFFFFFF]
-    except (NetlinkError, OSError, ValueError):
+        if ifindex is None and ifname is None and dest is not None:
+            ifindex = _route_device(dest)
+        name = ifname or socket.if_indextoname(ifindex)
+        base = Path("/sys/class/net") / name
+        mtu = int((base / "mtu").read_text())
+        flags = int((base / "flags").read_text(), 16)
+        index = int((base / "ifindex").read_text())
+    except (OSError, ValueError, TypeError):
         return None
-    name = link.get_attr("IFLA_IFNAME")
-    info = link.get_attr("IFLA_LINKINFO")
-    kind = (info.get_attr("IFLA_INFO_KIND") if info else None) or "device"
-    if link["flags"] & 0x8:  # IFF_LOOPBACK
-        kind = "loopback"
-    qdisc = ""
-    if qdiscs:
-        q = qdiscs[0]
-        opts = q.get_attr("TCA_OPTIONS")
-        limit = opts.get("limit") if isinstance(opts, dict) else None
-        qdisc = q.get_attr("TCA_KIND") + (f" limit {limit}" if limit is not None else "")
-    return NetPath(kind, _driver(name, kind), int(link.get_attr("IFLA_MTU")), name, qdisc)
+    driver = _ethtool_driver(name)
+    if flags & 0x8:  # IFF_LOOPBACK
+        kind, driver = "loopback", driver or "loopback"
+    elif (base / "device").exists():
+        kind = "device"
+    else:
+        kind = driver or "unknown"
+    return NetPath(kind, driver or kind, mtu, name, _qdisc(index))
 
 
 def own_netns() -> int:

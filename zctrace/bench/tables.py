@@ -337,13 +337,15 @@ def render_crossover(cells: list[SuiteCell], repeat: int, notes: list[str]) -> s
                 r = apis[api]["vs"][base]["cpu_ratio"].get(str(s))
                 row.append("-" if r is None else _pct(r) + (" ^" if apis[api]["vs"][base]["crossover"] == s else ""))
             rows.append(row)
-        out.append("\nzerocopy against its baseline, requests per CPU second (^ = crossover):")
-        out.append(report.table(head, rows))
+        if pairs:
+            out.append("\nzerocopy against its baseline, requests per CPU second (^ = crossover):")
+            out.append(report.table(head, rows))
         out.append("\nrequests/s:")
         out.append(report.table(["IO size"] + [c.title for c in cols], [
             [s] + [f"{row[c.key].requests_per_s:,.0f}" if c.key in row else "-" for c in cols]
             for s, row in by_size.items()]))
-        out.append("crossover (by CPU per request; by requests/s in brackets):")
+        out.append("crossover (by CPU per request; by requests/s in brackets):" if pairs else
+                   "crossover: none measured (no zerocopy column ran: see the notes)")
         for api, base in pairs:
             out.append(f"  {_API_TITLES[api]} vs {base}: {crossover_note(apis[api], base)} "
                        f"[{crossover_note(apis[api], base, 'crossover_requests_per_s')}]")

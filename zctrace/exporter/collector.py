@@ -23,10 +23,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from .. import cgroups, lifecycle, maps, model, snapshot, workloads
+from .. import advice, cgroups, crossover, lifecycle, maps, model, snapshot, workloads
 from ..probes import AttachStatus, Session, load_manifest
 from .. import bpfinfo
-from .families import (KERNEL_EVENTS, copy_fallbacks, flow_gauge, flow_rows, kernel_events, late_copies,
+from .families import (KERNEL_EVENTS, advice as advice_gauge, copy_fallbacks, flow_gauge, flow_rows, kernel_events, late_copies,
                        lost_events, not_attempted, notification_latency, notifications, pinned, receive_rows,
                        requests, sent_bytes, undecided, unreaped_cqes, zerocopy_receive)
 from .fold import Debut, Folder, Owner
@@ -109,6 +109,9 @@ class ZctraceCollector(Collector):
         except metadata.PackageNotFoundError:
             version = "unknown"
         self._build = (version, self.session.tier, os.uname().release)
+        self._paths = crossover.DevicePaths()  # sockets' devices, looked up while they exist (advice)
+        self._saved = crossover.SavedCache()
+        self._started = time.monotonic()
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
@@ -167,6 +170,7 @@ class ZctraceCollector(Collector):
             rep = self._try("verdicts", lambda: self._report(raw), None) if raw is not None else None
             if rep is None:
                 return 0.0
+            self._try("paths", lambda: self._paths.observe(raw.sockets), None)
             self._fold_and_retire(raw, rep)
             return len(raw.rows) / self.session.bpf[maps.STATS.key].max_entries
 
@@ -212,11 +216,17 @@ class ZctraceCollector(Collector):
                 "pinned": lambda: [gauge(pinned(labels), lambda c: c.pinned_bytes)],
                 "io_uring_cqes": lambda: unreaped_cqes(rep, folded, self._owner, labels),
                 "zerocopy_receive": lambda: zerocopy_receive(self._rx_folder.view(), labels),
+                "advice": lambda: [advice_gauge(self._advise(raw, rep), folded, self._owner, labels)],
                 **parts}
         out: list[Metric] = []
         for name, part in parts.items():
             out += self._try(name, part, [])
         return out
+
+    def _advise(self, raw: snapshot.Snapshot, rep: model.Report) -> model.Report:
+        """The report with its advice (advice.py), rates over the time since the exporter started."""
+        self._paths.observe(raw.sockets)
+        return advice.Advisor(self._saved.get(), self._paths).advise(rep, time.monotonic() - self._started)
 
     # Self-metrics ---------------------------------------------------------------------------
 

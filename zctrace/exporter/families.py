@@ -12,7 +12,7 @@ from prometheus_client.utils import floatToGoString
 
 from .. import model, snapshot
 from ..model import Counts
-from .fold import Debut, Folded, Owner
+from .fold import OTHER_OWNER, Debut, Folded, Owner
 
 # Latency buckets: log2 slot s of the probes holds [2^(s-1), 2^s) ns; export 1 us .. 17 s.
 LATENCY_SLOTS = range(10, 35)
@@ -121,6 +121,23 @@ def flow_gauge(fam: GaugeMetricFamily, rep: model.Report, folded: Folded,
         now.setdefault((api, proto, *_process_values(owner, labels)), 0)
     for key, n in sorted(now.items()):
         fam.add_metric(list(key), n)
+    return fam
+
+
+def advice(rep: model.Report, folded: Folded, owner_of: Callable[[snapshot.StatsRow], Owner],
+           labels: list[str]) -> Metric:
+    """1 per advice code (docs/advice.md) and exported owner whose processes have it now; a process
+    whose owner is not named counts as `other` (the folder's owners: the series stay bounded)."""
+    fam = GaugeMetricFamily("zctrace_advice", "Advice for a workload (docs/advice.md), 1 while one of its "
+                            "processes has it: below_crossover, crossover_not_measured, always_copied, "
+                            "fixable_not_attempted, notifications_late. zctrace trace --json has the "
+                            "evidence.", labels=["code"] + labels)
+    keys = set()
+    for p in rep.processes:
+        owner = folded.label_of.get(owner_of(snapshot.StatsRow(p.pid, p.comm, "", "", {}, p.cgroup)), OTHER_OWNER)
+        keys |= {(a.code, *_process_values(owner, labels)) for a in p.advice}
+    for key in sorted(keys):
+        fam.add_metric(list(key), 1)
     return fam
 
 
