@@ -116,7 +116,7 @@ class Advisor:
             out += self._fixable(proc, flow)
             copied = self._always_copied(report, proc, flow)
             out += copied
-            if not copied and flow.counts.zerocopied:
+            if not copied and (flow.counts.zerocopied or flow.counts.unknown):  # zerocopy worked (or may have)
                 out += self._size(report, proc, flow)
         out += self._late(report, proc, seconds)
         return out

@@ -229,10 +229,12 @@ def test_an_unreadable_saved_file_is_said(tmp_path):
 def test_exporter_gauge_one_per_code_and_owner(tmp_path):
     rep = advise(sender(1000, na_so_zerocopy_unset=3), tmp_path)
     owner_of = lambda row: Owner(row.comm)  # noqa: E731
-    folder = Folder(top=5, owner_of=owner_of)
-    folded = folder.update(families.flow_rows(rep))
-    fam = families.advice(rep, folded, owner_of, ["comm"])
+    by_owner = families.advice_by_owner(rep, owner_of)
+    assert by_owner == {Owner("sender"): {"crossover_not_measured", "fixable_not_attempted"}}
+    folded = Folder(top=5, owner_of=owner_of).update(families.flow_rows(rep))
+    fam = families.advice(by_owner, folded, ["comm"])
     assert sorted((s.labels["code"], s.labels["comm"], s.value) for s in fam.samples) == [
         ("crossover_not_measured", "sender", 1), ("fixable_not_attempted", "sender", 1)]
     folded = Folder(top=0, owner_of=owner_of).update(families.flow_rows(rep))  # nobody named: `other`
-    assert {s.labels["comm"] for s in families.advice(rep, folded, owner_of, ["comm"]).samples} == {"other"}
+    assert {s.labels["comm"] for s in families.advice(by_owner, folded, ["comm"]).samples} == {"other"}
+    assert families.advice({Owner("gone"): {"always_copied"}}, folded, ["comm"]).samples == []  # folder forgot it

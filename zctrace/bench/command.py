@@ -295,7 +295,7 @@ def run_suite(args: argparse.Namespace) -> int:
         write_csv(docs, args.csv)
     if args.plot and args.suite == "crossover":
         write_crossover_plot(crossover_medians(cells), args.plot,
-                             f"zctrace bench --suite crossover, {time.strftime('%Y-%m-%d')}, kernel "
+                             f"zctrace bench --suite crossover, {time.strftime('%Y-%m-%d')}\nkernel "
                              f"{platform.release()}, medians of {args.repeat} rounds, untraced")
     elif args.plot:
         write_plot(cells, args.plot, f"zctrace bench --suite seed-tables, {time.strftime('%Y-%m-%d')}, "

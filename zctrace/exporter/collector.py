@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 from .. import advice, cgroups, crossover, lifecycle, maps, model, snapshot, workloads
 from ..probes import AttachStatus, Session, load_manifest
 from .. import bpfinfo
-from .families import (KERNEL_EVENTS, advice as advice_gauge, copy_fallbacks, flow_gauge, flow_rows, kernel_events, late_copies,
+from .families import (KERNEL_EVENTS, advice as advice_gauge, advice_by_owner, copy_fallbacks, flow_gauge, flow_rows, kernel_events, late_copies,
                        lost_events, not_attempted, notification_latency, notifications, pinned, receive_rows,
                        requests, sent_bytes, undecided, unreaped_cqes, zerocopy_receive)
 from .fold import Debut, Folder, Owner
@@ -112,6 +112,7 @@ class ZctraceCollector(Collector):
         self._paths = crossover.DevicePaths()  # sockets' devices, looked up while they exist (advice)
         self._saved = crossover.SavedCache()
         self._started = time.monotonic()
+        self._advice: dict[Owner, set[str]] = {}  # owner -> advice codes of its processes' last report
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
@@ -216,17 +217,22 @@ class ZctraceCollector(Collector):
                 "pinned": lambda: [gauge(pinned(labels), lambda c: c.pinned_bytes)],
                 "io_uring_cqes": lambda: unreaped_cqes(rep, folded, self._owner, labels),
                 "zerocopy_receive": lambda: zerocopy_receive(self._rx_folder.view(), labels),
-                "advice": lambda: [advice_gauge(self._advise(raw, rep), folded, self._owner, labels)],
+                "advice": lambda: [advice_gauge(self._advise(raw, rep, folded), folded, labels)],
                 **parts}
         out: list[Metric] = []
         for name, part in parts.items():
             out += self._try(name, part, [])
         return out
 
-    def _advise(self, raw: snapshot.Snapshot, rep: model.Report) -> model.Report:
-        """The report with its advice (advice.py), rates over the time since the exporter started."""
+    def _advise(self, raw: snapshot.Snapshot, rep: model.Report, folded) -> dict[Owner, set[str]]:
+        """Advice codes per owner (advice.py; rates over the time since the exporter started): the
+        live processes' now, an owner without live processes keeps its last while the folder
+        knows it (as its series stay)."""
         self._paths.observe(raw.sockets)
-        return advice.Advisor(self._saved.get(), self._paths).advise(rep, time.monotonic() - self._started)
+        advice.Advisor(self._saved.get(), self._paths).advise(rep, time.monotonic() - self._started)
+        self._advice.update(advice_by_owner(rep, self._owner))
+        self._advice = {o: codes for o, codes in self._advice.items() if o in folded.label_of}
+        return self._advice
 
     # Self-metrics ---------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from prometheus_client.utils import floatToGoString
 
 from .. import model, snapshot
 from ..model import Counts
-from .fold import OTHER_OWNER, Debut, Folded, Owner
+from .fold import Debut, Folded, Owner
 
 # Latency buckets: log2 slot s of the probes holds [2^(s-1), 2^s) ns; export 1 us .. 17 s.
 LATENCY_SLOTS = range(10, 35)
@@ -124,18 +124,25 @@ def flow_gauge(fam: GaugeMetricFamily, rep: model.Report, folded: Folded,
     return fam
 
 
-def advice(rep: model.Report, folded: Folded, owner_of: Callable[[snapshot.StatsRow], Owner],
-           labels: list[str]) -> Metric:
-    """1 per advice code (docs/advice.md) and exported owner whose processes have it now; a process
-    whose owner is not named counts as `other` (the folder's owners: the series stay bounded)."""
-    fam = GaugeMetricFamily("zctrace_advice", "Advice for a workload (docs/advice.md), 1 while one of its "
-                            "processes has it: below_crossover, crossover_not_measured, always_copied, "
-                            "fixable_not_attempted, notifications_late. zctrace trace --json has the "
-                            "evidence.", labels=["code"] + labels)
-    keys = set()
+def advice_by_owner(rep: model.Report, owner_of: Callable[[snapshot.StatsRow], Owner]) -> dict[Owner, set[str]]:
+    """The advice codes (docs/advice.md) of the report's processes, per owner."""
+    out: dict[Owner, set[str]] = {}
     for p in rep.processes:
-        owner = folded.label_of.get(owner_of(snapshot.StatsRow(p.pid, p.comm, "", "", {}, p.cgroup)), OTHER_OWNER)
-        keys |= {(a.code, *_process_values(owner, labels)) for a in p.advice}
+        owner = owner_of(snapshot.StatsRow(p.pid, p.comm, "", "", {}, p.cgroup))
+        out.setdefault(owner, set()).update(a.code for a in p.advice)
+    return out
+
+
+def advice(by_owner: dict[Owner, set[str]], folded: Folded, labels: list[str]) -> Metric:
+    """1 per advice code and exported owner: an owner the folder names under its own labels, the
+    others as `other` (the folder's owners: the series stay bounded like the others); owners the
+    folder forgot (their grace expired) are left out."""
+    fam = GaugeMetricFamily("zctrace_advice", "Advice for a workload (docs/advice.md), 1 while its "
+                            "processes' last report has it: below_crossover, crossover_not_measured, "
+                            "always_copied, fixable_not_attempted, notifications_late. zctrace trace --json "
+                            "has the evidence.", labels=["code"] + labels)
+    keys = {(code, *_process_values(folded.label_of[owner], labels))
+            for owner, codes in by_owner.items() if owner in folded.label_of for code in codes}
     for key in sorted(keys):
         fam.add_metric(list(key), 1)
     return fam
