@@ -171,7 +171,6 @@ class ZctraceCollector(Collector):
             rep = self._try("verdicts", lambda: self._report(raw), None) if raw is not None else None
             if rep is None:
                 return 0.0
-            self._try("paths", lambda: self._paths.observe(raw.sockets), None)
             self._fold_and_retire(raw, rep)
             return len(raw.rows) / self.session.bpf[maps.STATS.key].max_entries
 
@@ -189,6 +188,7 @@ class ZctraceCollector(Collector):
         folded = (self._try("process_rows", lambda: self._folder.fold(flow_rows(rep)) or True, False)
                   and self._try("zerocopy_receive", lambda: self._rx_folder.fold(receive_rows(rep)) or True, False))
         if folded:
+            self._try("advice", lambda: self._update_advice(raw, rep), None)  # before the exited leave
             self._try("retire", lambda: self._reaper.sweep(raw), set())
         return folded
 
@@ -217,20 +217,22 @@ class ZctraceCollector(Collector):
                 "pinned": lambda: [gauge(pinned(labels), lambda c: c.pinned_bytes)],
                 "io_uring_cqes": lambda: unreaped_cqes(rep, folded, self._owner, labels),
                 "zerocopy_receive": lambda: zerocopy_receive(self._rx_folder.view(), labels),
-                "advice": lambda: [advice_gauge(self._advise(raw, rep, folded), folded, labels)],
+                "advice": lambda: [advice_gauge(self._advice_shown(folded), folded, labels)],
                 **parts}
         out: list[Metric] = []
         for name, part in parts.items():
             out += self._try(name, part, [])
         return out
 
-    def _advise(self, raw: snapshot.Snapshot, rep: model.Report, folded) -> dict[Owner, set[str]]:
-        """Advice codes per owner (advice.py; rates over the time since the exporter started): the
-        live processes' now, an owner without live processes keeps its last while the folder
-        knows it (as its series stay)."""
+    def _update_advice(self, raw: snapshot.Snapshot, rep: model.Report) -> None:
+        """Advice codes per owner (advice.py; rates over the time since the exporter started) of
+        the live processes and of those that just exited (each sweep, before they are retired)."""
         self._paths.observe(raw.sockets)
         advice.Advisor(self._saved.get(), self._paths).advise(rep, time.monotonic() - self._started)
         self._advice.update(advice_by_owner(rep, self._owner))
+
+    def _advice_shown(self, folded) -> dict[Owner, set[str]]:
+        """Each owner's last advice, while the folder knows the owner (as its series stay)."""
         self._advice = {o: codes for o, codes in self._advice.items() if o in folded.label_of}
         return self._advice
 
