@@ -238,3 +238,15 @@ def test_exporter_gauge_one_per_code_and_owner(tmp_path):
     folded = Folder(top=0, owner_of=owner_of).update(families.flow_rows(rep))  # nobody named: `other`
     assert {s.labels["comm"] for s in families.advice(by_owner, folded, ["comm"]).samples} == {"other"}
     assert families.advice({Owner("gone"): {"always_copied"}}, folded, ["comm"]).samples == []  # folder forgot it
+
+
+def test_trace_text_and_top_show_the_advice(tmp_path):
+    from zctrace import report, top
+    save(tmp_path, "sink", SINK)
+    rep = advise(sender(1000), tmp_path)
+    text = report.render(rep)
+    assert f"advice (docs/advice.md):\n  pid {SENDER} sender [below_crossover] " in text
+    lines = top.render(top.Frame(rep, {}, 0.0), 1.0)
+    head = next(line for line in lines if line.startswith("PID"))
+    row = next(line for line in lines if line.startswith(str(SENDER)))
+    assert head.rstrip().endswith("ADVICE") and row.rstrip().endswith("below_crossover")
