@@ -271,6 +271,10 @@ class Advisor:
             reqs = sum(f.counts.zc_requests for f in flows)
             if not flows or not reqs or h is None or not h.count:
                 continue
+            if api == "msg_zerocopy" and not report.sees_completions:
+                # The tracepoint tier times MSG_ZEROCOPY sends to the application's read of the
+                # notification; optmem and pinned pages are released at the completion, earlier.
+                continue
             p99 = h.quantile(0.99)
             rate = reqs / seconds
             nbytes = sum(f.counts.bytes for f in flows)
