@@ -189,6 +189,19 @@ def build() -> dict:
         query(f"topk(10, {gauge_of('zctrace:workload_copied_share:rate15m', SEL)})",
               "{{namespace}}/{{pod}}/{{container}} {{cgroup}}")))
 
+    d = d.with_panel(table.Panel().title("Advice by workload").description(
+        "Advice for each workload now (zctrace_advice, docs/advice.md): below_crossover (most bytes go in "
+        "requests below the crossover this host measured: copying would cost less CPU), "
+        "crossover_not_measured (run zctrace bench --suite crossover for its path), always_copied (a path "
+        "that always copies), fixable_not_attempted (ENOBUFS or no SO_ZEROCOPY: a setting to change), "
+        "notifications_late (optmem or RLIMIT_MEMLOCK at risk). `zctrace trace --json` on the host has the "
+        "evidence.")
+        .datasource(DS).height(8).span(24).targets(targets(query(
+            f"max by (code, comm, {WORKLOAD}) ({gauge_of('zctrace_advice', SEL)})",
+            fmt=PromQueryFormat.TABLE, instant=True)))
+        .with_transformation(DataTransformerConfig(id_val="organize", options={
+            "excludeByName": {"Time": True, "Value": True}})))
+
     d = d.with_row(dashboard.Row("Processes"))
     d = d.with_panel(series(
         "Top processes by zerocopy bytes", "Bytes per second sent with zerocopy requests, by "

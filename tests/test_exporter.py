@@ -60,6 +60,7 @@ FAMILIES = {  # name -> (type, labels) of what a tracepoint-tier exporter serves
     "zctrace_copy_fallbacks": ("counter", {"reason", "api", "proto", "comm", "cgroup", "container_id", "pod_uid"}),
     "zctrace_zerocopy_undecided_requests": ("gauge", {"api", "proto", "comm", "cgroup", "container_id", "pod_uid"}),
     "zctrace_zerocopy_pinned_bytes": ("gauge", {"api", "proto", "comm", "cgroup", "container_id", "pod_uid"}),
+    "zctrace_advice": ("gauge", {"code", "comm", "cgroup", "container_id", "pod_uid"}),
     "zctrace_io_uring_unreaped_cqes": ("gauge", {"comm", "cgroup", "container_id", "pod_uid"}),
     "zctrace_io_uring_overflowed_cqes": ("gauge", {"comm", "cgroup", "container_id", "pod_uid"}),
     "zctrace_tcp_zerocopy_receive_calls": ("counter", {"result", "comm", "cgroup", "container_id", "pod_uid"}),
@@ -645,6 +646,8 @@ def test_metrics_names_types_and_labels(exporters, workloads):
         "zerocopied", "copied", "unknown", "not_attempted"}
     tier = fams["zctrace_build_info"].samples[0].labels["tier"]
     assert all(name not in fams for name in KERNEL_SIDE) == (tier == "tracepoint")
+    # The loopback senders exited: their owners keep their advice while their series stay.
+    assert "always_copied" in {s.labels["code"] for s in fams["zctrace_advice"].samples}
 
 
 def test_comm_cap_keeps_the_top_one_a_frozen_one_and_other(exporters, workloads):

@@ -157,6 +157,7 @@ class ProcessReport:
     counts: Counts
     flows: list[Flow]
     workload: Workload = UNKNOWN
+    advice: list = field(default_factory=list)  # advice.Advice, filled by advice.Advisor (not by build)
 
 
 @dataclass
@@ -229,6 +230,7 @@ class Report:
     copy_sites: list[LateCopySite] = field(default_factory=list)
     rings: list[RingRow] = field(default_factory=list)  # io_uring CQEs not consumed, per ring
     cost: dict | None = None  # the probes' own cost (cost.Cost.to_json()), passed through; None: not measured
+    advice: list = field(default_factory=list)  # the totals' advice.Advice, filled by advice.Advisor
 
     @property
     def sees_completions(self) -> bool:
@@ -244,6 +246,7 @@ class Report:
             proc.update(obj.workload.to_json())
         doc["totals"]["top_reason"] = self.totals.top_reason
         doc["totals"]["verdict"] = self.totals.verdict
+        doc["totals"]["advice"] = doc.pop("advice")
         doc["notification_latency"] = {api: _hist_json(h) for api, h in self.notification_latency.items()}
         doc["notification_ranges"] = _hist_json(self.notification_ranges) if self.notification_ranges else None
         return doc

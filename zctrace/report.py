@@ -105,6 +105,9 @@ def render(report: Report, verbose: bool = False) -> str:
         out.append("lost (BPF maps full): " + ", ".join(
             f"{k} {v.events} times, {v.requests} requests, {human_bytes(v.bytes)}"
             for k, v in report.lost.items()))
+    advice = [f"  pid {p.pid} {p.comm} [{a.code}] {a.text}" for p in report.processes for a in p.advice]
+    if advice:
+        out += ["\nadvice (docs/advice.md):", *advice]
     if not report.processes and not report.receive:
         out.append("no zerocopy sends seen")
     out.append(describe(report.cost))

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import argtypes, cgroups, interrupts, lifecycle, model, snapshot
+from . import advice, argtypes, cgroups, crossover, interrupts, lifecycle, model, snapshot
 from .probes import Session
 from .report import human_bytes, table
 from .session import open_session
@@ -53,13 +53,18 @@ class Sampler:
         self._cgroup = cgroup
         self._last: dict[int, int] = {}
         self._life = lifecycle.Lifetime(lifecycle.Reaper(session.bpf))  # exited processes leave the maps
-        self._then = time.monotonic()
+        self._then = self._start = time.monotonic()
+        self._paths = crossover.DevicePaths()  # sockets' devices, looked up while they exist
+        self._saved = crossover.SavedCache()
 
     def take(self) -> Frame:
         now = time.monotonic()
-        rep = model.build(self._life.observe(snapshot.take(self._session.bpf)), self._session.tier, comm=self._comm,
+        snap = self._life.observe(snapshot.take(self._session.bpf))
+        self._paths.observe(snap.sockets)
+        rep = model.build(snap, self._session.tier, comm=self._comm,
                           cgroups=cgroups.subtree_ids(self._cgroup) if self._cgroup else None,
                           resolve=self._resolve)
+        advice.Advisor(self._saved.get(), self._paths).advise(rep, now - self._start)
         elapsed = max(now - self._then, 1e-9)
         rates = {p.pid: (p.counts.zc_requests - self._last.get(p.pid, 0)) / elapsed
                  for p in rep.processes}
@@ -80,10 +85,10 @@ def render(frame: Frame, interval: float) -> list[str]:
     procs = sorted(rep.processes, key=lambda p: (-p.counts.copied, -p.counts.zc_requests, p.pid))
     rows = [(p.pid, p.comm, p.workload.name, f"{frame.rates.get(p.pid, 0.0):.0f}", p.counts.zc_requests,
              human_bytes(p.counts.bytes), p.counts.copied, _mix(p.counts), p.counts.verdict,
-             p.counts.top_reason) for p in procs]
+             p.counts.top_reason, _advice(p)) for p in procs]
     lines = [head, totals, ""]
     lines += table(("PID", "COMM", "WORKLOAD", "REQ/S", "REQUESTS", "BYTES", "COPIED", "MIX", "VERDICT",
-                    "TOP REASON"), rows).splitlines()
+                    "TOP REASON", "ADVICE"), rows).splitlines()
     if not procs:
         lines.append("no zerocopy sends seen yet")
     if rep.sockets:
@@ -92,6 +97,11 @@ def render(frame: Frame, interval: float) -> list[str]:
                        [(s.pid, s.proto, s.ino, _device(s), s.requests, human_bytes(s.bytes),
                          s.zerocopied, s.copied) for s in rep.sockets[:MAX_SOCKETS]]).splitlines()
     return lines
+
+
+def _advice(p: model.ProcessReport) -> str:
+    """The process's advice codes (docs/advice.md; trace --json has their text and evidence)."""
+    return ",".join(dict.fromkeys(a.code for a in p.advice)) or "-"
 
 
 def _mix(c: model.Counts) -> str:

@@ -7,9 +7,10 @@ import argparse
 import os
 import shutil
 import sys
+import time
 from typing import Callable
 
-from . import argtypes, cgroups, cost, interrupts, lifecycle, model, report, snapshot, stream
+from . import advice, argtypes, cgroups, cost, crossover, interrupts, lifecycle, model, report, snapshot, stream
 from .errors import ZctraceError
 from .probes import Session
 from .session import open_session, probe_statuses
@@ -88,9 +89,12 @@ def run_cli(args: argparse.Namespace) -> int:
         if meter.error:
             print(f"zctrace: warning: {meter.error}", file=sys.stderr)
         cpu_before = cost.children_cpu()
+        paths = crossover.DevicePaths()  # sockets' devices, looked up while they exist (advice)
+        started = time.monotonic()
 
         def sweep() -> None:  # and at the end of an interval, its line from the same snapshot
             snap = life.observe(snapshot.take(session.bpf))
+            paths.observe(snap.sockets)
             if lines and lines.due():
                 lines.emit(build(snap).to_json())
 
@@ -100,7 +104,10 @@ def run_cli(args: argparse.Namespace) -> int:
             print("zctrace: tracing" + (f" for {args.duration:g} s" if args.duration else ", Ctrl-C to stop"),
                   file=sys.stderr)
             interrupts.wait(args.duration, tick=sweep)
-        rep = build(life.observe(snapshot.take(session.bpf, rings=True)), probe_statuses(session))
+        final = life.observe(snapshot.take(session.bpf, rings=True))
+        paths.observe(final.sockets)
+        rep = build(final, probe_statuses(session))
+        advice.for_session(paths).advise(rep, time.monotonic() - started)
         cpu = cost.children_cpu() - cpu_before if command else None  # the command's, once reaped
         measured = meter.stop(rep.totals.zc_requests + rep.totals.not_attempted, cpu or None)
         meter.close()

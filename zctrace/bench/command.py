@@ -17,15 +17,16 @@ import signal
 import sys
 import time
 
-from .. import interrupts, report
+from .. import crossover, interrupts, report
 from ..argtypes import add_json, add_tier, output_file, positive, seconds
 from ..cells import Cell, check_status, engine_note, run
 from ..errors import ZctraceError
 from ..probes import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_caps, require_root
 from ..session import open_session
-from .output import pyplot, records, write_csv, write_plot
-from .suites import SUITES, SuiteRun, run_overhead, run_seed
-from .tables import overheads, render_overhead, render_seed, threshold_failures
+from .output import pyplot, records, write_crossover_plot, write_csv, write_plot
+from .suites import SUITES, SuiteRun, run_crossover, run_overhead, run_seed
+from .tables import (crossover_medians, crossover_record, overheads, render_crossover, render_overhead, render_seed,
+                     threshold_failures)
 
 DEFAULT_MODES = ("copy", "msg_zerocopy", "uring_zc")
 DEFAULT_SIZES = (1000, 4000)
@@ -64,7 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="protocol (repeatable; default udp; --suite: udp and tcp where the target allows)")
     p.add_argument("--size", type=_sizes, action="append",
                    help="IO size in bytes, comma-separated list (default 1000,4000; --suite "
-                        "seed-tables: 600,1000,1200,1500,4000,8000,65000; overhead: 1000,4000,65000)")
+                        "seed-tables: 600,1000,1200,1500,4000,8000,65000; overhead: 1000,4000,65000; "
+                        "crossover: 256,512,1000,2000,4000,8000,16000,32000,65000 up to the path's MTU)")
     p.add_argument("--target", action="append", type=_target,
                    help="where to send: loopback, sink, netns, dummy or ADDR:PORT (repeatable; "
                         "default loopback and sink, for --suite sink)")
@@ -93,11 +95,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", choices=SUITES,
                    help="a predefined set of cells instead of --mode (see docs/benchmarks.md)")
     p.add_argument("--csv", metavar="FILE", type=output_file, help="--suite: also write one CSV row per cell ('-' = stdout)")
-    p.add_argument("--plot", metavar="PNG", type=output_file, help="--suite seed-tables: plot req/s against IO size")
+    p.add_argument("--plot", metavar="PNG", type=output_file,
+                   help="--suite seed-tables: plot req/s against IO size; crossover: CPU per byte")
     p.add_argument("--reference", action="store_true",
                    help="--suite seed-tables: run the C reference sender beside every cell (needs gcc)")
     p.add_argument("--repeat", type=positive(int, "rounds"), default=3,
-                   help="--suite overhead: traced/untraced rounds per cell (default 3)")
+                   help="--suite overhead: traced/untraced rounds per cell; crossover: rounds, medians "
+                        "taken (default 3)")
     p.add_argument("--max-ns-per-request", type=positive(float, "nanoseconds"), metavar="NS",
                    help="--suite overhead: exit 1 if the probes' BPF run time per request exceeds NS "
                         "in any cell")
@@ -118,13 +122,15 @@ def check_args(args: argparse.Namespace) -> None:
     for flag in ("max_ns_per_request", "min_ratio"):
         if getattr(args, flag) is not None and args.suite != "overhead":
             raise ZctraceError(f"--{flag.replace('_', '-')} needs --suite overhead")
+    if args.suite == "crossover":
+        _check_state_dir()
     if args.engine == "c":
         from ..workload.senders import compiled_engine
         try:
             compiled_engine()
         except ValueError as e:
             raise ZctraceError(str(e)) from None
-    if not args.no_trace:
+    if not args.no_trace and args.suite != "crossover":  # the crossover suite runs untraced
         require_root()
     made = local_targets(args)
     if made and not has_caps(CAP_NET_ADMIN, CAP_SYS_ADMIN):
@@ -246,8 +252,8 @@ def run_suite(args: argparse.Namespace) -> int:
     if args.mode:
         raise ZctraceError("--suite picks its own modes: drop --mode")
     if args.plot:
-        if args.suite != "seed-tables":
-            raise ZctraceError("--plot needs --suite seed-tables")
+        if args.suite == "overhead":
+            raise ZctraceError("--plot needs --suite seed-tables or crossover")
         pyplot()  # fail before running, not after
     if args.reference and args.suite != "seed-tables":
         raise ZctraceError("--reference needs --suite seed-tables")
@@ -255,11 +261,22 @@ def run_suite(args: argparse.Namespace) -> int:
     run, stopped = SuiteRun(), None
     try:
         with interrupts.raising():
-            (run_seed if args.suite == "seed-tables" else run_overhead)(args, run)
+            {"seed-tables": run_seed, "overhead": run_overhead, "crossover": run_crossover}[args.suite](args, run)
     except KeyboardInterrupt:
         stopped = signal.Signals(interrupts.received() or signal.SIGINT).name
     cells, tier = run.cells, run.tier
-    if args.suite == "seed-tables":
+    saved: list[dict] = []
+    if args.suite == "crossover":
+        print(render_crossover(cells, args.repeat, run.notes), file=report.text_stream(args.json, args.csv))
+        saved = _crossover_records(run, args, started)
+        if stopped:
+            print("zctrace: not saved: the rounds did not finish", file=sys.stderr)
+        else:
+            for rec in saved:
+                path = crossover.save(rec)
+                print(f"zctrace: saved {rec['target']} {rec['proto']} ({_path_note(rec)}) to {path}",
+                      file=sys.stderr)
+    elif args.suite == "seed-tables":
         print(render_seed(cells, tier), file=report.text_stream(args.json, args.csv))
     else:
         ohs = overheads(cells)
@@ -271,10 +288,16 @@ def run_suite(args: argparse.Namespace) -> int:
                "host": {"kernel": platform.release(), "cpus": os.cpu_count()}, "results": docs}
         if args.suite == "overhead":
             doc["overhead"] = [o.to_json() for o in ohs]
+        if args.suite == "crossover":
+            doc["crossover"] = saved
         report.write_json(doc, args.json)
     if args.csv:
         write_csv(docs, args.csv)
-    if args.plot:
+    if args.plot and args.suite == "crossover":
+        write_crossover_plot(crossover_medians(cells), args.plot,
+                             f"zctrace bench --suite crossover, {time.strftime('%Y-%m-%d')}\nkernel "
+                             f"{platform.release()}, medians of {args.repeat} rounds, untraced")
+    elif args.plot:
         write_plot(cells, args.plot, f"zctrace bench --suite seed-tables, {time.strftime('%Y-%m-%d')}, "
                                      f"kernel {platform.release()}, {engine_note([sc.cell for sc in cells])}")
     if stopped:
@@ -286,3 +309,30 @@ def run_suite(args: argparse.Namespace) -> int:
             print(f"zctrace: over budget: {line}", file=sys.stderr)
             status = 1
     return status
+
+
+def _crossover_records(run: SuiteRun, args: argparse.Namespace, started: float) -> list[dict]:
+    """The measurements to save, one per target and protocol measured."""
+    meta = {"kernel": platform.release(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "engine": args.engine, "version": crossover.version(), "command": " ".join(["zctrace", *sys.argv[1:]]),
+            "repeat": args.repeat, "duration": None if args.count else (args.duration or 1.0),
+            "count": args.count, "load_average": [round(x, 2) for x in os.getloadavg()]}
+    return [crossover_record(t, p, by_size, run.paths.get((t, p)), meta, run.skipped.get((t, p), {}))
+            for (t, p), by_size in crossover_medians(run.cells).items()]
+
+
+def _path_note(rec: dict) -> str:
+    path = rec["path"]
+    return f"path {path['kind']} MTU {path['mtu']}" if path else "path not known"
+
+
+def _check_state_dir() -> None:
+    """The crossover suite saves into the state directory: one that cannot be written is bad
+    input, said before anything runs."""
+    directory = crossover.state_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ZctraceError(f"cannot create the state directory {directory} (ZCTRACE_STATE_DIR): {e.strerror}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ZctraceError(f"cannot write the state directory {directory}: set ZCTRACE_STATE_DIR to one you can")

@@ -92,31 +92,54 @@ def pyplot():
 def write_plot(cells: list[SuiteCell], path: str, title: str) -> None:
     """req/s against IO size, one line per column and one panel per target and protocol;
     a cross marks a cell whose sends were not really zero-copy."""
+    panels: dict[tuple[str, str], list] = {}
+    for where in dict.fromkeys(sc.where[:2] for sc in cells):
+        for i, col in enumerate(SEED_COLUMNS):
+            scs = [sc for sc in cells if sc.column is col and sc.where[:2] == where]
+            if scs:
+                panels.setdefault(where, []).append((col.title, i, [(sc.cell.size, sc.cell.requests_per_s,
+                                                                     not sc.really_zerocopy) for sc in scs]))
+    _draw(panels, path, title, "requests/s", log_y=False)
+
+
+def write_crossover_plot(medians: dict, path: str, title: str) -> None:
+    """The crossover suite: sender CPU per byte (ns/B, medians) against IO size, one line per
+    column, one panel per target and protocol; a cross marks a cell the kernel copied."""
+    panels: dict[tuple[str, str], list] = {}
+    for where, by_size in medians.items():
+        for i, col in enumerate(SEED_COLUMNS):
+            points = [(s, row[col.key].cpu_per_request / s * 1e9, not row[col.key].really_zerocopy)
+                      for s, row in by_size.items() if col.key in row]
+            if points:
+                panels.setdefault(where, []).append((col.title, i, points))
+    _draw(panels, path, title, "sender CPU per byte (ns/B)", log_y=True)
+
+
+def _draw(panels: dict[tuple[str, str], list], path: str, title: str, ylabel: str, log_y: bool) -> None:
+    """One panel per (target, proto): lines of (size, value, copied) points per column."""
     plt = pyplot()
-    panels = list(dict.fromkeys(sc.where[:2] for sc in cells))
-    ncols = min(2, len(panels))
-    nrows = -(-len(panels) // ncols)
+    ncols = min(2, len(panels)) or 1
+    nrows = max(1, -(-len(panels) // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(7 * ncols, 5 * nrows), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    for ax, (target, proto) in zip(axes.flat, panels):
-        for i, col in enumerate(SEED_COLUMNS):
-            scs = [sc for sc in cells if sc.column is col and sc.where[:2] == (target, proto)]
-            if not scs:
-                continue
-            color = f"C{i}"
-            xs = [sc.cell.size for sc in scs]
-            ys = [sc.cell.requests_per_s for sc in scs]
-            ax.plot(xs, ys, "-o", color=color, label=col.title, markersize=4)
-            bad = [(x, y) for x, y, sc in zip(xs, ys, scs) if not sc.really_zerocopy]
-            if bad:
-                ax.plot(*zip(*bad), "x", color="black", markersize=9)
+    sizes = sorted({x for lines in panels.values() for _, _, pts in lines for x, _, _ in pts})
+    for ax, ((target, proto), lines) in zip(axes.flat, panels.items()):
+        for label, i, points in lines:
+            xs, ys, bad = zip(*points)
+            ax.plot(xs, ys, "-o", color=f"C{i}", label=label, markersize=4)
+            crosses = [(x, y) for x, y, b in points if b]
+            if crosses:
+                ax.plot(*zip(*crosses), "x", color="black", markersize=9)
         ax.set_xscale("log")
-        ax.set_xticks(sorted({sc.cell.size for sc in cells}))
-        ax.set_xticklabels([str(s) for s in sorted({sc.cell.size for sc in cells})], rotation=45)
+        if log_y:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
+        ax.set_xticks(sizes)
+        ax.set_xticklabels([str(s) for s in sizes], rotation=45)
         ax.set_xlabel("IO size (bytes)")
-        ax.set_ylabel("requests/s")
-        ax.set_ylim(bottom=0)
+        ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         ax.set_title(f"{target} {proto}  (x = not really zero-copy)")
         ax.legend(fontsize=8)
@@ -124,5 +147,3 @@ def write_plot(cells: list[SuiteCell], path: str, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-

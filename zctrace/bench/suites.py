@@ -8,7 +8,10 @@ with the crossover marked; optionally the C reference sender beside every cell.
 ``overhead``: copy, MSG_ZEROCOPY and the io_uring zerocopy columns with and without the probes
 attached, interleaved rounds, reported as traced/untraced ratios and the probes' own run time per
 request (bpf_stats), with every traced cell checked against the kernel's own verdicts.
-Both run the compiled send engine unless --engine python. Here: the columns, the cells and
+``crossover``: copy, MSG_ZEROCOPY, io_uring send, SEND_ZC and SEND_ZC from a registered buffer
+over a size ladder, untraced, in interleaved rounds (medians), each cell's kernel verdicts kept;
+the crossover per API is saved for the advice of trace, top and the exporter (zctrace/crossover.py).
+All run the compiled send engine unless --engine python. Here: the columns, the cells and
 their runs; tables.py renders them, output.py writes them (JSON records, CSV, plot).
 See docs/benchmarks.md for what the columns mean and how they map to the published ones.
 """
@@ -16,6 +19,7 @@ See docs/benchmarks.md for what the columns mean and how they map to the publish
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
 import sys
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..cells import Cell, open_endpoint, run_on
+from ..crossover import NetPath, device_path
 from ..cost import program_stats
 from ..errors import ZctraceError
 from ..model import Counts
@@ -34,9 +39,11 @@ from ..workload.targets import UDP_ONLY
 from .progress import Progress
 from .reference import Reference, build_reference, run_reference
 
-SUITES = ("seed-tables", "overhead")
+SUITES = ("seed-tables", "overhead", "crossover")
 SEED_SIZES = (600, 1000, 1200, 1500, 4000, 8000, 65000)
 OVERHEAD_SIZES = (1000, 4000, 65000)
+CROSSOVER_SIZES = (256, 512, 1000, 2000, 4000, 8000, 16000, 32000, 65000)
+PROBE_COUNT = 16  # requests of the trial run that finds the columns a target cannot run
 SUITE_DURATION = 1.0
 
 
@@ -70,6 +77,7 @@ SEED_COLUMNS = (
     Column("zc-fixed/8-lazy", "zc fixed 8 lazy", "uring_zc_fixed", notif="lazy"),
 )
 URING_ZC_KEYS = ("zc/1", "zc/8", "zc-fixed/8", "zc-fixed/8-lazy")  # against "uring" and "copy"
+CROSSOVER_COLUMNS = tuple(c for c in SEED_COLUMNS if c.key in ("copy", "msg_zc/32", "uring", "zc/8", "zc-fixed/8"))
 OVERHEAD_COLUMNS = (*(c for c in SEED_COLUMNS if c.key in ("copy", "msg_zc/32", "zc/8")),
                     Column("zc/8-lazy", "zc 8 lazy", "uring_zc", notif="lazy"),
                     *(c for c in SEED_COLUMNS if c.key in ("zc-fixed/8", "zc-fixed/8-lazy")))
@@ -176,6 +184,9 @@ class SuiteRun:
     planned: int = 0
     cells: list[SuiteCell] = field(default_factory=list)
     tier: str | None = None
+    paths: dict[tuple[str, str], NetPath | None] = field(default_factory=dict)  # crossover: (target, proto) -> path
+    skipped: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # crossover: column -> why not
+    notes: list[str] = field(default_factory=list)
 
 
 def run_seed(args: argparse.Namespace, run: SuiteRun) -> None:
@@ -236,3 +247,57 @@ def run_overhead(args: argparse.Namespace, run: SuiteRun) -> None:
         progress.close()
 
 
+
+
+def _trial(target: str, proto: str, columns: tuple[Column, ...], size: int,
+           args: argparse.Namespace) -> tuple[NetPath | None, dict[str, str]]:
+    """Open the target once: its path (the egress device), and the columns it cannot run (a
+    trial of PROBE_COUNT requests each), with the reason."""
+    skipped = {}
+    with open_endpoint(target, proto) as endpoint:
+        path = (device_path(ifname=endpoint.ifname) if endpoint.ifname
+                else device_path(dest=endpoint.addr[0]))
+        for col in columns:
+            spec = dataclasses.replace(col.spec(target, proto, size, args), count=PROBE_COUNT, duration=None)
+            try:
+                run_on(endpoint, [spec])
+            except (OSError, RuntimeError) as e:
+                skipped[col.key] = f"{type(e).__name__}: {e}"
+    return path, skipped
+
+
+def run_crossover(args: argparse.Namespace, run: SuiteRun) -> None:
+    """The crossover ladder, untraced (the tracer's own cost would move it): per (target, proto)
+    a trial finds the columns it cannot run (skipped, with the reason) and its path; the default
+    ladder stops at the path's MTU for UDP; then `--repeat` rounds of every cell, the column
+    order reversed every other round so that drift favours none. Into `run`."""
+    plan = _plan(args, CROSSOVER_COLUMNS, CROSSOVER_SIZES)
+    sizes = sorted({size for _, _, size, _ in plan})
+    for (t, p) in dict.fromkeys((t, p) for t, p, _, _ in plan):
+        path, skipped = _trial(t, p, CROSSOVER_COLUMNS, sizes[0], args)
+        run.paths[(t, p)], run.skipped[(t, p)] = path, skipped
+        for key, why in skipped.items():
+            run.notes.append(f"{t} {p}: column {key} skipped: {why}")
+        if p == "udp" and path is not None and not args.size:
+            over = [s for s in sizes if s + 28 > path.mtu]
+            if over:
+                run.notes.append(f"{t} {p}: sizes {', '.join(map(str, over))} left out: over the MTU "
+                                 f"{path.mtu} of {path.ifname} (UDP datagrams bigger than that are copied)")
+        plan = [x for x in plan if not (x[:2] == (t, p) and (x[3].key in skipped or (
+            p == "udp" and path is not None and not args.size and x[2] + 28 > path.mtu)))]
+    run.planned = args.repeat * len(plan)
+    progress = Progress(run.planned)
+    try:
+        for rnd in range(args.repeat):
+            order = plan if rnd % 2 == 0 else _reverse_columns(plan)
+            _run_plan(order, None, progress, args, run.cells, traced_run=False, rnd=rnd)
+    finally:
+        progress.close()
+
+
+def _reverse_columns(plan: Plan) -> Plan:
+    """The plan with the columns of each size in reverse order."""
+    out: Plan = []
+    for _, group in itertools.groupby(plan, key=lambda x: x[:3]):
+        out += list(group)[::-1]
+    return out

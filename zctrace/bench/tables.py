@@ -240,3 +240,126 @@ def render_overhead(ohs: list[Overhead], tier: str, repeat: int, engine: str) ->
                             "NS/REQ"], progs))
 
 
+
+
+# --- the crossover suite ---------------------------------------------------------------------
+
+@dataclass
+class Median:
+    """One crossover cell: medians over its rounds, and whether the kernel ever copied it."""
+
+    cpu_per_request: float
+    requests_per_s: float
+    verdict: str  # the worst round's: `-` (no zerocopy asked), zerocopied, copied, mixed, ...
+    runs: int
+
+    @property
+    def really_zerocopy(self) -> bool:
+        return self.verdict in ("-", "zerocopied")
+
+
+def crossover_medians(cells: list[SuiteCell]) -> dict[tuple[str, str], dict[int, dict[str, Median]]]:
+    """(target, proto) -> size -> column -> Median over the rounds."""
+    groups: dict[tuple, list[SuiteCell]] = {}
+    for sc in cells:
+        groups.setdefault((*sc.where, sc.column.key), []).append(sc)
+    out: dict[tuple[str, str], dict[int, dict[str, Median]]] = {}
+    for (target, proto, size, col), scs in groups.items():
+        bad = [sc.verdict for sc in scs if not sc.really_zerocopy]
+        out.setdefault((target, proto), {}).setdefault(size, {})[col] = Median(
+            statistics.median(sc.cell.cpu_per_request for sc in scs),
+            statistics.median(sc.cell.requests_per_s for sc in scs),
+            bad[0] if bad else scs[0].verdict, len(scs))
+    return {k: dict(sorted(v.items())) for k, v in out.items()}
+
+
+def api_crossovers(by_size: dict[int, dict[str, Median]]) -> dict[str, dict]:
+    """Per API (crossover.APIS) that ran: against each baseline, the crossover by CPU per request
+    (requests per CPU second, the steadier measure here) and by requests/s, the largest size, and
+    the sizes where the kernel copied the zerocopy column (not zero-copy there)."""
+    from ..crossover import APIS
+    out = {}
+    for api, (col, bases) in APIS.items():
+        sizes = [s for s, row in by_size.items() if col in row]
+        if not sizes:
+            continue
+        vs = {}
+        for base in bases:
+            both = [s for s in sizes if base in by_size[s]]
+            if not both:
+                continue
+            cpu = {s: by_size[s][base].cpu_per_request / by_size[s][col].cpu_per_request
+                   for s in both if by_size[s][col].cpu_per_request}
+            rps = {s: by_size[s][col].requests_per_s / by_size[s][base].requests_per_s
+                   for s in both if by_size[s][base].requests_per_s}
+            vs[base] = {"crossover": crossover(cpu), "crossover_requests_per_s": crossover(rps),
+                        "cpu_ratio": {str(s): round(r, 4) for s, r in cpu.items()}}
+        copied = [s for s in sizes if not by_size[s][col].really_zerocopy]
+        out[api] = {"column": col, "largest": max(sizes), "copied_sizes": copied,
+                    "always_copied": len(copied) == len(sizes), "vs": vs}
+    return out
+
+
+def crossover_note(api: dict, base: str, measure: str = "crossover") -> str:
+    """'from N B', 'never (behind at N B)' or 'none: the kernel copied every send'."""
+    if api["always_copied"]:
+        return "none: the kernel copied every zerocopy send on this path"
+    size = api["vs"][base][measure]
+    text = f"from {size} B" if size else f"never up to {api['largest']} B"
+    if api["copied_sizes"]:
+        text += f" (the kernel copied at {', '.join(map(str, api['copied_sizes']))} B: not zero-copy there)"
+    return text
+
+
+_API_TITLES = {"msg_zerocopy": "MSG_ZEROCOPY", "send_zc": "SEND_ZC", "send_zc_fixed": "SEND_ZC fixed buffer"}
+
+
+def render_crossover(cells: list[SuiteCell], repeat: int, notes: list[str]) -> str:
+    """Per target and protocol: CPU per byte of every column by size (medians), zerocopy against
+    its baselines per size with ^ on the crossover, requests/s, and the crossover per API."""
+    cols = [c for c in SEED_COLUMNS if any(sc.column is c for sc in cells)]
+    out = [f"zctrace bench --suite crossover ({engine_note([sc.cell for sc in cells])}; untraced; medians "
+           f"of {repeat} interleaved rounds; * = the kernel copied this zerocopy cell)"]
+    out += [f"note: {n}" for n in notes]
+    for (target, proto), by_size in crossover_medians(cells).items():
+        apis = api_crossovers(by_size)
+        star = lambda m: "" if m.really_zerocopy else " *"  # noqa: E731
+        out.append(f"\n{target} {proto}: sender CPU per byte (ns/B; CPU time per request / size)")
+        out.append(report.table(["IO size"] + [c.title for c in cols], [
+            [s] + [f"{row[c.key].cpu_per_request / s * 1e9:.3f}{star(row[c.key])}" if c.key in row else "-"
+                   for c in cols] for s, row in by_size.items()]))
+        head, rows = ["IO size"], []
+        pairs = [(api, base) for api, a in apis.items() for base in a["vs"]]
+        head += [f"{_API_TITLES[api]} vs {base}" for api, base in pairs]
+        for s in by_size:
+            row: list = [s]
+            for api, base in pairs:
+                r = apis[api]["vs"][base]["cpu_ratio"].get(str(s))
+                row.append("-" if r is None else _pct(r) + (" ^" if apis[api]["vs"][base]["crossover"] == s else ""))
+            rows.append(row)
+        if pairs:
+            out.append("\nzerocopy against its baseline, requests per CPU second (^ = crossover):")
+            out.append(report.table(head, rows))
+        out.append("\nrequests/s:")
+        out.append(report.table(["IO size"] + [c.title for c in cols], [
+            [s] + [f"{row[c.key].requests_per_s:,.0f}" if c.key in row else "-" for c in cols]
+            for s, row in by_size.items()]))
+        out.append("crossover (by CPU per request; by requests/s in brackets):" if pairs else
+                   "crossover: none measured (no zerocopy column ran: see the notes)")
+        for api, base in pairs:
+            out.append(f"  {_API_TITLES[api]} vs {base}: {crossover_note(apis[api], base)} "
+                       f"[{crossover_note(apis[api], base, 'crossover_requests_per_s')}]")
+    return "\n".join(out)
+
+
+def crossover_record(target: str, proto: str, by_size: dict[int, dict[str, Median]], path, meta: dict,
+                     skipped: dict[str, str]) -> dict:
+    """The saved measurement of one target and protocol (zctrace/crossover.py, docs/advice.md)."""
+    from ..crossover import FORMAT
+    return {"format": FORMAT, "target": target, "proto": proto, "path": path.to_json() if path else None,
+            **meta, "skipped": skipped,
+            "sizes": [{"size": s, "columns": {k: {"cpu_us_per_request": round(m.cpu_per_request * 1e6, 4),
+                                                  "requests_per_s": round(m.requests_per_s, 1),
+                                                  "verdict": m.verdict, "runs": m.runs}
+                                              for k, m in row.items()}} for s, row in by_size.items()],
+            "crossovers": api_crossovers(by_size)}

@@ -23,10 +23,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from .. import cgroups, lifecycle, maps, model, snapshot, workloads
+from .. import advice, cgroups, crossover, lifecycle, maps, model, snapshot, workloads
 from ..probes import AttachStatus, Session, load_manifest
 from .. import bpfinfo
-from .families import (KERNEL_EVENTS, copy_fallbacks, flow_gauge, flow_rows, kernel_events, late_copies,
+from .families import (KERNEL_EVENTS, advice as advice_gauge, advice_by_owner, copy_fallbacks, flow_gauge, flow_rows, kernel_events, late_copies,
                        lost_events, not_attempted, notification_latency, notifications, pinned, receive_rows,
                        requests, sent_bytes, undecided, unreaped_cqes, zerocopy_receive)
 from .fold import Debut, Folder, Owner
@@ -109,6 +109,10 @@ class ZctraceCollector(Collector):
         except metadata.PackageNotFoundError:
             version = "unknown"
         self._build = (version, self.session.tier, os.uname().release)
+        self._paths = crossover.DevicePaths()  # sockets' devices, looked up while they exist (advice)
+        self._saved = crossover.SavedCache()
+        self._started = time.monotonic()
+        self._advice: dict[Owner, set[str]] = {}  # owner -> advice codes of its processes' last report
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
@@ -184,6 +188,7 @@ class ZctraceCollector(Collector):
         folded = (self._try("process_rows", lambda: self._folder.fold(flow_rows(rep)) or True, False)
                   and self._try("zerocopy_receive", lambda: self._rx_folder.fold(receive_rows(rep)) or True, False))
         if folded:
+            self._try("advice", lambda: self._update_advice(raw, rep), None)  # before the exited leave
             self._try("retire", lambda: self._reaper.sweep(raw), set())
         return folded
 
@@ -212,11 +217,24 @@ class ZctraceCollector(Collector):
                 "pinned": lambda: [gauge(pinned(labels), lambda c: c.pinned_bytes)],
                 "io_uring_cqes": lambda: unreaped_cqes(rep, folded, self._owner, labels),
                 "zerocopy_receive": lambda: zerocopy_receive(self._rx_folder.view(), labels),
+                "advice": lambda: [advice_gauge(self._advice_shown(folded), folded, labels)],
                 **parts}
         out: list[Metric] = []
         for name, part in parts.items():
             out += self._try(name, part, [])
         return out
+
+    def _update_advice(self, raw: snapshot.Snapshot, rep: model.Report) -> None:
+        """Advice codes per owner (advice.py; rates over the time since the exporter started) of
+        the live processes and of those that just exited (each sweep, before they are retired)."""
+        self._paths.observe(raw.sockets)
+        advice.Advisor(self._saved.get(), self._paths).advise(rep, time.monotonic() - self._started)
+        self._advice.update(advice_by_owner(rep, self._owner))
+
+    def _advice_shown(self, folded) -> dict[Owner, set[str]]:
+        """Each owner's last advice, while the folder knows the owner (as its series stay)."""
+        self._advice = {o: codes for o, codes in self._advice.items() if o in folded.label_of}
+        return self._advice
 
     # Self-metrics ---------------------------------------------------------------------------
 

@@ -124,6 +124,30 @@ def flow_gauge(fam: GaugeMetricFamily, rep: model.Report, folded: Folded,
     return fam
 
 
+def advice_by_owner(rep: model.Report, owner_of: Callable[[snapshot.StatsRow], Owner]) -> dict[Owner, set[str]]:
+    """The advice codes (docs/advice.md) of the report's processes, per owner."""
+    out: dict[Owner, set[str]] = {}
+    for p in rep.processes:
+        owner = owner_of(snapshot.StatsRow(p.pid, p.comm, "", "", {}, p.cgroup))
+        out.setdefault(owner, set()).update(a.code for a in p.advice)
+    return out
+
+
+def advice(by_owner: dict[Owner, set[str]], folded: Folded, labels: list[str]) -> Metric:
+    """1 per advice code and exported owner: an owner the folder names under its own labels, the
+    others as `other` (the folder's owners: the series stay bounded like the others); owners the
+    folder forgot (their grace expired) are left out."""
+    fam = GaugeMetricFamily("zctrace_advice", "Advice for a workload (docs/advice.md), 1 while its "
+                            "processes' last report has it: below_crossover, crossover_not_measured, "
+                            "always_copied, fixable_not_attempted, notifications_late. zctrace trace --json "
+                            "has the evidence.", labels=["code"] + labels)
+    keys = {(code, *_process_values(folded.label_of[owner], labels))
+            for owner, codes in by_owner.items() if owner in folded.label_of for code in codes}
+    for key in sorted(keys):
+        fam.add_metric(list(key), 1)
+    return fam
+
+
 def receive_rows(rep: model.Report) -> list[snapshot.StatsRow]:
     """TCP_ZEROCOPY_RECEIVE results per process as rows the folder ranks (by bytes received)."""
     return [snapshot.StatsRow(r.pid, r.comm, "tcp_zerocopy_receive", "tcp", {
