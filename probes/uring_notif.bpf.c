@@ -82,12 +82,15 @@ static __always_inline u64 zc_nd_take(u64 nd)
  * (its late copy, or ZC_R_LINKED_NOTIFICATION if they were not copied). A member without skbs
  * of its own had its pages in a carrier's skbs (io_link_skb): the kernel counts it copied
  * (no zc_used of its own), for the carrier's reason. The list puts every member after its
- * carrier; in a chain whose skbs met different fates the latest carrier stands for all. */
+ * carrier; in a chain whose skbs met different fates the latest carrier stands for all.
+ * Members no skb carried at all were copied at send: counted in `unsent`, their reason found once
+ * after the walk (zc_walk_done: the route's, else io_uring_not_used), not in every step of it. */
 struct zc_walk {
 	u64 ctx;
 	struct zc_ring *ring;
 	int carrier_stack;
 	u8 carrier;
+	u32 unsent;
 };
 
 /* Notification `nd`'s verdict, its flags and late copy forgotten. */
@@ -120,12 +123,25 @@ static __always_inline void zc_nd_verdict(struct zc_walk *w, u64 nd)
 			late = ZC_R_UNKNOWN;
 		w->carrier = late;
 		w->carrier_stack = late_stack;
-	} else if (!late) { /* no skb: a linked member's pages rode in its carrier's, else none did */
-		late = w->carrier ? w->carrier : ZC_R_IO_URING_NOT_USED;
+	} else if (!late && w->carrier) { /* no skb: a linked member's pages rode in its carrier's */
+		late = w->carrier;
 		late_stack = w->carrier_stack;
+	} else if (!late) { /* no skb carried its pages: copied at send */
+		zc_ring_add(ring, proto, ZC_COPIED, 1);
+		w->unsent++;
+		return;
 	}
 	zc_ring_add(ring, proto, ZC_COPIED, 1);
 	zc_reason_add(ring->tgid, ZC_API_IO_URING, proto, late, late_stack, 1);
+}
+
+/* After a walk: the reason of its members copied at send (the members of one chain share a ring). */
+static __always_inline void zc_walk_done(struct zc_walk *w)
+{
+	struct zc_ring *ring = w->ring;
+
+	if (w->unsent && ring)
+		zc_reason_add(ring->tgid, ZC_API_IO_URING, ring->proto, zc_uring_send_copy(ring), -1, w->unsent);
 }
 
 #ifdef ZC_NOTIF_CHAIN
@@ -209,6 +225,7 @@ static __always_inline void zc_chain_resume(u64 ctx)
 		zc_nd_verdict(&w, nd);
 		nd = zc_nd_next(nd);
 	}
+	zc_walk_done(&w);
 	cur->carrier = w.carrier;
 	cur->carrier_stack = w.carrier_stack;
 	cur->nd = nd;
@@ -260,5 +277,6 @@ ZC_KFUNC1(io_notif_tw_complete, notif)
 	if (nd)
 		zc_chain_defer(ring_ctx, head, nd, &w);
 #endif
+	zc_walk_done(&w);
 	return 0;
 }
