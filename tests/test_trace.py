@@ -37,6 +37,24 @@ def test_every_probe_of_the_tier_attaches(tracer):
     assert [s for s in tracer.statuses if not s.attached] == []
 
 
+def test_runs_the_kernel_skipped_are_read_from_every_loaded_program(tracer):
+    """recursion_misses of each loaded program, read from the kernel (BPF_OBJ_GET_INFO_BY_FD) by
+    snapshot.take: every program is there by its event, and the lost cause `recursion_misses`
+    appears exactly when one missed (a miss cannot be provoked on purpose here: a kprobe or
+    tracepoint program must be entered while another runs on its CPU; usually all are 0)."""
+    from zctrace.exporter import bpfinfo
+    cell(tracer, mode="uring_zc", target="sink", size=1000)
+    snap = snapshot.take(tracer.bpf)
+    assert set(snap.recursion_misses) == {bpfinfo.program_event(n) for n in tracer.bpf.funcs}
+    assert "raw_tracepoint:io_uring_complete" in snap.recursion_misses
+    assert all(isinstance(n, int) and n >= 0 for n in snap.recursion_misses.values())
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    assert snap.recursion_misses_counted == ((major, minor) >= (6, 7))
+    rep = model.build(snap, tracer.tier)
+    missed = {p: n for p, n in snap.recursion_misses.items() if n}
+    assert (rep.lost["recursion_misses"].programs if missed else rep.lost.get("recursion_misses")) == (missed or None)
+
+
 INFORMATIONAL = {"skb_zerocopy_iter_stream", "zerocopy_fill_skb_from_iter", "msg_zerocopy_realloc"}
 
 

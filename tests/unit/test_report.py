@@ -122,3 +122,44 @@ def test_top_sampler_counts_since_start_and_rates():
     second = sampler.take()
     assert (first.report.totals.zc_requests, second.report.totals.zc_requests) == (22, 27)
     assert second.rates[OTHER] > 0 and second.rates[SENDER] == 0
+
+
+def test_runs_the_kernel_skipped_are_lost_with_the_programs_that_missed():
+    """recursion_misses of the loaded programs (BPF_OBJ_GET_INFO_BY_FD): the lost cause
+    `recursion_misses`, in the text and in --json's "lost", with each program that missed."""
+    maps = mixed(kernel=True)
+    maps.program(b"kprobe__io_tx_ubuf_complete", 7)
+    maps.program(b"tracepoint__syscalls__sys_enter_sendmsg", 2)
+    maps.program(b"raw_tracepoint__io_uring_complete", 0)
+    rep = build(maps, "kprobe")
+    programs = {"kprobe:io_tx_ubuf_complete": 7, "syscalls:sys_enter_sendmsg": 2}
+    assert rep.lost["recursion_misses"] == model.SkippedRuns(9, 0, 0, programs)
+    text = report.render(rep)
+    assert ("lost (runs the kernel skipped: another BPF program was running on the CPU): recursion_misses 9 runs "
+            "(kprobe:io_tx_ubuf_complete 7, syscalls:sys_enter_sendmsg 2): a verdict or reason may be missing") in text
+    assert "lost (BPF maps full): socks_full 2 times" in text
+    assert "before 6.7" not in text
+    doc = json.loads(json.dumps(rep.to_json()))
+    assert doc["lost"] == {"socks_full": {"events": 2, "requests": 3, "bytes": 3_000},
+                           "recursion_misses": {"events": 9, "requests": 0, "bytes": 0, "programs": programs}}
+    assert doc["recursion_misses_counted"] is True
+
+
+def test_no_skipped_run_is_no_lost_cause():
+    maps = mixed(kernel=True)
+    maps.program(b"kprobe__io_tx_ubuf_complete", 0)
+    rep = build(maps, "kprobe")
+    assert "recursion_misses" not in rep.lost
+    assert "skipped" not in report.render(rep)
+
+
+def test_a_kernel_before_6_7_cannot_count_skipped_runs(monkeypatch):
+    assert [snapshot.counts_skipped_runs(r) for r in ("6.1.0-57-amd64", "6.6.30", "6.7.0", "6.12.118+deb12-amd64",
+                                                      "7.0.1")] == [False, False, True, True, True]
+    monkeypatch.setattr(snapshot, "counts_skipped_runs", lambda release=None: False)
+    maps = mixed(kernel=True)
+    maps.program(b"kfunc__io_tx_ubuf_complete", 3)  # fentry's own recursion: counted there too
+    text = report.render(build(maps, "kprobe"))
+    assert text.count("skipped runs: this kernel (before 6.7) does not count the runs of kprobe and tracepoint "
+                      "programs it skips") == 1
+    assert "recursion_misses 3 runs (kfunc:io_tx_ubuf_complete 3)" in text

@@ -154,9 +154,7 @@ def program_stats(session: Session) -> dict[str, tuple[int, int]]:
     out = {}
     for name, fn in session.bpf.funcs.items():
         st = bpfinfo.prog_stats(fn.fd)
-        kind, _, event = name.decode().partition("__")
-        out[event.replace("__", ":") if kind == "tracepoint" else f"{kind}:{event}"] = \
-            (st.run_time_ns, st.run_count)
+        out[bpfinfo.program_event(name)] = (st.run_time_ns, st.run_count)
     return out
 
 

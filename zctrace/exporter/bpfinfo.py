@@ -83,6 +83,13 @@ class ProgStats:
     recursion_misses: int
 
 
+def program_event(fn_name: bytes) -> str:
+    """The event a bcc program function is attached to, as reports name it: `kprobe:FN`,
+    `kfunc:FN`, `raw_tracepoint:EVENT`, or `CATEGORY:EVENT` for a tracepoint."""
+    kind, _, event = fn_name.decode().partition("__")
+    return event.replace("__", ":") if kind == "tracepoint" else f"{kind}:{event}"
+
+
 def prog_stats(fd: int) -> ProgStats:
     info = _ProgInfo()
     _info(fd, info)
