@@ -83,14 +83,15 @@ static __always_inline u64 zc_nd_take(u64 nd)
  * of its own had its pages in a carrier's skbs (io_link_skb): the kernel counts it copied
  * (no zc_used of its own), for the carrier's reason. The list puts every member after its
  * carrier; in a chain whose skbs met different fates the latest carrier stands for all.
- * Members no skb carried at all were copied at send: counted in `unsent`, their reason found once
- * after the walk (zc_walk_done: the route's, else io_uring_not_used), not in every step of it. */
+ * Members no skb carried at all were copied at send: counted in their ring's `unsent`, their
+ * reason found once after the walk (zc_walk_done: the route's, else io_uring_not_used), not in
+ * every step of it (a count in map memory, not on the stack: the verifier would tell every count
+ * apart along the walk). */
 struct zc_walk {
 	u64 ctx;
 	struct zc_ring *ring;
 	int carrier_stack;
 	u8 carrier;
-	u32 unsent;
 };
 
 /* Notification `nd`'s verdict, its flags and late copy forgotten. */
@@ -128,7 +129,7 @@ static __always_inline void zc_nd_verdict(struct zc_walk *w, u64 nd)
 		late_stack = w->carrier_stack;
 	} else if (!late) { /* no skb carried its pages: copied at send */
 		zc_ring_add(ring, proto, ZC_COPIED, 1);
-		w->unsent++;
+		__sync_fetch_and_add(&ring->unsent, 1);
 		return;
 	}
 	zc_ring_add(ring, proto, ZC_COPIED, 1);
@@ -139,9 +140,12 @@ static __always_inline void zc_nd_verdict(struct zc_walk *w, u64 nd)
 static __always_inline void zc_walk_done(struct zc_walk *w)
 {
 	struct zc_ring *ring = w->ring;
+	u32 n = ring ? ring->unsent : 0;
 
-	if (w->unsent && ring)
-		zc_reason_add(ring->tgid, ZC_API_IO_URING, ring->proto, zc_uring_send_copy(ring), -1, w->unsent);
+	if (!n)
+		return;
+	__sync_fetch_and_add(&ring->unsent, -n); /* what another CPU's walk added meanwhile stays */
+	zc_reason_add(ring->tgid, ZC_API_IO_URING, ring->proto, zc_uring_send_copy(ring), -1, n);
 }
 
 #ifdef ZC_NOTIF_CHAIN

@@ -112,7 +112,8 @@ struct zc_ring {
 	__u32 failed;                /* failed sends whose notification is still to come */
 	__u32 seq;                   /* zerocopy sends seen: latency samples one in ZC_LATENCY_EVERY */
 	__u32 len;                   /* bytes of its latest zerocopy send (with `more`: the copy at send */
-	__u32 pad;                   /*   of a notification no skb carried, zc_uring_send_copy) */
+	                             /*   of a notification no skb carried, zc_uring_send_copy) */
+	__u32 unsent;                /* fentry/kprobe: such notifications of the chain being walked */
 	__u64 failed_notified;       /* failed sends with a notification to come, ever */
 	__u64 file;                  /* file of its latest zerocopy send, and that file's socket: */
 	__u64 sk;                    /*   read again only when the file changes */
