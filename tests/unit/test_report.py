@@ -163,3 +163,12 @@ def test_a_kernel_before_6_7_cannot_count_skipped_runs(monkeypatch):
     assert text.count("skipped runs: this kernel (before 6.7) does not count the runs of kprobe and tracepoint "
                       "programs it skips") == 1
     assert "recursion_misses 3 runs (kfunc:io_tx_ubuf_complete 3)" in text
+
+
+def test_programs_are_named_by_their_event():
+    from zctrace.exporter.bpfinfo import program_event
+    assert [program_event(n) for n in (b"kprobe__io_tx_ubuf_complete", b"kfunc__io_notif_tw_complete",
+                                       b"raw_tracepoint__io_uring_complete", b"tracepoint__syscalls__sys_enter_sendto",
+                                       b"zc_chain_walk_raw")] == [
+        "kprobe:io_tx_ubuf_complete", "kfunc:io_notif_tw_complete", "raw_tracepoint:io_uring_complete",
+        "syscalls:sys_enter_sendto", "zc_chain_walk_raw"]

@@ -85,8 +85,11 @@ class ProgStats:
 
 def program_event(fn_name: bytes) -> str:
     """The event a bcc program function is attached to, as reports name it: `kprobe:FN`,
-    `kfunc:FN`, `raw_tracepoint:EVENT`, or `CATEGORY:EVENT` for a tracepoint."""
-    kind, _, event = fn_name.decode().partition("__")
+    `kfunc:FN`, `raw_tracepoint:EVENT`, or `CATEGORY:EVENT` for a tracepoint; a program no event
+    runs (a tail call's target, zc_chain_walk_raw) by its own name."""
+    kind, sep, event = fn_name.decode().partition("__")
+    if not sep:
+        return kind
     return event.replace("__", ":") if kind == "tracepoint" else f"{kind}:{event}"
 
 
