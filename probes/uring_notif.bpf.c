@@ -25,6 +25,10 @@ struct zc_nd_slot {
 };
 BPF_ARRAY(zc_nd_slots, struct zc_nd_slot, ZC_ND_SLOTS);
 BPF_HASH(zc_nd_spill, u64, u64, 16384);
+/* Entries in zc_nd_spill: while there are any, a notification found in its slot is looked for
+ * there too (its first skb may have spilled while another notification held the slot, which was
+ * freed before its next skb claimed it). */
+BPF_ARRAY(zc_nd_spilled, u64, 1);
 
 static __always_inline u32 zc_nd_index(u64 nd)
 {
@@ -44,7 +48,15 @@ ZC_KFUNC3(io_tx_ubuf_complete, skb, uarg, success)
 	if (slot->nd != nd) {
 		u64 held = __sync_val_compare_and_swap(&slot->nd, 0, nd);
 		if (held && held != nd) { /* another notification's slot */
-			u64 zero = 0, *f = zc_nd_spill.lookup_or_try_init(&nd, &zero);
+			u64 *f = zc_nd_spill.lookup(&nd);
+			if (!f) {
+				u64 zero = 0;
+				u32 z = 0;
+				u64 *spilled = zc_nd_spilled.lookup(&z);
+				if (!zc_nd_spill.insert(&nd, &zero) && spilled)
+					__sync_fetch_and_add(spilled, 1);
+				f = zc_nd_spill.lookup(&nd);
+			}
 			if (f)
 				__sync_fetch_and_or(f, flag);
 			else
@@ -67,13 +79,21 @@ static __always_inline u64 zc_nd_take(u64 nd)
 		flags = slot->flags;
 		slot->flags = 0;
 		slot->nd = 0;
-		return flags;
+		u32 z = 0;
+		u64 *spilled = zc_nd_spilled.lookup(&z);
+		if (!spilled || !*spilled)
+			return flags;
 	}
 	f = zc_nd_spill.lookup(&nd);
 	if (!f)
-		return 0;
-	flags = *f;
-	zc_nd_spill.delete(&nd);
+		return flags;
+	flags |= *f;
+	if (!zc_nd_spill.delete(&nd)) {
+		u32 z = 0;
+		u64 *spilled = zc_nd_spilled.lookup(&z);
+		if (spilled)
+			__sync_fetch_and_add(spilled, -1);
+	}
 	return flags;
 }
 
