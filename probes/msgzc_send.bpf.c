@@ -19,52 +19,6 @@ struct zc_call {
 };
 BPF_HASH(zc_send_calls, u64, struct zc_call, 10240);
 
-/* Would this send be copied at send time? (__ip_append_data / tcp_sendmsg_locked rules, read
- * from the socket's cached route: no SG -> copy; UDP needs CHECKSUM_PARTIAL, i.e. payload and
- * headers within the MTU (or UDP GSO), checksum offload, and a datagram that is not corked:
- * MSG_MORE or UDP_CORK without GSO, or an append to a pending corked datagram, checksums in
- * software.) Also the egress ifindex. */
-static __always_inline u8 zc_predict_copy(void *sk, void *dev, u8 proto, u64 len, u64 flags, u32 *ifindex)
-{
-	u64 features = 0;
-	u32 mtu = 0;
-	u16 family = 0, gso = 0;
-
-	if (dev) {
-		ZC_READ(*ifindex, dev, ZC_OFF_net_device_ifindex);
-		ZC_READ(features, dev, ZC_OFF_net_device_features);
-		ZC_READ(mtu, dev, ZC_OFF_net_device_mtu);
-	}
-	if (proto == ZC_PROTO_TCP) {
-		u64 caps = 0;
-		ZC_READ(caps, sk, ZC_OFF_sock_sk_route_caps);
-		return (caps >> ZC_NETIF_F_SG_BIT) & 1 ? ZC_R_NONE : ZC_R_NO_SG;
-	}
-	if (proto != ZC_PROTO_UDP || !dev)
-		return ZC_R_NONE;
-	if (!((features >> ZC_NETIF_F_SG_BIT) & 1))
-		return ZC_R_NO_SG;
-	ZC_READ(family, sk, ZC_OFF_sock_skc_family);
-	ZC_READ(gso, sk, ZC_OFF_udp_sock_gso_size);
-	u64 hdr = family == ZC_AF_INET6 ? 48 : 28;
-	if (len + hdr > mtu && !gso)
-		return ZC_R_OVER_MTU;
-	u64 csum = (1ULL << ZC_NETIF_F_HW_CSUM_BIT) |
-		   (1ULL << (family == ZC_AF_INET6 ? ZC_NETIF_F_IPV6_CSUM_BIT : ZC_NETIF_F_IP_CSUM_BIT));
-	if (!(features & csum))
-		return ZC_R_NO_CSUM_OFFLOAD;
-	int pending = 0;
-	u32 cork = 0;
-	ZC_READ(pending, sk, ZC_OFF_udp_sock_pending);
-#ifdef ZC_UDP_CORK_OFF
-	ZC_READ(cork, sk, ZC_UDP_CORK_OFF);
-	cork = (cork >> ZC_UDP_CORK_BIT) & 1;
-#endif
-	if (pending || ((flags & ZC_MSG_MORE || cork) && !gso))
-		return ZC_R_NO_CSUM_OFFLOAD;
-	return ZC_R_NONE;
-}
-
 /* ENOBUFS from msg_zerocopy_alloc: optmem (sock_omalloc) if the socket's optmem is used up,
  * else the pinned-pages limit (RLIMIT_MEMLOCK). */
 static __always_inline int zc_enobufs_counter(void *sk)

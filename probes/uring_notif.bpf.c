@@ -25,6 +25,10 @@ struct zc_nd_slot {
 };
 BPF_ARRAY(zc_nd_slots, struct zc_nd_slot, ZC_ND_SLOTS);
 BPF_HASH(zc_nd_spill, u64, u64, 16384);
+/* Entries in zc_nd_spill: while there are any, a notification found in its slot is looked for
+ * there too (its first skb may have spilled while another notification held the slot, which was
+ * freed before its next skb claimed it). */
+BPF_ARRAY(zc_nd_spilled, u64, 1);
 
 static __always_inline u32 zc_nd_index(u64 nd)
 {
@@ -44,7 +48,15 @@ ZC_KFUNC3(io_tx_ubuf_complete, skb, uarg, success)
 	if (slot->nd != nd) {
 		u64 held = __sync_val_compare_and_swap(&slot->nd, 0, nd);
 		if (held && held != nd) { /* another notification's slot */
-			u64 zero = 0, *f = zc_nd_spill.lookup_or_try_init(&nd, &zero);
+			u64 *f = zc_nd_spill.lookup(&nd);
+			if (!f) {
+				u64 zero = 0;
+				u32 z = 0;
+				u64 *spilled = zc_nd_spilled.lookup(&z);
+				if (!zc_nd_spill.insert(&nd, &zero) && spilled)
+					__sync_fetch_and_add(spilled, 1);
+				f = zc_nd_spill.lookup(&nd);
+			}
 			if (f)
 				__sync_fetch_and_or(f, flag);
 			else
@@ -67,13 +79,21 @@ static __always_inline u64 zc_nd_take(u64 nd)
 		flags = slot->flags;
 		slot->flags = 0;
 		slot->nd = 0;
-		return flags;
+		u32 z = 0;
+		u64 *spilled = zc_nd_spilled.lookup(&z);
+		if (!spilled || !*spilled)
+			return flags;
 	}
 	f = zc_nd_spill.lookup(&nd);
 	if (!f)
-		return 0;
-	flags = *f;
-	zc_nd_spill.delete(&nd);
+		return flags;
+	flags |= *f;
+	if (!zc_nd_spill.delete(&nd)) {
+		u32 z = 0;
+		u64 *spilled = zc_nd_spilled.lookup(&z);
+		if (spilled)
+			__sync_fetch_and_add(spilled, -1);
+	}
 	return flags;
 }
 
@@ -82,7 +102,11 @@ static __always_inline u64 zc_nd_take(u64 nd)
  * (its late copy, or ZC_R_LINKED_NOTIFICATION if they were not copied). A member without skbs
  * of its own had its pages in a carrier's skbs (io_link_skb): the kernel counts it copied
  * (no zc_used of its own), for the carrier's reason. The list puts every member after its
- * carrier; in a chain whose skbs met different fates the latest carrier stands for all. */
+ * carrier; in a chain whose skbs met different fates the latest carrier stands for all.
+ * Members no skb carried at all were copied at send: counted in their ring's `unsent`, their
+ * reason found once after the walk (zc_walk_done: the route's, else io_uring_not_used), not in
+ * every step of it (a count in map memory, not on the stack: the verifier would tell every count
+ * apart along the walk). */
 struct zc_walk {
 	u64 ctx;
 	struct zc_ring *ring;
@@ -120,12 +144,28 @@ static __always_inline void zc_nd_verdict(struct zc_walk *w, u64 nd)
 			late = ZC_R_UNKNOWN;
 		w->carrier = late;
 		w->carrier_stack = late_stack;
-	} else if (!late) { /* no skb: a linked member's pages rode in its carrier's, else none did */
-		late = w->carrier ? w->carrier : ZC_R_IO_URING_NOT_USED;
+	} else if (!late && w->carrier) { /* no skb: a linked member's pages rode in its carrier's */
+		late = w->carrier;
 		late_stack = w->carrier_stack;
+	} else if (!late) { /* no skb carried its pages: copied at send */
+		zc_ring_add(ring, proto, ZC_COPIED, 1);
+		__sync_fetch_and_add(&ring->unsent, 1);
+		return;
 	}
 	zc_ring_add(ring, proto, ZC_COPIED, 1);
 	zc_reason_add(ring->tgid, ZC_API_IO_URING, proto, late, late_stack, 1);
+}
+
+/* After a walk: the reason of its members copied at send (the members of one chain share a ring). */
+static __always_inline void zc_walk_done(struct zc_walk *w)
+{
+	struct zc_ring *ring = w->ring;
+	u32 n = ring ? ring->unsent : 0;
+
+	if (!n)
+		return;
+	__sync_fetch_and_add(&ring->unsent, -n); /* what another CPU's walk added meanwhile stays */
+	zc_reason_add(ring->tgid, ZC_API_IO_URING, ring->proto, zc_uring_send_copy(ring), -1, n);
 }
 
 #ifdef ZC_NOTIF_CHAIN
@@ -209,6 +249,7 @@ static __always_inline void zc_chain_resume(u64 ctx)
 		zc_nd_verdict(&w, nd);
 		nd = zc_nd_next(nd);
 	}
+	zc_walk_done(&w);
 	cur->carrier = w.carrier;
 	cur->carrier_stack = w.carrier_stack;
 	cur->nd = nd;
@@ -260,5 +301,6 @@ ZC_KFUNC1(io_notif_tw_complete, notif)
 	if (nd)
 		zc_chain_defer(ring_ctx, head, nd, &w);
 #endif
+	zc_walk_done(&w);
 	return 0;
 }

@@ -113,15 +113,17 @@ static __always_inline struct zc_ring *zc_ring_get(u64 ctx, u64 bytes)
 
 /* The front of an io_kiocb, read with one bpf_probe_read_kernel per CQE: its file, opcode and CQE
  * (user_data, res, flags: the trace point's CQE is a copy of these), and, for a notification,
- * its io_notif_data's zc_report and zc_copied (inside cmd). Offsets from BTF, like every other. */
+ * its io_notif_data's zc_report and zc_copied (inside cmd); for a send, its io_sr_msg's msg_flags
+ * (inside cmd too). Offsets from BTF, like every other. */
 #define ZC_MAX2(a, b) ((a) > (b) ? (a) : (b))
 #define ZC_NOTIF_OFF(m) (ZC_OFF_io_kiocb_cmd + ZC_OFF_io_notif_data_##m)
+#define ZC_SR_MSG_FLAGS (ZC_OFF_io_kiocb_cmd + ZC_OFF_io_sr_msg_msg_flags)
 #define ZC_REQ_HEAD ZC_MAX2(ZC_MAX2(ZC_MAX2(ZC_OFF_io_kiocb_file + 8, ZC_OFF_io_kiocb_opcode + 1), \
 				    ZC_MAX2(ZC_OFF_io_kiocb_cqe_user_data + 8, ZC_OFF_io_kiocb_cqe_res + 4)), \
 			    ZC_MAX2(ZC_MAX2(ZC_OFF_io_kiocb_cqe_flags + 4, ZC_NOTIF_OFF(zc_report) + 1), \
-				    ZC_NOTIF_OFF(zc_copied) + 1))
+				    ZC_MAX2(ZC_NOTIF_OFF(zc_copied) + 1, ZC_SR_MSG_FLAGS + 4)))
 #if ZC_REQ_HEAD > 256
-#error "io_kiocb: file, opcode, cqe and io_notif_data flags further apart than expected (docs/kernel.md)"
+#error "io_kiocb: file, opcode, cqe, io_notif_data and io_sr_msg flags further apart than expected (docs/kernel.md)"
 #endif
 #if defined(ZC_NOTIF_CHAIN) && (ZC_NOTIF_OFF(head) + 8 > ZC_REQ_HEAD || ZC_NOTIF_OFF(zc_used) >= ZC_REQ_HEAD)
 #error "io_notif_data.head or zc_used past zc_copied: the request's head misses them (docs/kernel.md)"
@@ -149,7 +151,26 @@ static __always_inline u8 zc_uring_proto(struct zc_ring *ring, u64 file)
 	ring->file = file;
 	ring->sk = (u64)sk;
 	ring->proto = zc_proto_of(ipproto);
+	ring->more = 0;
 	return ring->proto;
+}
+
+/* The reason of a copied notification that no skb carried (zc_used unset: the kernel dropped the
+ * request's msg_ubuf at send): the copy at send that MSG_ZEROCOPY's rule (zc_predict_copy) gives
+ * for the ring's socket and route as they are now, with the length and MSG_MORE of the ring's
+ * latest send (one after a send with MSG_MORE appended to the datagram that one left pending);
+ * else io_uring_not_used. Read only for such notifications: sends pay two plain stores. */
+static __always_inline u8 zc_uring_send_copy(struct zc_ring *ring)
+{
+	u32 ifindex = 0;
+	u8 reason = ZC_R_NONE;
+
+	if (ring && ring->sk) {
+		u64 flags = (ring->more & 1 ? ZC_MSG_MORE : 0) | (ring->more & 2 ? ZC_SEND_APPENDS : 0);
+		reason = zc_predict_copy((void *)ring->sk, zc_sk_dev((void *)ring->sk), ring->proto, ring->len,
+					 flags, &ifindex);
+	}
+	return reason ? reason : ZC_R_IO_URING_NOT_USED;
 }
 
 /* A notification CQE: notifications and released bytes on every tier; on the tracepoint tier
@@ -210,7 +231,7 @@ static __always_inline int zc_uring_notif(u64 ctx, void *req, struct zc_req_head
 	if (h) {
 		reason = zc_late_take((u64)req + ZC_NOTIF_OFF(uarg), &stackid);
 		if (!reason && !ZC_HEAD(h, u8, ZC_NOTIF_OFF(zc_copied)))
-			reason = ZC_R_IO_URING_NOT_USED;
+			reason = zc_uring_send_copy(ring);
 	}
 	if (!reason && ring->sk)
 		reason = zc_predict_late((void *)ring->sk, zc_sk_dev((void *)ring->sk));
@@ -226,9 +247,9 @@ static __always_inline int zc_uring_notif(u64 ctx, void *req, struct zc_req_head
 	return 0;
 }
 
-/* A send's CQE with a notification to follow (F_MORE), or a failed one: `file` is the request's
- * (0 for an overflowed CQE, which has no request). */
-static __always_inline int zc_uring_sent(u64 ctx, u64 file, u64 user_data, s32 res, u32 cflags)
+/* A send's CQE with a notification to follow (F_MORE), or a failed one: `file` and `msg_flags` are
+ * the request's (0 for an overflowed CQE, which has no request). */
+static __always_inline int zc_uring_sent(u64 ctx, u64 file, u64 user_data, s32 res, u32 cflags, u32 msg_flags)
 {
 	struct zc_ring *ring = zc_ring_get(ctx, res > 0 ? res : 0);
 	if (!ring)
@@ -237,6 +258,8 @@ static __always_inline int zc_uring_sent(u64 ctx, u64 file, u64 user_data, s32 r
 	if (res >= 0) {
 		zc_ring_count(ring, proto, ZC_REQUESTS, 1);
 		zc_ring_count(ring, proto, ZC_BYTES, res);
+		ring->len = res;
+		ring->more = ring->more << 1 | !!(msg_flags & ZC_MSG_MORE);
 		if (cflags & ZC_IORING_CQE_F_MORE)
 			zc_sample_send(&ring->seq, &ring->sample_id, &ring->sample_ts, user_data);
 		return 0;
@@ -320,7 +343,8 @@ RAW_TRACEPOINT_PROBE(io_uring_complete)
 		return 0; /* a completion without a notification to follow: not a zerocopy send */
 	if (opcode != ZC_IORING_OP_SEND_ZC && opcode != ZC_IORING_OP_SENDMSG_ZC)
 		return 0;
-	return zc_uring_sent(ctx->args[0], ZC_HEAD(&h, u64, ZC_OFF_io_kiocb_file), user_data, res, cflags);
+	return zc_uring_sent(ctx->args[0], ZC_HEAD(&h, u64, ZC_OFF_io_kiocb_file), user_data, res, cflags,
+			     ZC_HEAD(&h, u32, ZC_SR_MSG_FLAGS));
 }
 
 /* A CQE that overflowed the CQ ring: no request, so told apart by its flags alone. */
@@ -338,7 +362,7 @@ TRACEPOINT_PROBE(io_uring, io_uring_cqe_overflow)
 	}
 	if (!(args->cflags & ZC_IORING_CQE_F_MORE))
 		return 0; /* without a notification to follow: not a zerocopy send */
-	return zc_uring_sent((u64)args->ctx, 0, args->user_data, args->res, args->cflags);
+	return zc_uring_sent((u64)args->ctx, 0, args->user_data, args->res, args->cflags, 0);
 }
 
 /* A new ring: if a freed ring left an entry at this address, its counters go to its process's

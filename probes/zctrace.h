@@ -107,9 +107,13 @@ struct zc_ring {
 	__u8 proto;                  /* protocol of its latest zerocopy send */
 	__u8 report;                 /* ZC_RING_REPORTS / ZC_RING_SILENT, from its latest notification */
 	__u8 chain_reason;           /* tracepoint tier: the reason (or ZC_R_LINKED_NOTIFICATION if uncopied) of */
-	__u8 pad;                    /*   the latest notification with skbs of its own, in chain chain_head */
+	                             /*   the latest notification with skbs of its own, in chain chain_head */
+	__u8 more;                   /* MSG_MORE of its latest two sends on socket sk (bit 0: the latest) */
 	__u32 failed;                /* failed sends whose notification is still to come */
 	__u32 seq;                   /* zerocopy sends seen: latency samples one in ZC_LATENCY_EVERY */
+	__u32 len;                   /* bytes of its latest zerocopy send (with `more`: the copy at send */
+	                             /*   of a notification no skb carried, zc_uring_send_copy) */
+	__u32 unsent;                /* fentry/kprobe: such notifications of the chain being walked */
 	__u64 failed_notified;       /* failed sends with a notification to come, ever */
 	__u64 file;                  /* file of its latest zerocopy send, and that file's socket: */
 	__u64 sk;                    /*   read again only when the file changes */

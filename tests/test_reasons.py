@@ -237,7 +237,7 @@ def test_really_zerocopied_has_no_reason(tracer, mode):
     assert report(tracer).totals.top_reason == "-"
 
 
-@pytest.mark.parametrize("mode,reason", [("msg_zerocopy", "over_mtu"), ("uring_zc", "io_uring_not_used")])
+@pytest.mark.parametrize("mode,reason", [("msg_zerocopy", "over_mtu"), ("uring_zc", "over_mtu")])
 def test_udp_over_the_mtu_is_copied_at_send(tracer, mode, reason):
     with open_target("sink", "udp") as ep, IPRoute() as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname=ep.ifname)[0], mtu=1500)
@@ -296,6 +296,83 @@ def test_udp_without_checksum_partial_is_copied_at_send(tracer, target, how):
     totals = report(tracer).totals
     assert totals.zc_requests == N
     assert totals.copied_reasons == {"no_csum_offload": N}
+
+
+def _copied_reasons_by_api(tracer) -> dict[str, dict[str, int]]:
+    """The copied reasons of each API (msg_zerocopy, io_uring) over every process."""
+    out: dict[str, dict[str, int]] = {}
+    for proc in report(tracer).processes:
+        for flow in proc.flows:
+            mine = out.setdefault(flow.api, {})
+            for reason, n in flow.counts.copied_reasons.items():
+                mine[reason] = mine.get(reason, 0) + n
+    return out
+
+
+@pytest.mark.parametrize("how,reason", [("over_mtu", "over_mtu"), ("no_sg", "no_sg"),
+                                        ("device_csum", "no_csum_offload"), ("udp_cork", "no_csum_offload"),
+                                        ("msg_more", "no_csum_offload")])
+def test_io_uring_copied_at_send_has_the_reason_msg_zerocopy_has(tracer, how, reason):
+    """io_uring SEND_ZC from a registered buffer (REPORT_USAGE) on a path or socket state that
+    makes __ip_append_data copy at send: the MTU (4000 B over 1500), the sink's device without
+    scatter-gather or checksum offload, a corked datagram (UDP_CORK, MSG_MORE). The kernel drops
+    the request's msg_ubuf there as it marks a MSG_ZEROCOPY send copied: the same sends with
+    MSG_ZEROCOPY on the same socket must get the same reason (they said io_uring_not_used
+    before, on every tier). Pairs: two sends per datagram when corked."""
+    UDP_CORK, MSG_MORE, pairs = 1, 0x8000, N // 2
+    size = 4000 if how == "over_mtu" else 500
+    with open_target("sink", "udp") as ep, socket.socket(ep.family, socket.SOCK_DGRAM) as s, Ring(64) as ring:
+        if how == "over_mtu":
+            subprocess.run(["ip", "link", "set", "dev", ep.ifname, "mtu", "1500"], check=True)
+        elif how in ("no_sg", "device_csum"):
+            with Ethtool() as eth:
+                features = eth.get_features(ep.ifname)
+                names = (("tx-scatter-gather",) if how == "no_sg" else
+                         ("tx-checksum-ip-generic", "tx-checksum-ipv4", "tx-checksum-ipv6"))
+                for name in names:
+                    if name in features.features:
+                        features.features[name].enable = False
+                eth.set_features(ep.ifname, features)
+                after = eth.get_features(ep.ifname).features
+                assert not after[names[0]].enable
+        buf = bytearray(b"r" * 2 * size)
+        ring.register_buffers([buf])
+        halves = (memoryview(buf)[:size], memoryview(buf)[size:])
+        s.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)
+        s.connect(ep.addr)
+        notes = ErrQueue(s)
+        first = MSG_MORE if how == "msg_more" else 0
+        tracer.clear()
+        for _ in range(pairs):
+            if how == "udp_cork":
+                s.setsockopt(socket.IPPROTO_UDP, UDP_CORK, 1)
+            s.send(halves[0], MSG_ZEROCOPY | first)
+            s.send(halves[1], MSG_ZEROCOPY)
+            if how == "udp_cork":
+                s.setsockopt(socket.IPPROTO_UDP, UDP_CORK, 0)
+        assert notes.wait(N, 10), (notes.copied, notes.zerocopied)
+        assert (notes.copied, notes.zerocopied) == (N, 0)
+        notifs = []
+        for i in range(pairs):
+            if how == "udp_cork":
+                s.setsockopt(socket.IPPROTO_UDP, UDP_CORK, 1)
+            for j, flags in ((0, first), (1, 0)):  # one at a time: in this order on the socket
+                ring.prep_send_zc(s.fileno(), halves[j], 2 * i + j, report_usage=True, fixed_index=0,
+                                  msg_flags=flags)
+                cqes = ring.wait(1)
+                while not any(not c.notif for c in cqes):
+                    cqes += ring.wait(1)
+                notifs += [c for c in cqes if c.notif]
+            if how == "udp_cork":
+                while len(notifs) < 2 * (i + 1):  # the cork stays until the pair's notifications
+                    notifs += [c for c in ring.wait(1) if c.notif]
+                s.setsockopt(socket.IPPROTO_UDP, UDP_CORK, 0)
+        while len(notifs) < N:
+            notifs += [c for c in ring.wait(1) if c.notif]
+    assert sum(c.zc_copied for c in notifs) == N  # the kernel's own word: copied, every one
+    got = _copied_reasons_by_api(tracer)
+    assert got.get("msg_zerocopy") == {reason: N}, got
+    assert got.get("io_uring") == got["msg_zerocopy"], got
 
 
 def disconnect(s: socket.socket) -> None:

@@ -83,6 +83,16 @@ class ProgStats:
     recursion_misses: int
 
 
+def program_event(fn_name: bytes) -> str:
+    """The event a bcc program function is attached to, as reports name it: `kprobe:FN`,
+    `kfunc:FN`, `raw_tracepoint:EVENT`, or `CATEGORY:EVENT` for a tracepoint; a program no event
+    runs (a tail call's target, zc_chain_walk_raw) by its own name."""
+    kind, sep, event = fn_name.decode().partition("__")
+    if not sep:
+        return kind
+    return event.replace("__", ":") if kind == "tracepoint" else f"{kind}:{event}"
+
+
 def prog_stats(fd: int) -> ProgStats:
     info = _ProgInfo()
     _info(fd, info)

@@ -25,8 +25,7 @@ def program_stats(funcs: dict) -> dict[str, tuple[int, int]]:
     out = {}
     for name, fn in funcs.items():
         st = bpfinfo.prog_stats(fn.fd)
-        kind, _, event = (name.decode() if isinstance(name, bytes) else name).partition("__")
-        out[event.replace("__", ":") if kind == "tracepoint" else f"{kind}:{event}"] = (st.run_time_ns, st.run_count)
+        out[bpfinfo.program_event(name if isinstance(name, bytes) else name.encode())] = (st.run_time_ns, st.run_count)
     return out
 
 

@@ -32,8 +32,12 @@ class StackTable(Table, Protocol):
 
 
 class MapSource(Protocol):
-    """The maps of a loaded module by name (KeyError: not loaded on this tier), and the kernel's
-    symbol names for stack addresses."""
+    """The maps of a loaded module by name (KeyError: not loaded on this tier), the kernel's
+    symbol names for stack addresses, and the loaded programs by function name (`funcs`, each
+    with its `fd`: snapshot.take reads their run statistics with BPF_OBJ_GET_INFO_BY_FD, or
+    through the source's own `prog_stats(fd)` where it has one, as the unit tests' fake does)."""
+
+    funcs: Any
 
     def __getitem__(self, name: bytes) -> Any: ...  # a Table; a StackTable for a stack map
 

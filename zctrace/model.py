@@ -196,6 +196,24 @@ class Lost:
 
 
 @dataclass(frozen=True)
+class SkippedRuns(Lost):
+    """Lost cause `recursion_misses`: runs of the probe programs the kernel skipped (another BPF
+    program, or the same one, was running on that CPU), by program. Which requests lost their
+    verdict or reason is not known: `requests` and `bytes` stay 0."""
+
+    programs: dict[str, int] = field(default_factory=dict)
+
+
+def lost_causes(snapshot: Snapshot) -> dict[str, Lost]:
+    """What the probes could not record, by cause, the causes that happened."""
+    lost: dict[str, Lost] = {k: Lost(v, *snapshot.lost.get(k, (0, 0))) for k, v in snapshot.errors.items() if v}
+    if snapshot.skipped_runs:
+        lost["recursion_misses"] = SkippedRuns(snapshot.skipped_runs, 0, 0,
+                                               {p: n for p, n in sorted(snapshot.recursion_misses.items()) if n})
+    return lost
+
+
+@dataclass(frozen=True)
 class KernelEvent:
     """Kernel zerocopy events of one kind (fentry/kprobe tiers) and their bytes."""
 
@@ -226,6 +244,7 @@ class Report:
     receive: list[ReceiveRow] = field(default_factory=list)  # TCP_ZEROCOPY_RECEIVE per process
     probes: list[dict] = field(default_factory=list)  # session.probe_statuses(), passed through
     lost: dict[str, Lost] = field(default_factory=dict)  # by cause, the causes that happened
+    recursion_misses_counted: bool = True  # False: the kernel (< 6.7) cannot count skipped kprobe/tracepoint runs
     kernel_events: dict[str, KernelEvent] = field(default_factory=dict)  # by event, those seen
     copy_sites: list[LateCopySite] = field(default_factory=list)
     rings: list[RingRow] = field(default_factory=list)  # io_uring CQEs not consumed, per ring
@@ -317,7 +336,7 @@ def build(snapshot: Snapshot, tier: str, probes: list[dict] | None = None, comm:
         receive=[r for r in snapshot.receive if scope.admits(r.pid, r.comm, r.cgroup)],
         notification_ranges=Histogram.from_slots(ranges) if ranges else None,
         probes=probes or [],
-        lost={k: Lost(v, *snapshot.lost.get(k, (0, 0))) for k, v in snapshot.errors.items() if v},
+        lost=lost_causes(snapshot), recursion_misses_counted=snapshot.recursion_misses_counted,
         kernel_events={k: KernelEvent(c, b) for k, (c, b) in snapshot.kevents.items() if c},
         copy_sites=[LateCopySite(classify(s.stack), list(s.stack[:8]), s.count, s.bytes, late_copy_caller(s.stack))
                     for s in snapshot.copy_sites],

@@ -35,6 +35,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "io_kiocb_cqe_user_data": ("io_kiocb", "cqe.user_data"),
     "io_kiocb_cqe_res": ("io_kiocb", "cqe.res"),
     "io_kiocb_cqe_flags": ("io_kiocb", "cqe.flags"),
+    "io_sr_msg_msg_flags": ("io_sr_msg", "msg_flags"),
     "io_notif_data_uarg": ("io_notif_data", "uarg"),
     "io_notif_data_zc_report": ("io_notif_data", "zc_report"),
     "io_notif_data_next": ("io_notif_data", "next"),

@@ -46,7 +46,8 @@ ADVICE = {
     "no_csum_offload": ("UDP zerocopy needs a CHECKSUM_PARTIAL datagram: TX checksum offload on the egress "
                         "device (ethtool -K DEV tx on) and no corking (MSG_MORE/UDP_CORK) without UDP_SEGMENT"),
     "over_mtu": "UDP payload plus headers exceed the MTU: raise the MTU or use UDP_SEGMENT (GSO)",
-    "io_uring_not_used": "no skb took the pages (the send path copied): check MTU, checksum offload, socket type",
+    "io_uring_not_used": "no skb took the pages, and the route shows no cause (no_sg, over_mtu, no_csum_offload): "
+                         "a zero-length send, or the route or cork changed since",
     "linked_notification": ("not a copy: the kernel counts a linked io_uring notification (TCP, 6.10+) copied "
                             "when its pages rode in an earlier send's skbs, and those were not copied"),
     "unknown": "copied, and this probe tier has no evidence why: the fentry/kprobe tiers see late copies",

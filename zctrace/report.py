@@ -8,7 +8,7 @@ from typing import Iterable, Sequence, TextIO
 
 from .cost import describe
 from .errors import ZctraceError
-from .model import Counts, Report
+from .model import Counts, Report, SkippedRuns
 from .reasons import ADVICE
 
 
@@ -101,10 +101,11 @@ def render(report: Report, verbose: bool = False) -> str:
         for site in report.copy_sites:
             out.append(f"  {site.reason:<18} {site.count:>10} copies {human_bytes(site.bytes):>9}  "
                        + " <- ".join(site.stack))
-    if report.lost:
+    full = {k: v for k, v in report.lost.items() if not isinstance(v, SkippedRuns)}
+    if full:
         out.append("lost (BPF maps full): " + ", ".join(
-            f"{k} {v.events} times, {v.requests} requests, {human_bytes(v.bytes)}"
-            for k, v in report.lost.items()))
+            f"{k} {v.events} times, {v.requests} requests, {human_bytes(v.bytes)}" for k, v in full.items()))
+    out += _skipped_runs(report)
     advice = [f"  pid {p.pid} {p.comm} [{a.code}] {a.text}" for p in report.processes for a in p.advice]
     if advice:
         out += ["\nadvice (docs/advice.md):", *advice]
@@ -118,6 +119,22 @@ def text_stream(*outputs: str | None) -> TextIO:
     """Where a command's human text goes: stderr when one of its machine outputs (--json, --csv)
     is '-', so that stdout carries that output alone; else stdout."""
     return sys.stderr if "-" in outputs else sys.stdout
+
+
+def _skipped_runs(report: Report) -> list[str]:
+    """The runs of the probes the kernel skipped (lost cause recursion_misses), or the note that
+    this kernel cannot count them."""
+    out = []
+    skipped = report.lost.get("recursion_misses")
+    if isinstance(skipped, SkippedRuns):
+        out.append(f"lost (runs the kernel skipped: another BPF program was running on the CPU): recursion_misses "
+                   f"{skipped.events} runs (" + ", ".join(f"{p} {n}" for p, n in skipped.programs.items())
+                   + "): a verdict or reason may be missing")
+    if not report.recursion_misses_counted:
+        out.append("skipped runs: this kernel (before 6.7) does not count the runs of kprobe and tracepoint "
+                   "programs it skips while another BPF program runs on the CPU (a verdict or reason may be "
+                   "missing uncounted; the fentry tier is the least exposed)")
+    return out
 
 
 def write_json(obj: dict, path: str) -> None:

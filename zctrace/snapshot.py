@@ -6,6 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from . import bpfinfo
 from .header import APIS, COUNTERS, ERRORS, HIST_SLOTS, HISTS, KEVENTS, PROTOS, REASON_CODES
 from . import maps
 from .mapsource import MapSource, Table
@@ -100,6 +101,16 @@ class Snapshot:
     copy_sites: list[CopySite] = field(default_factory=list)
     receive: list[ReceiveRow] = field(default_factory=list)
     rings: list[RingRow] = field(default_factory=list)
+    # Runs the kernel skipped of each loaded program, by event (recursion_misses: kernel-wide
+    # counters, never cleared); and whether this kernel counts those of kprobe and tracepoint
+    # programs (6.7+), or only fentry's.
+    recursion_misses: dict[str, int] = field(default_factory=dict)
+    recursion_misses_counted: bool = True
+
+    @property
+    def skipped_runs(self) -> int:
+        """Runs the kernel skipped, of every program (the lost cause `recursion_misses`)."""
+        return sum(self.recursion_misses.values())
 
 
 def _name(names: tuple[str, ...], i: int) -> str:
@@ -236,6 +247,31 @@ def _stats_rows(bpf: MapSource) -> list[StatsRow]:
     return sorted(rows.values(), key=lambda r: (r.pid, r.api, r.proto))
 
 
+def counts_skipped_runs(release: str | None = None) -> bool:
+    """Does this kernel (release: uname -r) count the runs of kprobe and tracepoint programs it
+    skips in recursion_misses? Since 6.7 (trace_call_bpf, when another such program runs on the
+    CPU: bpf_prog_active); fentry programs' own recursion since 5.12."""
+    release = release or os.uname().release
+    try:
+        major, minor = (int(x) for x in release.split("-")[0].split(".")[:2])
+    except ValueError:
+        return True  # not a version we can read: trust the counters
+    return (major, minor) >= (6, 7)
+
+
+def recursion_misses(bpf: MapSource) -> dict[str, int]:
+    """Runs the kernel skipped of each of the module's loaded programs, by event (a program that
+    cannot be asked is left out). The fake of the unit tests answers through its own prog_stats."""
+    read = getattr(bpf, "prog_stats", None) or bpfinfo.prog_stats
+    out = {}
+    for name, fn in getattr(bpf, "funcs", {}).items():
+        try:
+            out[bpfinfo.program_event(name)] = int(read(fn.fd).recursion_misses)
+        except OSError:
+            continue
+    return out
+
+
 def take(bpf: MapSource, rings: bool = False) -> Snapshot:
     """Snapshot the maps of a loaded bcc module (or any MapSource); `rings` adds the io_uring CQ state of the
     processes that sent io_uring zerocopy requests (a walk of their /proc fds: for reports and
@@ -280,4 +316,5 @@ def take(bpf: MapSource, rings: bool = False) -> Snapshot:
     return Snapshot(taken_at=time.time(), rows=rows,
                     reasons=reasons, sockets=sockets, hists=hists, hist_sums=sums, errors=errors, lost=lost, kevents=kevents,
                     copy_sites=sorted(sites, key=lambda s: -s.bytes), receive=sorted(receive, key=lambda r: r.pid),
-                    rings=read_rings(ring_pids(bpf)) if rings else [])
+                    rings=read_rings(ring_pids(bpf)) if rings else [],
+                    recursion_misses=recursion_misses(bpf), recursion_misses_counted=counts_skipped_runs())

@@ -10,6 +10,7 @@ import ctypes
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from zctrace.bpfinfo import ProgStats
 from zctrace.header import APIS, COUNTERS, ERRORS, HIST_SLOTS, HISTS, KEVENTS, PROTOS, REASON_CODES
 from zctrace.mapsource import MapSource
 from zctrace.snapshot import entries
@@ -92,7 +93,8 @@ class FakeMaps:
     rx: bool = True
     tables: dict[bytes, Table] = field(default_factory=dict)
     symbols: dict[int, str] = field(default_factory=dict)
-    funcs: dict[bytes, Any] = field(default_factory=dict)  # bcc's loaded programs: none attached here
+    funcs: dict[bytes, Any] = field(default_factory=dict)  # bcc's loaded programs by function name (program())
+    misses: dict[int, int] = field(default_factory=dict)  # fd -> recursion_misses of that program
 
     def __post_init__(self) -> None:
         names = [b"zc_stats", b"zc_rings", b"zc_reasons", b"zc_socks", b"zc_copy_stacks"]
@@ -117,6 +119,9 @@ class FakeMaps:
             maps.tables[name].array = [plain(v) for v in live[name].values()]
         sites = maps.tables.get(b"zc_copy_sites", Table()).entries
         ids = [k.stackid for k in maps[b"zc_reasons"].entries] + [k.value for k in sites]
+        from zctrace import bpfinfo
+        for name, fn in live.funcs.items():
+            maps.program(name, bpfinfo.prog_stats(fn.fd).recursion_misses)
         for stackid in {i for i in ids if i >= 0}:
             try:
                 addrs = list(live[b"zc_copy_stacks"].walk(stackid))
@@ -134,6 +139,10 @@ class FakeMaps:
     def ksym(self, addr: int, show_module: bool = False, show_offset: bool = False) -> bytes:
         return self.symbols.get(addr, "[unknown]").encode()
 
+    def prog_stats(self, fd: int) -> ProgStats:
+        """What BPF_OBJ_GET_INFO_BY_FD says of a loaded program (bpfinfo.prog_stats)."""
+        return ProgStats(run_time_ns=0, run_count=0, recursion_misses=self.misses[fd])
+
     # Filling ----------------------------------------------------------------------------------
 
     def stats(self, pid: int, api: str, proto: str, comm: str = "app", cgroup: int = 0, **counters: int) -> None:
@@ -148,6 +157,13 @@ class FakeMaps:
         c[start:start + len(COUNTERS)] = _counters(COUNTERS, counters)
         rings = self[b"zc_rings"].entries
         rings[Rec(value=0xffff0000 + len(rings))] = Rec(tgid=pid, comm=comm.encode(), cgroup=cgroup, c=c)
+
+    def program(self, fn_name: bytes, misses: int = 0) -> None:
+        """A loaded program (bcc's function name: kprobe__io_tx_ubuf_complete, ...) whose runs
+        the kernel skipped `misses` times."""
+        fd = 1000 + len(self.funcs)
+        self.funcs[fn_name] = Rec(name=fn_name, fd=fd)
+        self.misses[fd] = misses
 
     def stack(self, frames: Iterable[str]) -> int:
         """A kernel stack (innermost frame first) in zc_copy_stacks; its id."""

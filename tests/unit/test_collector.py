@@ -55,9 +55,19 @@ def test_families_from_fake_maps():
     assert total(fams["zctrace_zerocopy_not_attempted"], reason="eopnotsupp", comm="other") == 2
     assert total(fams["zctrace_tcp_zerocopy_receive_bytes"], how="mapped") == 40_960
     assert total(fams["zctrace_lost_requests"], cause="socks_full") == 3
+    assert total(fams["zctrace_lost_events"], cause="recursion_misses") == 0  # a series from the start
     assert total(fams["zctrace_kernel_events"], event="copy_ubufs") == 3
     assert total(fams["zctrace_late_copies"], caller="__netif_receive_skb_core") == 2
     assert fams["zctrace_scrape_errors"] == {(): 0}
+
+
+def test_runs_the_kernel_skipped_are_lost_events():
+    maps = mixed(kernel=True)
+    maps.program(b"kprobe__io_tx_ubuf_complete", 7)
+    maps.program(b"raw_tracepoint__io_uring_complete", 2)
+    fams = scrape(collector(maps, "kprobe"))
+    assert total(fams["zctrace_lost_events"], cause="recursion_misses") == 9
+    assert total(fams["zctrace_lost_requests"], cause="recursion_misses") == 0  # which ones: not known
 
 
 @pytest.mark.parametrize("tier", ["tracepoint", "fentry"])

@@ -138,3 +138,53 @@ def test_the_cost_line_and_json():
     assert "tracer cost: 200 ns of BPF programs per request (2.0 runs of 100 ns, 1000 requests), 1.00% of " \
            "the traced command's 0.02 s of CPU" in text
     assert json.loads(json.dumps(rep.to_json()))["cost"]["programs"][0]["runs"] == 2000
+
+
+def test_runs_the_kernel_skipped_are_lost_with_the_programs_that_missed():
+    """recursion_misses of the loaded programs (BPF_OBJ_GET_INFO_BY_FD): the lost cause
+    `recursion_misses`, in the text and in --json's "lost", with each program that missed."""
+    maps = mixed(kernel=True)
+    maps.program(b"kprobe__io_tx_ubuf_complete", 7)
+    maps.program(b"tracepoint__syscalls__sys_enter_sendmsg", 2)
+    maps.program(b"raw_tracepoint__io_uring_complete", 0)
+    rep = build(maps, "kprobe")
+    programs = {"kprobe:io_tx_ubuf_complete": 7, "syscalls:sys_enter_sendmsg": 2}
+    assert rep.lost["recursion_misses"] == model.SkippedRuns(9, 0, 0, programs)
+    text = report.render(rep)
+    assert ("lost (runs the kernel skipped: another BPF program was running on the CPU): recursion_misses 9 runs "
+            "(kprobe:io_tx_ubuf_complete 7, syscalls:sys_enter_sendmsg 2): a verdict or reason may be missing") in text
+    assert "lost (BPF maps full): socks_full 2 times" in text
+    assert "before 6.7" not in text
+    doc = json.loads(json.dumps(rep.to_json()))
+    assert doc["lost"] == {"socks_full": {"events": 2, "requests": 3, "bytes": 3_000},
+                           "recursion_misses": {"events": 9, "requests": 0, "bytes": 0, "programs": programs}}
+    assert doc["recursion_misses_counted"] is True
+
+
+def test_no_skipped_run_is_no_lost_cause():
+    maps = mixed(kernel=True)
+    maps.program(b"kprobe__io_tx_ubuf_complete", 0)
+    rep = build(maps, "kprobe")
+    assert "recursion_misses" not in rep.lost
+    assert "skipped" not in report.render(rep)
+
+
+def test_a_kernel_before_6_7_cannot_count_skipped_runs(monkeypatch):
+    assert [snapshot.counts_skipped_runs(r) for r in ("6.1.0-57-amd64", "6.6.30", "6.7.0", "6.12.118+deb12-amd64",
+                                                      "7.0.1")] == [False, False, True, True, True]
+    monkeypatch.setattr(snapshot, "counts_skipped_runs", lambda release=None: False)
+    maps = mixed(kernel=True)
+    maps.program(b"kfunc__io_tx_ubuf_complete", 3)  # fentry's own recursion: counted there too
+    text = report.render(build(maps, "kprobe"))
+    assert text.count("skipped runs: this kernel (before 6.7) does not count the runs of kprobe and tracepoint "
+                      "programs it skips") == 1
+    assert "recursion_misses 3 runs (kfunc:io_tx_ubuf_complete 3)" in text
+
+
+def test_programs_are_named_by_their_event():
+    from zctrace.bpfinfo import program_event
+    assert [program_event(n) for n in (b"kprobe__io_tx_ubuf_complete", b"kfunc__io_notif_tw_complete",
+                                       b"raw_tracepoint__io_uring_complete", b"tracepoint__syscalls__sys_enter_sendto",
+                                       b"zc_chain_walk_raw")] == [
+        "kprobe:io_tx_ubuf_complete", "kfunc:io_notif_tw_complete", "raw_tracepoint:io_uring_complete",
+        "syscalls:sys_enter_sendto", "zc_chain_walk_raw"]

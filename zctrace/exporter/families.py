@@ -218,14 +218,16 @@ def notification_latency(snap: snapshot.Snapshot, debut: Debut) -> Metric:
 
 def lost_events(snap: snapshot.Snapshot) -> list[Metric]:
     causes = ("(stats_full: a new process, socks_full: a new socket, reasons_full: a copy reason, "
-              "rings_full: a new io_uring instance, notifs_full: an io_uring notification's flags)")
+              "rings_full: a new io_uring instance, notifs_full: an io_uring notification's flags), "
+              "or runs of the probe programs the kernel skipped (recursion_misses: another BPF program "
+              "was running on the CPU; counted for kprobe and tracepoint programs since Linux 6.7)")
     events = CounterMetricFamily("zctrace_lost_events", "Events the probes could not record because a BPF "
                                  "map was full " + causes + ".", labels=["cause"])
     requests = CounterMetricFamily("zctrace_lost_requests", "Zerocopy send requests left uncounted, or without "
                                    "their verdict or reason, because a BPF map was full.", labels=["cause"])
     nbytes = CounterMetricFamily("zctrace_lost_bytes", "Bytes of the send requests left uncounted.",
                                  labels=["cause"])
-    for cause, n in sorted(snap.errors.items()):
+    for cause, n in sorted({**snap.errors, "recursion_misses": snap.skipped_runs}.items()):
         r, b = snap.lost.get(cause, (0, 0))
         events.add_metric([cause], n)
         requests.add_metric([cause], r)
