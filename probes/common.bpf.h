@@ -108,6 +108,21 @@ static __always_inline void zc_add(struct zc_stats *s, int counter, u64 n)
 		__sync_fetch_and_add(&s->c[counter], n);
 }
 
+/* The counter of a request of `size` bytes in the size histogram (probes/zctrace.h, ZC_SIZE_0).
+ * The slot is masked after a compiler barrier, not only clamped: clang kept the clamp on a copy
+ * and indexed with the unclamped register, which 6.1's verifier refuses (unbounded access). */
+_Static_assert((ZC_NR_SIZES & (ZC_NR_SIZES - 1)) == 0, "ZC_NR_SIZES: a power of two (the mask)");
+static __always_inline u32 zc_size_counter(u64 size)
+{
+	u32 slot = bpf_log2l(size); /* v in [2^(s-1), 2^s) -> s */
+
+	slot = slot > 6 ? slot - 6 : 0;
+	if (slot > ZC_NR_SIZES - 1)
+		slot = ZC_NR_SIZES - 1;
+	asm volatile("" : "+r"(slot)); /* the mask below stays: the compiler cannot know it is a no-op */
+	return ZC_SIZE_0 + (slot & (ZC_NR_SIZES - 1));
+}
+
 static __always_inline void zc_kevent(int ev, u64 bytes)
 {
 	struct zc_kev *k = zc_kevents.lookup(&ev);

@@ -189,6 +189,7 @@ static __always_inline int zc_send_exit(long ret)
 		zc_lose(ZC_ERR_STATS_FULL, taken, bytes);
 	zc_add(s, ZC_REQUESTS, taken);
 	zc_add(s, ZC_BYTES, bytes);
+	zc_add(s, zc_size_counter(taken == 1 ? bytes : bytes / taken), taken);
 	struct zc_sock *st = zc_socks.lookup(&c.sk);
 	if (st) {
 		__sync_fetch_and_add(&st->requests, taken);

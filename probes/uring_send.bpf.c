@@ -258,6 +258,7 @@ static __always_inline int zc_uring_sent(u64 ctx, u64 file, u64 user_data, s32 r
 	if (res >= 0) {
 		zc_ring_count(ring, proto, ZC_REQUESTS, 1);
 		zc_ring_count(ring, proto, ZC_BYTES, res);
+		zc_ring_count(ring, proto, zc_size_counter(res), 1);
 		ring->len = res;
 		ring->more = ring->more << 1 | !!(msg_flags & ZC_MSG_MORE);
 		if (cflags & ZC_IORING_CQE_F_MORE)

@@ -34,8 +34,28 @@ enum zc_counter {
 	ZC_NOTIFICATIONS = 9,        /* completion notifications seen (one may cover many requests) */
 	ZC_READ_REQUESTS = 10,       /* requests whose notification the application read */
 	ZC_COMPLETED_BYTES = 11,     /* bytes of requests the kernel released: MSG_ZEROCOPY completions (fentry/kprobe), io_uring notification CQEs */
-	ZC_NR_COUNTERS = 12,
+	/* Request sizes, a log2 histogram (zc_size_counter): ZC_SIZE_0 requests under 64 B,
+	 * ZC_SIZE_0 + k (k = 1..14) requests of [2^(k+5), 2^(k+6)) B, ZC_SIZE_15 1 MiB and more.
+	 * A sendmmsg's messages count at their mean size. */
+	ZC_SIZE_0 = 12,
+	ZC_SIZE_1 = 13,
+	ZC_SIZE_2 = 14,
+	ZC_SIZE_3 = 15,
+	ZC_SIZE_4 = 16,
+	ZC_SIZE_5 = 17,
+	ZC_SIZE_6 = 18,
+	ZC_SIZE_7 = 19,
+	ZC_SIZE_8 = 20,
+	ZC_SIZE_9 = 21,
+	ZC_SIZE_10 = 22,
+	ZC_SIZE_11 = 23,
+	ZC_SIZE_12 = 24,
+	ZC_SIZE_13 = 25,
+	ZC_SIZE_14 = 26,
+	ZC_SIZE_15 = 27,
+	ZC_NR_COUNTERS = 28,
 };
+#define ZC_NR_SIZES 16
 
 /* Why a request was copied. Names are part of the JSON and metrics contract. */
 enum zc_reason {

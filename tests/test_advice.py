@@ -63,7 +63,8 @@ def test_below_the_measured_crossover_at_1000_bytes(measured):
     advice = by_code(proc)
     if cross is None or cross > 1000:  # zerocopy behind copy at 1000 B here
         a = advice["below_crossover"]
-        assert a["evidence"]["crossover"]["size"] == cross and a["evidence"]["sizes"] == "mean"
+        assert a["evidence"]["crossover"]["size"] == cross and a["evidence"]["sizes"] == "histogram"
+        assert a["evidence"]["p50"] == 1024  # 1000 B requests, in the probes' [512, 1024) bucket
         assert a["evidence"]["measured"]["size"] == 1000 and a["evidence"]["measurement"]["target"] == "sink"
         assert a["evidence"]["path"]["kind"] == "veth"
         assert "below_crossover" in [t["code"] for t in doc["totals"]["advice"]]

@@ -151,6 +151,20 @@ def test_kernel_events_programs_are_opt_in(tier):
     assert kev["uarg_realloc"][0] >= N
 
 
+@pytest.mark.parametrize("mode", ["msg_zerocopy", "uring_zc"])
+def test_request_sizes_per_flow(tracer, mode):
+    """Each request in its log2 size bucket (ZC_SIZE_k), on every tier: 1000 B in [512, 1024),
+    65000 B in [32 KiB, 64 KiB), one flow's histogram (issue 25)."""
+    tracer.clear()
+    cells.run([WorkloadSpec(mode=mode, target="sink", size=size, count=N) for size in (1000, 65000)])  # no clear between
+    api = "io_uring" if mode == "uring_zc" else "msg_zerocopy"
+    (flow,) = [f for p in model.build(snapshot.take(tracer.bpf), tracer.tier).processes if p.pid == os.getpid()
+               for f in p.flows if f.api == api]
+    assert flow.sizes.buckets == [(1024.0, N), (65536.0, N)], flow.sizes
+    tracer.clear()
+
+
+
 @pytest.mark.parametrize("size", [1000, 4000, 60000])
 def test_msg_zerocopy_to_sink_is_zerocopied(tracer, size):
     c = cell(tracer, mode="msg_zerocopy", target="sink", size=size)

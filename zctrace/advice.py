@@ -78,7 +78,8 @@ def typical_size(sizes: dict) -> float:
 
 def bytes_below(flow: Flow, limit: float) -> float:
     """Share of the flow's bytes in requests smaller than `limit`: from the histogram (each log2
-    bucket's requests taken at 3/4 of its upper bound, a straddling bucket split linearly), else
+    bucket's requests taken at 3/4 of its upper bound; a bucket that straddles `limit` counts as
+    not below: its requests may all be at or above it, and advice never rests on a guess), else
     1 or 0 by the mean."""
     h = flow.sizes
     if h is None or not h.count:
@@ -86,9 +87,9 @@ def bytes_below(flow: Flow, limit: float) -> float:
         return 1.0 if mean < limit else 0.0
     below = total = 0.0
     for le, n in h.buckets:
-        lo, weight = le / 2, n * 0.75 * le
+        weight = n * 0.75 * le
         total += weight
-        below += weight * (1.0 if le <= limit else 0.0 if lo >= limit else (limit - lo) / (le - lo))
+        below += weight if le <= limit else 0.0
     return below / total if total else 0.0
 
 

@@ -171,6 +171,15 @@ class Histogram:
         """From bcc's bpf_log2l() slots: slot s holds values in [2^(s-1), 2^s)."""
         return cls([((2 ** slot) * scale, n) for slot, n in sorted(slots.items())])
 
+    @classmethod
+    def from_sizes(cls, counters: dict[str, int]) -> Histogram | None:
+        """A row's request sizes in bytes (probes/zctrace.h, ZC_SIZE_0..15: under 64 B, then
+        [2^(k+5), 2^(k+6)), the last 1 MiB and more, given the bound 2 MiB); None without them."""
+        slots = {k: counters.get(f"size_{k}", 0) for k in range(16)}
+        if not any(slots.values()):
+            return None
+        return cls([(float(2 ** (k + 6)), n) for k, n in slots.items() if n])
+
     @property
     def count(self) -> int:
         return sum(n for _, n in self.buckets)
@@ -263,6 +272,8 @@ class Report:
             del proc["workload"]
             proc["cgroup_id"] = proc.pop("cgroup")
             proc.update(obj.workload.to_json())
+            for flow, f in zip(proc["flows"], obj.flows):
+                flow["sizes"] = _hist_json(f.sizes) if f.sizes else None
         doc["totals"]["top_reason"] = self.totals.top_reason
         doc["totals"]["verdict"] = self.totals.verdict
         doc["totals"]["advice"] = doc.pop("advice")
@@ -314,7 +325,7 @@ def build(snapshot: Snapshot, tier: str, probes: list[dict] | None = None, comm:
         if proc is None:
             proc = by_pid[row.pid] = ProcessReport(row.pid, row.comm, row.cgroup, Counts(), [],
                                                    resolve(row.cgroup) if resolve else UNKNOWN)
-        proc.flows.append(Flow(row.api, row.proto, counts))
+        proc.flows.append(Flow(row.api, row.proto, counts, Histogram.from_sizes(row.counters)))
         flows[(row.pid, row.api, row.proto)] = counts
     for key, reasons in copied_reasons(snapshot.reasons).items():
         if key in flows:

@@ -11,7 +11,8 @@ generically, so fields added to the report later come along without a change her
   their key; an item whose numeric leaves did not change is left out, so is a reason (MAPS)
   that did not;
 - strings, booleans, None and other lists are carried from the current document unchanged;
-- `top_reason` is worked out again from the interval's own reasons.
+- `top_reason` is worked out again from the interval's own reasons, and a histogram's (a flow's
+  `sizes`) buckets are matched by `le` and its p50 and p99 worked out from the interval's.
 
 Counters only grow; `undecided`, `unread` and `pinned_bytes` are gauges, so their delta can be
 negative (requests decided, or pages released, in the interval). Summed over the intervals of a
@@ -28,7 +29,7 @@ from . import model
 from .errors import ZctraceError
 from .report import human_bytes
 
-KEYS = {"processes": ("pid",), "flows": ("api", "proto")}
+KEYS = {"processes": ("pid",), "flows": ("api", "proto"), "buckets": ("le",)}
 IDS = frozenset({"pid", "cgroup", "cgroup_id"})  # numbers that name something: carried, never subtracted
 MAPS = frozenset({"copied_reasons", "not_attempted_reasons", "lost", "kernel_events"})  # keyed by name
 PARTS = ("totals", "processes", "lost")  # what an interval's delta covers
@@ -63,6 +64,9 @@ def _sub(cur: object, prev: object, name: str | None = None) -> object:
             out = {k: v for k, v in out.items() if _changed(v)}
         if "top_reason" in out:
             out["top_reason"] = _top_reason(out)
+        if "buckets" in out and "p50" in out:  # a histogram (a flow's sizes): the interval's quantiles
+            h = model.Histogram([(b["le"], b["count"]) for b in out["buckets"]])
+            out.update(p50=h.quantile(0.5), p99=h.quantile(0.99))
         return out
     if isinstance(here, list) and name in KEYS:
         fields = KEYS[name]

@@ -115,6 +115,15 @@ def test_the_size_histogram_when_the_probes_keep_one(tmp_path):
     assert codes(advise(sender(1000), tmp_path, sizes=big)) == []
 
 
+def test_a_bucket_that_straddles_the_crossover_is_not_below_it(tmp_path):
+    """65000 B requests fall in [32 KiB, 64 KiB): with the crossover at 65000 B they may be at
+    it, so no size advice (the histogram cannot tell 33 KB from 65 KB)."""
+    late = {**LADDER, 8000: (3.0, 3.5, 3.1, 3.6)}  # zerocopy ahead only at 65000 B: the crossover
+    assert save(tmp_path, "sink", SINK, ladder=late)["crossovers"]["msg_zerocopy"]["vs"]["copy"]["crossover"] == 65000
+    at = model.Histogram.from_slots({16: 500})
+    assert "below_crossover" not in codes(advise(sender(65000), tmp_path, sizes=at))
+
+
 def test_nothing_measured_names_the_command(tmp_path):
     a = only(advise(sender(1000), tmp_path), "crossover_not_measured")
     assert a.evidence["command"] == "zctrace bench --suite crossover --target sink --proto udp"

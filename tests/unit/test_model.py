@@ -142,3 +142,16 @@ def test_side_tables():
 def test_a_map_missing_on_this_tier_is_empty():
     snap = snapshot.take(FakeMaps(kernel=False, rx=False))
     assert (snap.copy_sites, snap.receive, snap.rows) == ([], [], [])
+
+
+def test_request_sizes_of_a_flow():
+    """The probes' size counters (ZC_SIZE_k: [2^(k+5), 2^(k+6)) B) as the flow's histogram."""
+    m = FakeMaps()
+    m.stats(SENDER, "msg_zerocopy", "udp", requests=100, bytes=1_690_000, size_4=90, size_10=10)
+    rep = build(m)
+    sizes = rep.processes[0].flows[0].sizes
+    assert sizes.buckets == [(1024.0, 90), (65536.0, 10)]  # 1000 B and 65000 B requests
+    assert (sizes.quantile(0.5), sizes.quantile(0.95)) == (1024, 65536)
+    assert rep.to_json()["processes"][0]["flows"][0]["sizes"]["count"] == 100
+    m.stats(SENDER, "msg_zerocopy", "udp", requests=1)
+    assert build(m).processes[0].flows[0].sizes is None  # no size counted: nothing said

@@ -134,3 +134,15 @@ def test_without_json_an_interval_is_one_human_line():
     (line,) = note.getvalue().splitlines()
     assert line.startswith("zctrace: ") and ": 22 requests, 56.6 KiB: zerocopied 8, copied 7, unknown 5, " \
         "not_attempted 6; undecided +2; top reason so_zerocopy_unset" in line
+
+
+def test_a_flows_sizes_in_an_interval_are_the_intervals():
+    """A flow's size histogram: the interval's requests per bucket, and its quantiles from them."""
+    m = FakeMaps()
+    m.stats(SENDER, "msg_zerocopy", "udp", comm="sender", requests=10, bytes=10_000, size_4=10)
+    before = model.build(snapshot.take(m), "tracepoint").to_json()
+    m.stats(SENDER, "msg_zerocopy", "udp", comm="sender", requests=40, bytes=1_000_000, size_4=10, size_10=30)
+    d = stream.delta(model.build(snapshot.take(m), "tracepoint").to_json(), before)
+    (flow,) = d["processes"][0]["flows"]
+    assert flow["sizes"]["count"] == 30 and flow["sizes"]["p50"] == 2 ** 16
+    assert [(b["le"], b["count"]) for b in flow["sizes"]["buckets"] if b["count"]] == [(2 ** 16, 30)]
