@@ -73,6 +73,15 @@ def test_ring_fdinfo_parser_on_whole_truncated_and_incomplete_files(tmp_path: Pa
         RingRow(10, 77, 3, 2), RingRow(11, 79, 1, 0)]  # 11's busy ring and closed fd, and 12 (gone): left out
 
 
+def test_a_ring_in_a_threads_own_file_table_is_found(tmp_path: Path):
+    """A thread with a file table of its own (unshare(CLONE_FILES), as zctrace's send engine
+    does) holds its ring where /proc/PID/fd does not show it: read from /proc/PID/task/TID."""
+    fake_proc(tmp_path, 20, {}, other=(3,))  # the process's table: a socket, no ring
+    fake_proc(tmp_path / "20" / "task", 20, {}, other=(3,))
+    fake_proc(tmp_path / "20" / "task", 21, {7: FDINFO.format(ino=90, head=2, tail=5, overflow="")})
+    assert read_rings({20}, proc=str(tmp_path)) == [RingRow(20, 90, 3, 0)]
+
+
 @pytest.fixture
 def busy_ring_sender(tmp_path: Path):
     """A real io_uring SEND_ZC sender over loopback, busy for the test's length."""

@@ -167,32 +167,52 @@ RING_READ_TRIES = 20
 
 def read_rings(pids: set[int], proc: str = "/proc") -> list[RingRow]:
     """The io_uring instances these processes hold, one row per ring (fds sharing it once), read
-    from `proc`. A process that is gone, or a ring whose fdinfo lacks fields RING_READ_TRIES times
-    in a row, is left out: a missing value, never an error."""
+    from `proc`. A process whose file table holds no ring is looked at thread by thread: a thread
+    may have a file table of its own (unshare(CLONE_FILES), as zctrace's own send engine does),
+    whose rings its process's /proc/PID/fd does not show. A process that is gone, or a ring whose
+    fdinfo lacks fields RING_READ_TRIES times in a row, is left out: a missing value, never an
+    error."""
     rows: dict[tuple[int, int], RingRow] = {}
     for pid in sorted(pids):
+        found = _rings_in(f"{proc}/{pid}", pid, rows)
+        if found:
+            continue
         try:
-            fds = os.listdir(f"{proc}/{pid}/fd")
+            tasks = [t for t in os.listdir(f"{proc}/{pid}/task") if t != str(pid)]
         except OSError:
             continue  # gone, or not ours to see
-        for fd in fds:
-            parsed = None
-            try:
-                if os.readlink(f"{proc}/{pid}/fd/{fd}") != "anon_inode:[io_uring]":
-                    continue
-                for attempt in range(RING_READ_TRIES):
-                    if attempt:
-                        time.sleep(0.0001)
-                    with open(f"{proc}/{pid}/fdinfo/{fd}") as f:
-                        parsed = parse_ring_fdinfo(f.read())
-                    if parsed is not None:
-                        break
-            except OSError:
-                continue  # closed, or the process exited
-            if parsed is not None:
-                ino, pending, overflow = parsed
-                rows[(pid, ino)] = RingRow(pid, ino, pending, overflow)
+        for tid in tasks:
+            _rings_in(f"{proc}/{pid}/task/{tid}", pid, rows)
     return list(rows.values())
+
+
+def _rings_in(base: str, pid: int, rows: dict[tuple[int, int], RingRow]) -> int:
+    """The rings in the file table at `base` (/proc/PID or /proc/PID/task/TID) into `rows`; how
+    many io_uring fds it holds."""
+    try:
+        fds = os.listdir(f"{base}/fd")
+    except OSError:
+        return 0  # gone, or not ours to see
+    found = 0
+    for fd in fds:
+        parsed = None
+        try:
+            if os.readlink(f"{base}/fd/{fd}") != "anon_inode:[io_uring]":
+                continue
+            found += 1
+            for attempt in range(RING_READ_TRIES):
+                if attempt:
+                    time.sleep(0.0001)
+                with open(f"{base}/fdinfo/{fd}") as f:
+                    parsed = parse_ring_fdinfo(f.read())
+                if parsed is not None:
+                    break
+        except OSError:
+            continue  # closed, or the process exited
+        if parsed is not None:
+            ino, pending, overflow = parsed
+            rows[(pid, ino)] = RingRow(pid, ino, pending, overflow)
+    return found
 
 
 def ring_pids(bpf: MapSource) -> set[int]:

@@ -196,7 +196,7 @@ class ZctraceCollector(Collector):
         """The families read from the probes' maps, each on its own: one that fails (a process
         or ring that changed under the read) only loses itself. The entries of processes that
         exited leave the maps once folded: the folders hold what they counted."""
-        raw = self._try("snapshot", lambda: snapshot.take(self.session.bpf, rings=True), None)
+        raw = self._try("snapshot", lambda: snapshot.take(self.session.bpf), None)
         rep = self._try("verdicts", lambda: self._report(raw), None) if raw is not None else None
         if rep is None:
             return []
@@ -215,7 +215,8 @@ class ZctraceCollector(Collector):
                                      copy_fallbacks(folded, labels)],
                 "undecided": lambda: [gauge(undecided(labels), lambda c: c.undecided)],
                 "pinned": lambda: [gauge(pinned(labels), lambda c: c.pinned_bytes)],
-                "io_uring_cqes": lambda: unreaped_cqes(rep, folded, self._owner, labels),
+                "io_uring_cqes": lambda: unreaped_cqes(  # its own /proc walk: failing, it loses only itself
+                    snapshot.read_rings(snapshot.ring_pids(self.session.bpf)), rep, folded, self._owner, labels),
                 "zerocopy_receive": lambda: zerocopy_receive(self._rx_folder.view(), labels),
                 "advice": lambda: [advice_gauge(self._advice_shown(folded), folded, labels)],
                 **parts}

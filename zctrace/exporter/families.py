@@ -173,8 +173,8 @@ def zerocopy_receive(folded: Folded, labels: list[str]) -> list[Metric]:
     return [calls, received]
 
 
-def unreaped_cqes(rep: model.Report, folded: Folded, owner_of: Callable[[snapshot.StatsRow], Owner],
-                  labels: list[str]) -> list[Metric]:
+def unreaped_cqes(rings: list[snapshot.RingRow], rep: model.Report, folded: Folded,
+                  owner_of: Callable[[snapshot.StatsRow], Owner], labels: list[str]) -> list[Metric]:
     """CQEs the kernel posted that the application has not reaped yet, in the rings of the
     processes that sent io_uring zerocopy requests (from their /proc fdinfo at scrape time)."""
     pending = GaugeMetricFamily("zctrace_io_uring_unreaped_cqes",
@@ -186,7 +186,7 @@ def unreaped_cqes(rep: model.Report, folded: Folded, owner_of: Callable[[snapsho
                                  "because their CQ ring was full.", labels=labels)
     row_of = {row.pid: row for row in flow_rows(rep) if row.api == "io_uring"}
     now: dict[tuple[str, ...], tuple[int, int]] = {}
-    for ring in rep.rings:
+    for ring in rings:
         row = row_of.get(ring.pid)
         if row is None:  # not in scope (--cgroup), or its row was lost
             continue
