@@ -82,6 +82,18 @@ def test_a_ring_in_a_threads_own_file_table_is_found(tmp_path: Path):
     assert read_rings({20}, proc=str(tmp_path)) == [RingRow(20, 90, 3, 0)]
 
 
+def test_a_busy_rings_last_complete_reading_stands(tmp_path: Path):
+    """A ring whose fdinfo stays incomplete (its submitter holds the lock) keeps the last
+    complete reading the caller passed in `last`, rather than leaving the process's gauges."""
+    whole = FDINFO.format(ino=91, head=1, tail=4, overflow="")
+    fake_proc(tmp_path, 30, {3: whole})
+    last: dict = {}
+    assert read_rings({30}, proc=str(tmp_path), last=last) == [RingRow(30, 91, 3, 0)]
+    (tmp_path / "30" / "fdinfo" / "3").write_text(whole.replace("CqTail:\t4\n", ""))  # busy now
+    assert read_rings({30}, proc=str(tmp_path), last=last) == [RingRow(30, 91, 3, 0)]
+    assert read_rings({30}, proc=str(tmp_path)) == []  # without a last reading: left out
+
+
 @pytest.fixture
 def busy_ring_sender(tmp_path: Path):
     """A real io_uring SEND_ZC sender over loopback, busy for the test's length."""
@@ -230,7 +242,7 @@ def test_a_family_that_fails_loses_only_itself(tmp_path: Path, monkeypatch, capl
     from zctrace.exporter.collector import ExportOptions, ZctraceCollector
     from zctrace.probes import Session
 
-    def vanished(pids: set[int], proc: str = "/proc") -> list:
+    def vanished(pids: set[int], proc: str = "/proc", last: dict | None = None) -> list:
         raise ProcessLookupError("process exited mid-read")
 
     comm = f"zff{TAG}"

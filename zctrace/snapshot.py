@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -165,16 +166,17 @@ def parse_ring_fdinfo(text: str) -> tuple[int, int, int] | None:
 RING_READ_TRIES = 20
 
 
-def read_rings(pids: set[int], proc: str = "/proc") -> list[RingRow]:
+def read_rings(pids: set[int], proc: str = "/proc", last: dict[tuple[int, int], RingRow] | None = None) -> list[RingRow]:
     """The io_uring instances these processes hold, one row per ring (fds sharing it once), read
     from `proc`. A process whose file table holds no ring is looked at thread by thread: a thread
     may have a file table of its own (unshare(CLONE_FILES), as zctrace's own send engine does),
-    whose rings its process's /proc/PID/fd does not show. A process that is gone, or a ring whose
-    fdinfo lacks fields RING_READ_TRIES times in a row, is left out: a missing value, never an
-    error."""
+    whose rings its process's /proc/PID/fd does not show. A process that is gone is left out; so
+    is a ring whose fdinfo lacks fields RING_READ_TRIES times in a row (a busy submitter holds
+    the ring's lock), unless `last` (the previous call's rows, which this call updates) has it:
+    then its last complete reading stands. Never an error."""
     rows: dict[tuple[int, int], RingRow] = {}
     for pid in sorted(pids):
-        found = _rings_in(f"{proc}/{pid}", pid, rows)
+        found = _rings_in(f"{proc}/{pid}", pid, rows, last)
         if found:
             continue
         try:
@@ -182,11 +184,15 @@ def read_rings(pids: set[int], proc: str = "/proc") -> list[RingRow]:
         except OSError:
             continue  # gone, or not ours to see
         for tid in tasks:
-            _rings_in(f"{proc}/{pid}/task/{tid}", pid, rows)
+            _rings_in(f"{proc}/{pid}/task/{tid}", pid, rows, last)
+    if last is not None:
+        last.clear()
+        last.update(rows)
     return list(rows.values())
 
 
-def _rings_in(base: str, pid: int, rows: dict[tuple[int, int], RingRow]) -> int:
+def _rings_in(base: str, pid: int, rows: dict[tuple[int, int], RingRow],
+              last: dict[tuple[int, int], RingRow] | None = None) -> int:
     """The rings in the file table at `base` (/proc/PID or /proc/PID/task/TID) into `rows`; how
     many io_uring fds it holds."""
     try:
@@ -195,7 +201,7 @@ def _rings_in(base: str, pid: int, rows: dict[tuple[int, int], RingRow]) -> int:
         return 0  # gone, or not ours to see
     found = 0
     for fd in fds:
-        parsed = None
+        parsed, text = None, ""
         try:
             if os.readlink(f"{base}/fd/{fd}") != "anon_inode:[io_uring]":
                 continue
@@ -204,7 +210,8 @@ def _rings_in(base: str, pid: int, rows: dict[tuple[int, int], RingRow]) -> int:
                 if attempt:
                     time.sleep(0.0001)
                 with open(f"{base}/fdinfo/{fd}") as f:
-                    parsed = parse_ring_fdinfo(f.read())
+                    text = f.read()
+                parsed = parse_ring_fdinfo(text)
                 if parsed is not None:
                     break
         except OSError:
@@ -212,6 +219,10 @@ def _rings_in(base: str, pid: int, rows: dict[tuple[int, int], RingRow]) -> int:
         if parsed is not None:
             ino, pending, overflow = parsed
             rows[(pid, ino)] = RingRow(pid, ino, pending, overflow)
+        elif last:
+            m = re.search(r"^ino:\s*(\d+)$", text, re.M)  # a busy ring's fdinfo still has its inode
+            if m and (pid, int(m.group(1))) in last:
+                rows[(pid, int(m.group(1)))] = last[(pid, int(m.group(1)))]
     return found
 
 

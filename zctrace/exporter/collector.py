@@ -113,6 +113,7 @@ class ZctraceCollector(Collector):
         self._saved = crossover.SavedCache()
         self._started = time.monotonic()
         self._advice: dict[Owner, set[str]] = {}  # owner -> advice codes of its processes' last report
+        self._rings: dict = {}  # each ring's last complete reading (a busy ring's fdinfo often is not)
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
@@ -216,7 +217,8 @@ class ZctraceCollector(Collector):
                 "undecided": lambda: [gauge(undecided(labels), lambda c: c.undecided)],
                 "pinned": lambda: [gauge(pinned(labels), lambda c: c.pinned_bytes)],
                 "io_uring_cqes": lambda: unreaped_cqes(  # its own /proc walk: failing, it loses only itself
-                    snapshot.read_rings(snapshot.ring_pids(self.session.bpf)), rep, folded, self._owner, labels),
+                    snapshot.read_rings(snapshot.ring_pids(self.session.bpf), last=self._rings), rep, folded,
+                    self._owner, labels),
                 "zerocopy_receive": lambda: zerocopy_receive(self._rx_folder.view(), labels),
                 "advice": lambda: [advice_gauge(self._advice_shown(folded), folded, labels)],
                 **parts}
