@@ -4,7 +4,7 @@
 # (tracepoint tier and all that needs no special kernel), then the vm-marked tests (fentry and
 # kprobe tiers) inside each kernel of ZCTRACE_VM_KERNELS (default "6.12 6.1": Debian's 6.12 and
 # Debian 12's own 6.1; docs/kernel.md says what differs), one VM boot each, with the time of
-# each run.
+# each run and its slowest tests (--durations: where CI's time goes).
 #
 # Started in the background (`scripts/test.sh &`, `nohup scripts/test.sh &`), this shell and all
 # it starts inherit SIGINT ignored: a non-interactive shell cannot undo that (`trap - INT` keeps a
@@ -21,13 +21,13 @@ if [ "$unit" -ne 0 ]; then
   exit 1
 fi
 status="unit exit 0 in $((SECONDS - start)) s"
-python3 -m pytest -q --ignore=tests/unit "$@"
+python3 -m pytest -q --durations=15 --ignore=tests/unit "$@"
 host=$?
 status+=", host exit $host"
 failed=$host
 for kernel in ${ZCTRACE_VM_KERNELS:-6.12 6.1}; do
   start=$SECONDS
-  python3 scripts/vmtest.py --kernel "$kernel" -q
+  python3 scripts/vmtest.py --kernel "$kernel" -q --durations=30
   rc=$?
   status+=", VM $kernel exit $rc in $((SECONDS - start)) s"
   [ "$rc" -eq 0 ] || failed=1
