@@ -9,6 +9,10 @@
  * Not seen: bpf_clone_redirect (redirects a clone made inside the helper).
  */
 
+#include "kfunc.bpf.h"
+#include "kread.bpf.h"
+#include "maps.bpf.h"
+
 ZC_KFUNC1(skb_do_redirect, skb)
 {
 	u64 uarg = zc_skb_uarg(skb), key = (u64)skb;

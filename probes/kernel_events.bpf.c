@@ -3,6 +3,10 @@
  * loaded only on request (--kernel-events). The verdicts and reasons do not need them.
  */
 
+#include "kfunc.bpf.h"
+#include "kread.bpf.h"
+#include "maps.bpf.h"
+
 ZC_KFUNC2(skb_zerocopy_iter_stream, sk, skb)
 {
 	u32 len = 0;

@@ -9,6 +9,11 @@
  * bytes sent, gives the bytes still pinned.
  */
 
+#include "kfunc.bpf.h"
+#include "kread.bpf.h"
+#include "maps.bpf.h"
+#include "msgzc_ranges.bpf.h"
+
 ZC_KFUNC1(__msg_zerocopy_callback, uarg)
 {
 	void *skb = (char *)uarg - ZC_OFF_sk_buff_cb; /* skb_from_uarg(): uarg lives in skb->cb */

@@ -7,6 +7,10 @@
  * what was read (the rest is the error-queue backlog).
  */
 
+#include "kread.bpf.h"
+#include "maps.bpf.h"
+#include "msgzc_ranges.bpf.h"
+
 #define ZC_SOL_IP 0
 #define ZC_IP_RECVERR 11
 #define ZC_SOL_IPV6 41

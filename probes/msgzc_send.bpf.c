@@ -8,6 +8,10 @@
  * them (cgroup, netns, inode, egress device) and whether the route predicts a copy at send time.
  */
 
+#include "kread.bpf.h"
+#include "maps.bpf.h"
+#include "predict.bpf.h"
+
 struct zc_call {
 	u64 sk;
 	u64 mmsg;      /* sendmmsg vector, to sum the bytes of each message */

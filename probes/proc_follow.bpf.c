@@ -2,6 +2,8 @@
  * when it exits, so zc_targets only ever holds live tasks. (A fork adds threads too: their ids
  * are never a tgid, and they go when they exit.) */
 
+#include "maps.bpf.h"
+
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
 	u32 parent = bpf_get_current_pid_tgid() >> 32, child = args->child_pid;

@@ -7,6 +7,9 @@
  * skb_shinfo()->flags) for one that is not zerocopy.
  */
 
+#include "kread.bpf.h"
+#include "maps.bpf.h"
+
 RAW_TRACEPOINT_PROBE(netif_receive_skb)
 {
 	void *skb = (void *)ctx->args[0];

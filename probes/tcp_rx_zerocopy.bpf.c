@@ -6,6 +6,8 @@
  * result is read from the application's struct tcp_zerocopy_receive at syscall exit.
  */
 
+#include "maps.bpf.h"
+
 #define ZC_IPPROTO_TCP_LEVEL 6
 #define ZC_TCP_ZEROCOPY_RECEIVE 35
 

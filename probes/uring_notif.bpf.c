@@ -11,8 +11,14 @@
  * request. A notification whose slot another one holds spills into a hash map.
  * A chain is walked when it completes, up to ZC_MAX_CHAIN notifications (the verifier's limit);
  * the ring's CQEs walk the rest (zc_chain_resume). Nothing is left without its verdict.
- * Uses zc_rings, zc_ring_add and zc_uring_take_failed of uring_send.bpf.c (loaded on every tier).
+ * The rings' state (zc_rings, zc_ring_add, zc_uring_take_failed) is uring_ring.bpf.h's; the
+ * hand-over from the CQE programs of uring_send.bpf.c to the walkers here is uring_chain.bpf.h's.
  */
+
+#include "kfunc.bpf.h"
+#include "maps.bpf.h"
+#include "uring_ring.bpf.h"
+#include "uring_chain.bpf.h"
 
 #define ZC_ND_USED 1
 #define ZC_ND_COPIED 2
@@ -187,8 +193,9 @@ struct zc_chain_rest {
 	struct zc_chain_cursor c[ZC_CHAIN_CURSORS];
 };
 BPF_HASH(zc_chain_rest, u64, struct zc_chain_rest, 256); /* ring (ctx) -> the rests of its chains */
-/* zc_chain_pending (cursors in use on every ring), zc_chain_ring and zc_chain_walkers are
- * uring_send's: its CQE programs tail-call the walkers below while a cursor is in use. */
+/* zc_chain_pending (cursors in use on every ring), zc_chain_ring and the walkers' program arrays
+ * are uring_chain.bpf.h's: uring_send's CQE programs tail-call the walkers below while a cursor
+ * is in use. */
 
 static __always_inline u64 zc_nd_next(u64 nd)
 {
@@ -263,7 +270,8 @@ static __always_inline void zc_chain_resume(u64 ctx)
 	zc_chain_rest.delete(&ctx);
 }
 
-/* The walkers uring_send's CQE programs tail-call (linked in zc_chain_walkers by the loader):
+/* The walkers uring_send's CQE programs tail-call (put in zc_chain_walker_raw/_tp by the loader,
+ * as the manifest's tail_call of uring_notif says):
  * one of each program type, the same work. */
 static __always_inline int zc_chain_walk(void)
 {

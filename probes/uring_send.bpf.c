@@ -17,41 +17,19 @@
  * zc_uring_failed (and counted in its ring) so that its notification is not taken for a verdict.
  */
 
+#include "maps.bpf.h"
+#include "uring_ring.bpf.h"
+#include "uring_chain.bpf.h"
+
 #define ZC_IORING_OP_SEND_ZC 47
 #define ZC_IORING_OP_SENDMSG_ZC 48
-#define ZC_IORING_CQE_F_MORE (1U << 1)
-#define ZC_IORING_CQE_F_NOTIF (1U << 3)
 #define ZC_IORING_NOTIF_USAGE_ZC_COPIED (1U << 31)
 #define ZC_RING_REPORTS 2 /* its notifications carry REPORT_USAGE */
 #define ZC_RING_SILENT 1
 
-BPF_HASH(zc_rings, u64, struct zc_ring, 4096);
 /* A new ring's entry is put together here: struct zc_ring is too big for the BPF stack beside
  * the request's head (struct zc_req_head). */
 BPF_PERCPU_ARRAY(zc_ring_scratch, struct zc_ring, 1);
-
-struct zc_ureq {
-	u64 ctx;
-	u64 user_data;
-};
-BPF_HASH(zc_uring_failed, struct zc_ureq, u8, 4096);
-
-/* The ring's counters of `proto`: a constant offset per protocol, so that no verifier has to
- * bound proto * ZC_NR_COUNTERS + counter (6.1's rejected that arithmetic on a path it could not
- * tell was impossible). */
-static __always_inline u64 *zc_ring_counters(struct zc_ring *ring, u8 proto)
-{
-	if (proto == ZC_PROTO_TCP)
-		return &ring->c[ZC_PROTO_TCP * ZC_NR_COUNTERS];
-	if (proto == ZC_PROTO_UDP)
-		return &ring->c[ZC_PROTO_UDP * ZC_NR_COUNTERS];
-	return &ring->c[ZC_PROTO_OTHER * ZC_NR_COUNTERS];
-}
-
-static __always_inline void zc_ring_add(struct zc_ring *ring, u8 proto, int counter, u64 n)
-{
-	__sync_fetch_and_add(&zc_ring_counters(ring, proto)[counter], n);
-}
 
 /* zc_ring_add for the counters only CQEs change (io_uring_complete, io_uring_cqe_overflow): the
  * kernel posts a ring's CQEs one at a time (its CQ tail is a plain counter, under the ring's
@@ -59,18 +37,6 @@ static __always_inline void zc_ring_add(struct zc_ring *ring, u8 proto, int coun
 static __always_inline void zc_ring_count(struct zc_ring *ring, u8 proto, int counter, u64 n)
 {
 	zc_ring_counters(ring, proto)[counter] += n;
-}
-
-/* True (and forgotten) if the notification (ctx, user_data) belongs to a failed send. */
-static __always_inline int zc_uring_take_failed(struct zc_ring *ring, u64 ctx, u64 user_data)
-{
-	struct zc_ureq key = {.ctx = ctx, .user_data = user_data};
-
-	if (!ring->failed || !zc_uring_failed.lookup(&key))
-		return 0;
-	zc_uring_failed.delete(&key);
-	__sync_fetch_and_add(&ring->failed, -1);
-	return 1;
 }
 
 /* The bytes a notification releases: the average of the sends of the ring's protocol still
@@ -153,24 +119,6 @@ static __always_inline u8 zc_uring_proto(struct zc_ring *ring, u64 file)
 	ring->proto = zc_proto_of(ipproto);
 	ring->more = 0;
 	return ring->proto;
-}
-
-/* The reason of a copied notification that no skb carried (zc_used unset: the kernel dropped the
- * request's msg_ubuf at send): the copy at send that MSG_ZEROCOPY's rule (zc_predict_copy) gives
- * for the ring's socket and route as they are now, with the length and MSG_MORE of the ring's
- * latest send (one after a send with MSG_MORE appended to the datagram that one left pending);
- * else io_uring_not_used. Read only for such notifications: sends pay two plain stores. */
-static __always_inline u8 zc_uring_send_copy(struct zc_ring *ring)
-{
-	u32 ifindex = 0;
-	u8 reason = ZC_R_NONE;
-
-	if (ring && ring->sk) {
-		u64 flags = (ring->more & 1 ? ZC_MSG_MORE : 0) | (ring->more & 2 ? ZC_SEND_APPENDS : 0);
-		reason = zc_predict_copy((void *)ring->sk, zc_sk_dev((void *)ring->sk), ring->proto, ring->len,
-					 flags, &ifindex);
-	}
-	return reason ? reason : ZC_R_IO_URING_NOT_USED;
 }
 
 /* A notification CQE: notifications and released bytes on every tier; on the tracepoint tier
@@ -278,36 +226,6 @@ static __always_inline int zc_uring_sent(u64 ctx, u64 file, u64 user_data, s32 r
 	}
 	return 0;
 }
-
-#if defined(ZC_PROG_URING_NOTIF) && defined(ZC_NOTIF_CHAIN) && !defined(ZC_TIER_TRACEPOINT)
-/* Chains of linked notifications longer than one walk (uring_notif.bpf.c): while the rest of
- * one waits, a notification CQE hands its ring to the walker, a tail call with its own stack.
- * Costs a notification CQE one array read while none waits. */
-BPF_ARRAY(zc_chain_pending, u64, 1);        /* chains waiting, on every ring */
-BPF_PERCPU_ARRAY(zc_chain_ring, u64, 1);    /* the walker's argument: the CQE's ring */
-/* The walker, one per program type (a program array serves one): from io_uring_complete and
- * from io_uring_cqe_overflow. */
-BPF_PROG_ARRAY(zc_chain_walker_raw, 1);
-BPF_PROG_ARRAY(zc_chain_walker_tp, 1);
-
-#define ZC_CHAIN_WALKER 1
-
-/* True if a notification CQE of ring `ring_ctx` is to call the walker (its ring handed over);
- * if the call returns, the walker is missing: the rest of the chain gets no verdict. */
-static __always_inline int zc_chain_waits(u64 ring_ctx, u32 cflags)
-{
-	u32 zero = 0;
-	u64 *pending = zc_chain_pending.lookup(&zero), *ring;
-
-	if (!(cflags & ZC_IORING_CQE_F_NOTIF) || !pending || !*pending)
-		return 0;
-	ring = zc_chain_ring.lookup(&zero);
-	if (!ring)
-		return 0;
-	*ring = ring_ctx;
-	return 1;
-}
-#endif
 
 /* One CQE of a request. A CQE without a request (multishot receives and polls, msg_ring: posted
  * as auxiliary CQEs) is never a zerocopy send's, though it may carry F_MORE. Before 6.13 the

@@ -8,6 +8,10 @@
  * bpf_redirect(..., BPF_F_INGRESS), tun_net_xmit, ...), and the program chose that path.
  */
 
+#include "kfunc.bpf.h"
+#include "kread.bpf.h"
+#include "maps.bpf.h"
+
 struct zc_copy_site {
 	u64 count;
 	u64 bytes;

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zctrace import cells  # noqa: E402
+from zctrace.bench import cells  # noqa: E402
 from zctrace.btf import Btf  # noqa: E402
 from zctrace.probes import TIERS, Session, load_manifest  # noqa: E402
 from zctrace.workload.senders import WorkloadSpec  # noqa: E402

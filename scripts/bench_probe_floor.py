@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zctrace import cells  # noqa: E402
+from zctrace.bench import cells  # noqa: E402
 from zctrace.btf import Btf  # noqa: E402
 from zctrace.probes import TIERS, Session  # noqa: E402
 from zctrace.workload.senders import WorkloadSpec  # noqa: E402

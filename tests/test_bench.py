@@ -13,7 +13,8 @@ import threading
 
 import pytest
 
-from zctrace import cells, cli
+from zctrace import cli
+from zctrace.bench import cells
 from zctrace.bench import output, progress, suites
 from zctrace.btf import Btf
 from zctrace.probes import Session

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from zctrace import cells
+from zctrace.bench import cells
 from zctrace.bench import suites
 from zctrace.btf import Btf
 from zctrace.probes import Session

@@ -6,7 +6,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from zctrace import cells, model, snapshot
+from zctrace import model, snapshot
+from zctrace.bench import cells
 from zctrace.workload.senders import WorkloadSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "unit"))

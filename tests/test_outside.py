@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TIERS
-from zctrace.cells import open_endpoint
+from zctrace.bench.cells import open_endpoint
 
 EXAMPLE = Path("/usr/share/doc/liburing-dev/examples/send-zerocopy.c")
 ZCTRACE = [sys.executable, "-m", "zctrace.cli"]

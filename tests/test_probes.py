@@ -162,3 +162,27 @@ def test_a_function_no_kernel_name_fits_skips_its_program_with_the_names(btf):
         assert s.skipped["uring_notif"] == "kernel has no function io_notif_tw_complete or __io_notif_complete_tw"
     finally:
         s.close()
+
+
+def test_the_manifest_order_does_not_matter(btf, monkeypatch):
+    """The programs compiled in the reverse of the manifest's order build and attach as in its
+    order (uring_notif used to lean on uring_send's maps coming first), and the walkers of long
+    chains still go to the program arrays the CQE programs call (host kernel 6.18: linked
+    notifications)."""
+    import zctrace.probes as probes
+    forward = probes.load_manifest()
+    opt_in = frozenset(p.name for p in forward if p.opt_in)
+    seen = []
+    for order in (forward, forward[::-1]):
+        monkeypatch.setattr(probes, "load_manifest", lambda order=order: order)
+        s = Session.open("fentry", btf, extra=opt_in)
+        try:
+            assert s.skipped == {}
+            assert [p.name for p in s.programs] == [p.name for p in order if p in s.programs]
+            assert s.programs[0].name != forward[0].name or order is forward
+            seen.append(sorted((st.program, st.target, st.fn_name, st.attached) for st in s.statuses))
+        finally:
+            s.close()
+    assert seen[0] == seen[1]
+    walkers = {fn for _, target, fn, _ in seen[1] if "tail call" in target}
+    assert walkers == {"zc_chain_walk_raw", "zc_chain_walk_tp"}

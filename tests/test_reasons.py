@@ -23,7 +23,8 @@ import pytest
 from pyroute2 import Ethtool, IPRoute
 
 from conftest import optmem_room
-from zctrace import cells, model, reasons, snapshot
+from zctrace import model, reasons, snapshot
+from zctrace.bench import cells
 from zctrace.report import render
 from zctrace.workload.senders import WorkloadSpec
 from zctrace.workload.sockio import ErrQueue

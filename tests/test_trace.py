@@ -14,7 +14,8 @@ import time
 import pytest
 
 from conftest import TIERS, optmem_room
-from zctrace import cells, model, snapshot
+from zctrace import model, snapshot
+from zctrace.bench import cells
 from zctrace.btf import Btf
 from zctrace.probes import Session
 from zctrace.workload.senders import WorkloadSpec

@@ -1,8 +1,8 @@
 """The BPF maps the Python side reads or writes, declared once: name, what one entry is, how an
 entry names its process, whether a benchmark cell starts it empty. Probes (Session.clear),
 snapshot (the reads), lifecycle (the reaper's deletes) and the exporter take the names from
-here, never from literals. The maps themselves are declared in probes/*.bpf.c and
-probes/common.bpf.h; the rows' C types in probes/zctrace.h.
+here, never from literals. The maps themselves are declared in probes/*.bpf.c and the
+probes/*.bpf.h headers (maps.bpf.h: the shared ones); the rows' C types in probes/zctrace.h.
 
 Data flows one way, probes -> maps -> snapshot -> model -> report/exporter, with two writes back
 into the maps, both named here: Session.clear (between benchmark cells) and the lifecycle

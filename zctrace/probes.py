@@ -29,8 +29,43 @@ from .offsets import kernel_defines, kernel_macros
 from .paths import PROBE_DIR
 
 TIERS = ("fentry", "kprobe", "tracepoint")
-LATENCY_EVERY = 64  # notification latency: one send in N is timed (probes/common.bpf.h)
+LATENCY_EVERY = 64  # notification latency: one send in N is timed (probes/maps.bpf.h)
 _MACRO = re.compile(r"\bZC_\w+\b")
+_INCLUDE = re.compile(r'^#include "([\w.]+\.bpf\.h)"[ \t]*$', re.M)
+
+
+def inline_headers(text: str, seen: set[str]) -> str:
+    """`text` with each `#include "x.bpf.h"` replaced by that header of probes/ (its own includes
+    so replaced) where the module first meets it, and by nothing after: bcc rewrites map calls
+    only in the main text, so the shared headers are inlined, not included. `seen` is the
+    module's: the headers already in it."""
+    def one(m: re.Match) -> str:
+        name = m.group(1)
+        if name in seen:
+            return f"/* (#include {name}: inlined above) */"
+        seen.add(name)
+        return inline_headers((PROBE_DIR / name).read_text(), seen)
+    return _INCLUDE.sub(one, text)
+
+
+def module_text(progs: list[Program]) -> str:
+    """One bcc module's text: the programs in the order given, their headers inlined once.
+    ZC_PROG_<NAME> tells a program (and a header) which others it is compiled with, whatever
+    their order."""
+    present = "".join(f"#define ZC_PROG_{p.name.upper()} 1\n" for p in progs)
+    seen: set[str] = set()
+    return present + "\n".join(inline_headers(p.source(), seen) for p in progs)
+
+
+@dataclass(frozen=True)
+class TailCall:
+    """A program array and the program the loader puts in it (probes/manifest.toml `tail_call`)."""
+
+    array: str  # the BPF_PROG_ARRAY
+    fn: str  # the program put in its slot 0
+    kind: str  # its program type: "raw_tracepoint" or "tracepoint"
+    caller: str  # the attach point whose program makes the call (for the status line)
+    purpose: str  # what the call is for (for the status line)
 
 
 @dataclass(frozen=True)
@@ -47,13 +82,14 @@ class Program:
     kfunc_variants: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> older names
     filtered_only: bool = False
     opt_in: bool = False  # loaded only when asked for (Session.open's `extra`)
+    tail_calls: tuple[TailCall, ...] = ()  # program arrays the loader fills once it is compiled
 
     def source(self) -> str:
         return (PROBE_DIR / self.file).read_text()
 
     def needs(self) -> set[str]:
-        """Kernel-derived macros this program's text uses."""
-        return set(_MACRO.findall(self.source())) & kernel_macros()
+        """Kernel-derived macros this program's text uses, with the headers it includes."""
+        return set(_MACRO.findall(inline_headers(self.source(), set()))) & kernel_macros()
 
     def resolve_kfuncs(self, btf: Btf) -> tuple[dict[str, str], list[str]]:
         """({manifest name: the function this kernel has under it}, names with no variant here)."""
@@ -85,7 +121,9 @@ def load_manifest() -> list[Program]:
                     tracepoints=tuple(p.get("tracepoint", ())),
                     raw_tracepoints=tuple(p.get("raw_tracepoint", ())), kfuncs=tuple(p.get("kfunc", ())),
                     kfunc_variants={k: tuple(v) for k, v in p.get("kfunc_variants", {}).items()},
-                    filtered_only=p.get("filtered_only", False), opt_in=p.get("opt_in", False))
+                    filtered_only=p.get("filtered_only", False), opt_in=p.get("opt_in", False),
+                    tail_calls=tuple(TailCall(t["array"], t["program"], t["type"], t["caller"], t["purpose"])
+                                     for t in p.get("tail_call", ())))
             for p in data["program"]]
 
 
@@ -232,12 +270,7 @@ class Session:
         return session
 
     def _compile(self, module, cflags: list[str]):
-        def text(progs: list[Program]) -> str:
-            # bcc rewrites map calls only in the main text, so the common part is inlined;
-            # ZC_PROG_<NAME> tells a program which others it is compiled with.
-            present = "".join(f"#define ZC_PROG_{p.name.upper()} 1\n" for p in progs)
-            return present + (PROBE_DIR / "common.bpf.h").read_text() + "\n".join(p.source() for p in progs)
-
+        text = module_text
         try:
             with quiet_stderr():
                 return module(text=text(self.programs), cflags=cflags)
@@ -277,30 +310,31 @@ class Session:
                 elif self.tier == "kprobe":
                     fn = entry_point("kprobe", func)
                     self._try(prog, name, lambda: b.attach_kprobe(event=name, fn_name=fn), fn, variant_of)
-        self._link_chain_walkers()
+        self._link_tail_calls()
         if not any(s.attached for s in self.statuses):
             first = next((s for s in self.statuses if s.error), None)
             self.close()
             raise ZctraceError(f"no probe attached on the {self.tier} tier"
                                + (f": {first.target}: {first.error}" if first else ""))
 
-    def _link_chain_walkers(self) -> None:
-        """uring_notif's walkers of long chains of linked notifications (6.10+), tail-called by
-        uring_send's notification CQE programs: loaded and put into their program arrays."""
+    def _link_tail_calls(self) -> None:
+        """Each program's tail-call targets (the manifest's `tail_call`: uring_notif's walkers of
+        long chains of linked notifications, 6.10+, called by uring_send's notification CQE
+        programs), loaded and put into their program arrays. An array the module lacks was not
+        compiled in (no linked notifications, or the tracepoint tier): nothing to link."""
         b = self.bpf
-        for array, fn, kind, caller in [("zc_chain_walker_raw", "zc_chain_walk_raw", b.RAW_TRACEPOINT, "io_uring_complete"),
-                                        ("zc_chain_walker_tp", "zc_chain_walk_tp", b.TRACEPOINT,
-                                         "io_uring:io_uring_cqe_overflow")]:
-            try:
-                walker = b[array.encode()]
-            except KeyError:
-                return
+        kinds = {"raw_tracepoint": b.RAW_TRACEPOINT, "tracepoint": b.TRACEPOINT}
+        for prog in self.programs:
+            for tc in prog.tail_calls:
+                try:
+                    array = b[tc.array.encode()]
+                except KeyError:
+                    continue
 
-            def link(walker=walker, fn=fn, kind=kind) -> None:
-                walker[walker.Key(0)] = walker.Leaf(b.load_func(fn, kind).fd)
+                def link(array=array, tc=tc) -> None:
+                    array[array.Key(0)] = array.Leaf(b.load_func(tc.fn, kinds[tc.kind]).fd)
 
-            prog = next(p for p in self.programs if p.name == "uring_notif")
-            self._try(prog, f"{caller} (tail call: long chains)", link, fn)
+                self._try(prog, f"{tc.caller} (tail call: {tc.purpose})", link, tc.fn)
 
     def _try(self, prog: Program, target: str, attach, fn_name: str, variant_of: str = "") -> None:
         try:

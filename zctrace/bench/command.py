@@ -19,7 +19,7 @@ import time
 
 from .. import crossover, interrupts, report
 from ..argtypes import add_json, add_tier, output_file, positive, seconds
-from ..cells import Cell, check_status, engine_note, run
+from .cells import Cell, check_status, engine_note, run
 from ..errors import ZctraceError
 from ..probes import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_caps, require_root
 from ..session import open_session

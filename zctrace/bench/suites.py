@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cells import Cell, open_endpoint, run_on
+from .cells import Cell, open_endpoint, run_on
 from ..crossover import NetPath, device_path
 from ..cost import program_stats
 from ..errors import ZctraceError

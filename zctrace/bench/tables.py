@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass
 
 from .. import report
-from ..cells import engine_note
+from .cells import engine_note
 from .suites import SEED_COLUMNS, URING_ZC_KEYS, SuiteCell
 
 

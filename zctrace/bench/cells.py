@@ -9,7 +9,7 @@ import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-from . import model, snapshot
+from .. import model, snapshot
 
 
 @dataclass
@@ -79,7 +79,7 @@ def traced_counts(snap: snapshot.Snapshot, spec, tier: str = "tracepoint") -> di
 
 def run_on(endpoint, specs: list, session=None, progress=None) -> list[Cell]:
     """Run specs against an open target; `session` (probes) checks each cell."""
-    from .workload.senders import run_workload
+    from ..workload.senders import run_workload
     cells = []
     for spec in specs:
         if session is not None:
@@ -102,8 +102,8 @@ def run_on(endpoint, specs: list, session=None, progress=None) -> list[Cell]:
 
 def open_endpoint(target: str, proto: str):
     """Context manager: a local target set up (and removed) for `proto`, or a remote ADDR:PORT."""
-    from .workload.senders import remote_endpoint
-    from .workload.targets import open_target
+    from ..workload.senders import remote_endpoint
+    from ..workload.targets import open_target
     remote = remote_endpoint(target)
     return nullcontext(remote) if remote else open_target(target, proto)
 

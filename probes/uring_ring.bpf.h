@@ -1,0 +1,71 @@
+/* uring_ring.bpf.h: the state of an io_uring instance that both io_uring files keep: its entry
+ * in zc_rings (struct zc_ring: counters per proto, socket, sampling, chain state), its failed
+ * sends (zc_uring_failed: their notifications are no verdicts), and the send-time copy reason of
+ * a notification no skb carried (zc_uring_send_copy). uring_send.bpf.c registers rings and counts
+ * CQEs; uring_chain.bpf.h (uring_notif) gives verdicts into them. Included by uring_send.bpf.c
+ * and uring_chain.bpf.h. */
+#ifndef ZC_URING_RING_BPF_H
+#define ZC_URING_RING_BPF_H
+
+#include "maps.bpf.h"
+#include "predict.bpf.h"
+
+#define ZC_IORING_CQE_F_MORE (1U << 1)
+#define ZC_IORING_CQE_F_NOTIF (1U << 3)
+
+BPF_HASH(zc_rings, u64, struct zc_ring, 4096);
+
+struct zc_ureq {
+	u64 ctx;
+	u64 user_data;
+};
+BPF_HASH(zc_uring_failed, struct zc_ureq, u8, 4096);
+
+/* The ring's counters of `proto`: a constant offset per protocol, so that no verifier has to
+ * bound proto * ZC_NR_COUNTERS + counter (6.1's rejected that arithmetic on a path it could not
+ * tell was impossible). */
+static __always_inline u64 *zc_ring_counters(struct zc_ring *ring, u8 proto)
+{
+	if (proto == ZC_PROTO_TCP)
+		return &ring->c[ZC_PROTO_TCP * ZC_NR_COUNTERS];
+	if (proto == ZC_PROTO_UDP)
+		return &ring->c[ZC_PROTO_UDP * ZC_NR_COUNTERS];
+	return &ring->c[ZC_PROTO_OTHER * ZC_NR_COUNTERS];
+}
+
+static __always_inline void zc_ring_add(struct zc_ring *ring, u8 proto, int counter, u64 n)
+{
+	__sync_fetch_and_add(&zc_ring_counters(ring, proto)[counter], n);
+}
+
+/* True (and forgotten) if the notification (ctx, user_data) belongs to a failed send. */
+static __always_inline int zc_uring_take_failed(struct zc_ring *ring, u64 ctx, u64 user_data)
+{
+	struct zc_ureq key = {.ctx = ctx, .user_data = user_data};
+
+	if (!ring->failed || !zc_uring_failed.lookup(&key))
+		return 0;
+	zc_uring_failed.delete(&key);
+	__sync_fetch_and_add(&ring->failed, -1);
+	return 1;
+}
+
+/* The reason of a copied notification that no skb carried (zc_used unset: the kernel dropped the
+ * request's msg_ubuf at send): the copy at send that MSG_ZEROCOPY's rule (zc_predict_copy) gives
+ * for the ring's socket and route as they are now, with the length and MSG_MORE of the ring's
+ * latest send (one after a send with MSG_MORE appended to the datagram that one left pending);
+ * else io_uring_not_used. Read only for such notifications: sends pay two plain stores. */
+static __always_inline u8 zc_uring_send_copy(struct zc_ring *ring)
+{
+	u32 ifindex = 0;
+	u8 reason = ZC_R_NONE;
+
+	if (ring && ring->sk) {
+		u64 flags = (ring->more & 1 ? ZC_MSG_MORE : 0) | (ring->more & 2 ? ZC_SEND_APPENDS : 0);
+		reason = zc_predict_copy((void *)ring->sk, zc_sk_dev((void *)ring->sk), ring->proto, ring->len,
+					 flags, &ifindex);
+	}
+	return reason ? reason : ZC_R_IO_URING_NOT_USED;
+}
+
+#endif /* ZC_URING_RING_BPF_H */
