@@ -11,7 +11,8 @@
  * from the socket's cached route: no SG -> copy; UDP needs CHECKSUM_PARTIAL, i.e. payload and
  * headers within the MTU (or UDP GSO), checksum offload, and a datagram that is not corked:
  * MSG_MORE or UDP_CORK without GSO, or an append to a pending corked datagram, checksums in
- * software.) The one rule for MSG_ZEROCOPY (msgzc_send, before the send) and io_uring (uring_send,
+ * software; so does an IPv4 xfrm route without ESP TX checksum offload.) The one rule for
+ * MSG_ZEROCOPY (msgzc_send, before the send) and io_uring (uring_send,
  * when a notification says no skb carried the pages): the kernel decides both alike (it leaves
  * an io_uring request's msg_ubuf unused where it would mark a MSG_ZEROCOPY range copied).
  * `flags`: the send's MSG_MORE, and ZC_SEND_APPENDS if it is known to append to a datagram an
@@ -57,6 +58,17 @@ static __always_inline u8 zc_predict_copy(void *sk, void *dev, u8 proto, u64 len
 #endif
 	if (pending || (flags & ZC_SEND_APPENDS) || ((flags & ZC_MSG_MORE || cork) && !gso))
 		return ZC_R_NO_CSUM_OFFLOAD;
+	/* IPv4: an xfrm route's header room (dst->header_len: __ip_append_data's exthdrlen) needs
+	 * ESP TX checksum offload for CHECKSUM_PARTIAL. (__ip6_append_data has no such term.) */
+	if (family != ZC_AF_INET6 && !((features >> ZC_NETIF_F_HW_ESP_TX_CSUM_BIT) & 1)) {
+		void *dst = 0;
+		u16 header_len = 0;
+		ZC_READ(dst, sk, ZC_OFF_sock_sk_dst_cache);
+		if (dst)
+			ZC_READ(header_len, dst, ZC_OFF_dst_entry_header_len);
+		if (header_len)
+			return ZC_R_IPSEC_NO_ESP_OFFLOAD;
+	}
 	return ZC_R_NONE;
 }
 

@@ -74,7 +74,9 @@ enum zc_reason {
 	ZC_R_LATE_COPY = 12,         /* skb_copy_ubufs: the Python side classifies its call stack */
 	ZC_R_LINKED_NOTIFICATION = 13, /* io_uring 6.10+: a linked notification without skbs of its own, its
 	                              * pages in skbs that left uncopied: the kernel's REPORT_USAGE says copied */
-	ZC_NR_REASONS = 14,
+	ZC_R_IPSEC_NO_ESP_OFFLOAD = 14, /* UDP on an xfrm (IPsec) route, device without ESP TX checksum
+	                              * offload: no CHECKSUM_PARTIAL, copied at send */
+	ZC_NR_REASONS = 15,
 };
 
 /* Kernel-side zerocopy events (fentry/kprobe tiers): indexes into the zc_kevents array. */

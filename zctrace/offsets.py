@@ -56,6 +56,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "net_sysctl_optmem_max": ("net", "core.sysctl_optmem_max"),
     "net_ns_inum": ("net", "ns.inum"),
     "dst_entry_dev": ("dst_entry", "dev"),
+    "dst_entry_header_len": ("dst_entry", "header_len"),
     "net_device_features": ("net_device", "features"),
     "net_device_mtu": ("net_device", "mtu"),
     "net_device_ifindex": ("net_device", "ifindex"),
@@ -86,6 +87,7 @@ ENUM_VALUES = {
     "ZC_NETIF_F_IP_CSUM_BIT": "NETIF_F_IP_CSUM_BIT",
     "ZC_NETIF_F_HW_CSUM_BIT": "NETIF_F_HW_CSUM_BIT",
     "ZC_NETIF_F_IPV6_CSUM_BIT": "NETIF_F_IPV6_CSUM_BIT",
+    "ZC_NETIF_F_HW_ESP_TX_CSUM_BIT": "NETIF_F_HW_ESP_TX_CSUM_BIT",
 }
 
 

@@ -46,6 +46,9 @@ ADVICE = {
     "no_csum_offload": ("UDP zerocopy needs a CHECKSUM_PARTIAL datagram: TX checksum offload on the egress "
                         "device (ethtool -K DEV tx on) and no corking (MSG_MORE/UDP_CORK) without UDP_SEGMENT"),
     "over_mtu": "UDP payload plus headers exceed the MTU: raise the MTU or use UDP_SEGMENT (GSO)",
+    "ipsec_no_esp_offload": ("UDP over an IPsec (xfrm) route is checksummed in software unless the device has "
+                             "ESP TX checksum offload (esp-hw-offload and `offload dev` on the xfrm state): "
+                             "copied at send; send such flows without MSG_ZEROCOPY, or offload ESP"),
     "io_uring_not_used": "no skb took the pages, and the route shows no cause (no_sg, over_mtu, no_csum_offload): "
                          "a zero-length send, or the route or cork changed since",
     "linked_notification": ("not a copy: the kernel counts a linked io_uring notification (TCP, 6.10+) copied "
