@@ -129,7 +129,7 @@ def optmem_room():
 
 
 # Probe tiers a tracer test runs on: the tracepoint tier on the host; fentry, kprobe and the
-# tracepoint tier again inside the full-kernel VM.
+# tracepoint tier again inside the full-kernel VM on the kernels of VM_TRACEPOINT_KERNELS (6.1).
 TIERS = [
     pytest.param("tracepoint", id="tracepoint"),
     pytest.param("tracepoint", marks=pytest.mark.vm, id="tracepoint-vm"),
