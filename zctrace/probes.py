@@ -270,10 +270,9 @@ class Session:
         return session
 
     def _compile(self, module, cflags: list[str]):
-        text = module_text
         try:
             with quiet_stderr():
-                return module(text=text(self.programs), cflags=cflags)
+                return module(text=module_text(self.programs), cflags=cflags)
         except Exception:
             pass
         # Find which programs do not build here, drop them, keep the rest.
@@ -281,14 +280,14 @@ class Session:
         for prog in self.programs:
             try:
                 with quiet_stderr():
-                    module(text=text([prog]), cflags=cflags).cleanup()
+                    module(text=module_text([prog]), cflags=cflags).cleanup()
                 good.append(prog)
             except Exception as e:
                 self.skipped[prog.name] = f"does not compile: {str(e).splitlines()[0][:200]}"
         self.programs = good
         try:
             with quiet_stderr():
-                return module(text=text(good), cflags=cflags)
+                return module(text=module_text(good), cflags=cflags)
         except Exception as e:
             raise ZctraceError(f"probes do not compile together on this kernel: {e}") from e
 
