@@ -179,23 +179,32 @@ static __always_inline void zc_walk_done(struct zc_walk *w)
 /* Chains longer than ZC_MAX_CHAIN: the rest is walked from the ring's next notification CQEs
  * (zc_chain_resume, called by uring_send), ZC_CHAIN_STEP members each. Every member of the
  * chain posts its CQE (or overflows) before any of them is freed, one CQE per member: the walk
- * is over before its CQEs are. A ring has up to ZC_CHAIN_CURSORS such chains at once. */
+ * is over before its CQEs are. A ring's waiting chains form a queue, walked in the order they
+ * completed: one batch of task work completes many chains before it posts their CQEs (eight
+ * TCP connections sending in one submission: eight chains at once). */
 #define ZC_CHAIN_STEP 32
-#define ZC_CHAIN_CURSORS 4
 
 struct zc_chain_cursor {
-	u64 nd;   /* the next member without its verdict, 0 = free */
+	u64 nd;   /* the next member without its verdict; 0 while a walker has it */
 	u64 head; /* its chain's head (each member's io_notif_data.head: a check that it is one) */
 	int carrier_stack;
 	u8 carrier;
 };
-struct zc_chain_rest {
-	struct zc_chain_cursor c[ZC_CHAIN_CURSORS];
+struct zc_chain_key {
+	u64 ctx; /* the ring */
+	u64 seq; /* the chain's place in the ring's queue */
 };
-BPF_HASH(zc_chain_rest, u64, struct zc_chain_rest, 256); /* ring (ctx) -> the rests of its chains */
-/* zc_chain_pending (cursors in use on every ring), zc_chain_ring and the walkers' program arrays
- * are uring_chain.bpf.h's: uring_send's CQE programs tail-call the walkers below while a cursor
- * is in use. */
+struct zc_chain_queue {
+	u64 first; /* the oldest waiting chain's seq */
+	u64 last;  /* the next one's */
+};
+/* LRU: a ring that goes away with a chain waiting leaves its entries behind; the least recently
+ * used make room (and a new ring at its address finds the chain's members gone: head check). */
+BPF_TABLE("lru_hash", struct zc_chain_key, struct zc_chain_cursor, zc_chain_rest, 4096);
+BPF_TABLE("lru_hash", u64, struct zc_chain_queue, zc_chain_queues, 1024); /* ring (ctx) -> its queue */
+/* zc_chain_pending (chains waiting, on every ring), zc_chain_ring and the walkers' program arrays
+ * are uring_chain.bpf.h's: uring_send's CQE programs tail-call the walkers below while a chain
+ * waits. */
 
 static __always_inline u64 zc_nd_next(u64 nd)
 {
@@ -205,51 +214,55 @@ static __always_inline u64 zc_nd_next(u64 nd)
 	return next;
 }
 
-/* Chain `head` of ring `ctx` is walked up to `nd`: the rest waits for the ring's CQEs. */
+/* Chain `head` of ring `ctx` is walked up to `nd`: the rest waits for the ring's CQEs, at the
+ * end of the ring's queue. */
 static __always_inline void zc_chain_defer(u64 ctx, u64 head, u64 nd, struct zc_walk *w)
 {
-	struct zc_chain_rest fresh = {};
-	struct zc_chain_rest *rest = zc_chain_rest.lookup_or_try_init(&ctx, &fresh);
+	struct zc_chain_queue fresh = {};
+	struct zc_chain_queue *q = zc_chain_queues.lookup_or_try_init(&ctx, &fresh);
 	u32 zero = 0;
 	u64 *pending = zc_chain_pending.lookup(&zero);
 
-	for (int c = 0; rest && pending && c < ZC_CHAIN_CURSORS; c++) {
-		struct zc_chain_cursor *cur = &rest->c[c];
-		if (cur->nd)
-			continue;
-		cur->head = head;
-		cur->carrier = w->carrier;
-		cur->carrier_stack = w->carrier_stack;
-		cur->nd = nd;
+	if (q && pending) {
+		struct zc_chain_key key = {.ctx = ctx, .seq = __sync_fetch_and_add(&q->last, 1)};
+		struct zc_chain_cursor cur = {.nd = nd, .head = head, .carrier = w->carrier,
+					      .carrier_stack = w->carrier_stack};
 		__sync_fetch_and_add(pending, 1);
-		return;
+		if (!zc_chain_rest.insert(&key, &cur))
+			return;
+		/* No room: its place stays empty (the walker steps over it). */
 	}
 	zc_lose(ZC_ERR_NOTIFS_FULL, 1, 0); /* the rest of the chain gets no verdict */
 }
 
-/* A notification CQE of ring `ctx` (posted or overflowed): walk on a chain of it that waits. */
+/* A notification CQE of ring `ctx` (posted or overflowed): walk on the oldest chain of it that
+ * waits, ZC_CHAIN_STEP members. */
 static __always_inline void zc_chain_resume(u64 ctx)
 {
 	u32 zero = 0;
 	u64 *pending = zc_chain_pending.lookup(&zero);
+	struct zc_chain_queue *q = zc_chain_queues.lookup(&ctx);
 
-	if (!pending)
+	if (!pending || !q)
 		return;
-	struct zc_chain_rest *rest = zc_chain_rest.lookup(&ctx);
-	if (!rest)
+	struct zc_chain_key key = {.ctx = ctx, .seq = q->first};
+	if (key.seq == q->last)
+		return; /* none waits on this ring */
+	struct zc_chain_cursor *cur = zc_chain_rest.lookup(&key);
+	if (!cur) { /* an empty place (no room at its defer): step over it */
+		if (__sync_val_compare_and_swap(&q->first, key.seq, key.seq + 1) == key.seq)
+			__sync_fetch_and_add(pending, -1);
 		return;
-	struct zc_chain_cursor *cur = 0;
-	for (int c = 0; c < ZC_CHAIN_CURSORS && !cur; c++)
-		if (rest->c[c].nd)
-			cur = &rest->c[c];
-	if (!cur)
-		return;
+	}
+	u64 nd = cur->nd;
+	if (!nd || __sync_val_compare_and_swap(&cur->nd, nd, 0) != nd)
+		return; /* another CPU's walker has it */
 	struct zc_walk w = {.carrier = cur->carrier, .carrier_stack = cur->carrier_stack};
-	u64 nd = cur->nd, head = 0;
+	u64 head = 0;
 #pragma clang loop unroll(disable)
 	for (int i = 0; i < ZC_CHAIN_STEP && nd; i++) {
 		ZC_READ(head, (void *)nd, ZC_OFF_io_notif_data_head);
-		if (head != cur->head) { /* not a member any more: the walk fell behind (never seen) */
+		if (head != cur->head) { /* not a member any more: its ring went away mid-walk */
 			zc_lose(ZC_ERR_NOTIFS_FULL, 1, 0);
 			nd = 0;
 			break;
@@ -258,16 +271,15 @@ static __always_inline void zc_chain_resume(u64 ctx)
 		nd = zc_nd_next(nd);
 	}
 	zc_walk_done(&w);
-	cur->carrier = w.carrier;
-	cur->carrier_stack = w.carrier_stack;
-	cur->nd = nd;
-	if (nd)
+	if (nd) {
+		cur->carrier = w.carrier;
+		cur->carrier_stack = w.carrier_stack;
+		cur->nd = nd; /* handed back: the next CQE's walker takes it */
 		return;
+	}
+	zc_chain_rest.delete(&key);
+	__sync_fetch_and_add(&q->first, 1);
 	__sync_fetch_and_add(pending, -1);
-	for (int c = 0; c < ZC_CHAIN_CURSORS; c++)
-		if (rest->c[c].nd)
-			return;
-	zc_chain_rest.delete(&ctx);
 }
 
 /* The walkers uring_send's CQE programs tail-call (put in zc_chain_walker_raw/_tp by the loader,

@@ -158,6 +158,30 @@ def _kernel_and_zctrace(tracer, notifs: list) -> tuple[int, model.Counts]:
     return copied, t
 
 
+def test_many_long_chains_completed_in_one_batch(tracer):
+    """Eight TCP connections over loopback, 100 SEND_ZC of 100 B each, all in one submission:
+    MSG_MORE holds each connection's data in one skb until its last send pushes it. Each
+    connection's 100 notifications are one chain (6.10+), and all eight chains complete inside
+    that one io_uring_enter: their CQEs are posted in one batch of task work. Every chain longer
+    than one walk waits for those CQEs at once; all of them get their verdicts (4 waiting chains
+    per ring were the most there was room for: the rest were lost as notifs_full)."""
+    conns, n, size = 8, 100, 100
+    buf = memoryview(bytearray(b"m" * n * size))
+    tracer.clear()
+    with contextlib.ExitStack() as stack, Ring(2048) as ring:
+        socks = [stack.enter_context(_tcp_over_loopback()) for _ in range(conns)]
+        for c, s in enumerate(socks):
+            for i in range(n):
+                ring.prep_send_zc(s.fileno(), buf[i * size:(i + 1) * size], c * n + i, report_usage=True,
+                                  msg_flags=socket.MSG_MORE if i < n - 1 else 0)
+        assert ring.submit() == conns * n
+        cqes = []
+        while sum(not c.notif for c in cqes) < conns * n:
+            cqes += ring.wait(1)
+        notifs = _notifications(ring, cqes, conns * n)
+    _kernel_and_zctrace(tracer, notifs)
+
+
 def test_linked_notifications_take_the_reason_of_the_skbs_that_carried_them(tracer):
     """TCP SEND_ZC over loopback with REPORT_USAGE: since 6.10 most notifications are linked
     into a chain and own no skb (their pages rode in an earlier send's skb, which local
