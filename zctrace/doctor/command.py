@@ -28,19 +28,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=argtypes.positive(int, "bytes"), metavar="BYTES",
                    help="bytes per send of your application: checks UDP payload against each "
                         f"MTU and sizes the memlock estimate (default {DEFAULT_SEND_SIZE})")
+    p.add_argument("--no-probes", action="store_true",
+                   help="do not compile and attach the active tier's probes (seconds on a real "
+                        "machine, a minute under emulation); their attach points are not checked")
     argtypes.add_json(p, "the findings")
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    result = diagnose(args.size)
+    result = diagnose(args.size, probes=not args.no_probes)
     print(render(result), file=report.text_stream(args.json))
     if args.json:
         report.write_json(result, args.json)
     return 0
 
 
-def diagnose(size: int | None = None) -> dict:
-    """Findings as plain data (see the package docstring); `size` = bytes per send."""
+def diagnose(size: int | None = None, probes: bool = True) -> dict:
+    """Findings as plain data (see the package docstring); `size` = bytes per send; `probes`:
+    load the active tier's probes and say which attach."""
     result: dict = {"kernel": platform.release(), "btf": VMLINUX.exists(), "root": os.geteuid() == 0}
     try:
         btf = Btf.load()
@@ -58,7 +62,8 @@ def diagnose(size: int | None = None) -> dict:
     result["kernel_function_variants"] = {f: name for f, name in sorted(found.items()) if name != f}
     result["probes"] = []
     result["probe_fallbacks"] = {}
-    if active and btf:
+    result["probes_checked"] = bool(probes and active and btf)
+    if result["probes_checked"]:
         try:
             with Session.open(active, btf) as session:
                 result["probes"] = probe_statuses(session)

@@ -23,6 +23,8 @@ def render(result: dict) -> str:
                             for p in result["probes"]]))
     for prog, whats in result["probe_fallbacks"].items():
         lines += [f"  {prog} falls back to {what}" for what in whats]
+    if result["root"] and result["active_tier"] and not result.get("probes_checked", True):
+        lines.append(f"probes on the {result['active_tier']} tier: not checked (--no-probes)")
     if "probes_error" in result:
         lines.append(f"probes on the {result['active_tier']} tier: not loaded: {result['probes_error']}")
     variants = result["kernel_function_variants"]
