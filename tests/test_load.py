@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from test_exporter import REPO, TAG, ZCTRACE, Exporter, comm_python, families, http_get
+from zctrace import snapshot
 from zctrace.snapshot import RingRow, parse_ring_fdinfo, read_rings
 
 FDINFO = """pos:\t0
@@ -92,6 +93,27 @@ def test_a_busy_rings_last_complete_reading_stands(tmp_path: Path):
     (tmp_path / "30" / "fdinfo" / "3").write_text(whole.replace("CqTail:\t4\n", ""))  # busy now
     assert read_rings({30}, proc=str(tmp_path), last=last) == [RingRow(30, 91, 3, 0)]
     assert read_rings({30}, proc=str(tmp_path)) == []  # without a last reading: left out
+
+
+def test_a_ring_never_read_whole_is_tried_on_further_apart(tmp_path: Path, monkeypatch):
+    """A ring the caller has no reading of, busy for more than the quick tries (its submitter
+    holds the lock), is read again further apart, and found: the exporter's first scrape of it
+    then holds the process's gauges (one CI scrape in 120 missed them)."""
+    whole = FDINFO.format(ino=92, head=0, tail=2, overflow="")
+    fake_proc(tmp_path, 40, {3: whole})
+    reads = []
+    parse = snapshot.parse_ring_fdinfo
+
+    def busy_at_first(text: str):
+        reads.append(text)
+        return None if len(reads) <= snapshot.RING_READ_TRIES + 3 else parse(text)
+
+    monkeypatch.setattr(snapshot, "parse_ring_fdinfo", busy_at_first)
+    assert read_rings({40}, proc=str(tmp_path), last={}) == [RingRow(40, 92, 2, 0)]
+    assert len(reads) == snapshot.RING_READ_TRIES + 4
+    reads.clear()  # with a reading to fall back on, only the quick tries
+    assert read_rings({40}, proc=str(tmp_path), last={(40, 92): RingRow(40, 92, 1, 0)}) == [RingRow(40, 92, 1, 0)]
+    assert len(reads) == snapshot.RING_READ_TRIES
 
 
 @pytest.fixture
@@ -237,7 +259,6 @@ def test_a_family_that_fails_loses_only_itself(tmp_path: Path, monkeypatch, capl
     """The ring walk raising (as any /proc read of a vanishing process might) drops the CQ gauges
     of that scrape alone: the other per-process families stay, each failure is counted, and the
     log says so once, not once per scrape."""
-    from zctrace import snapshot
     from zctrace.btf import Btf
     from zctrace.exporter.collector import ExportOptions, ZctraceCollector
     from zctrace.probes import Session

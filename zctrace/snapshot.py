@@ -164,6 +164,10 @@ def parse_ring_fdinfo(text: str) -> tuple[int, int, int] | None:
 # A busy ring's fdinfo holds only pos/flags/mnt_id/ino (the kernel could not take the ring's
 # lock): half the reads next to a busy sender on 6.18, in runs of up to 10 in a row.
 RING_READ_TRIES = 20
+# A ring with no complete reading yet (none in `last`: the exporter's first scrape of it) is
+# tried on for up to a quarter second, further apart: a scrape then holds its process's gauges
+# (1 of 120 scrapes next to a busy sender missed them in a CI run, 2026-12-07).
+RING_FIRST_READ_PAUSES = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128)
 
 
 def read_rings(pids: set[int], proc: str = "/proc", last: dict[tuple[int, int], RingRow] | None = None) -> list[RingRow]:
@@ -173,7 +177,8 @@ def read_rings(pids: set[int], proc: str = "/proc", last: dict[tuple[int, int], 
     whose rings its process's /proc/PID/fd does not show. A process that is gone is left out; so
     is a ring whose fdinfo lacks fields RING_READ_TRIES times in a row (a busy submitter holds
     the ring's lock), unless `last` (the previous call's rows, which this call updates) has it:
-    then its last complete reading stands. Never an error."""
+    then its last complete reading stands; without one it is tried on, further apart
+    (RING_FIRST_READ_PAUSES). Never an error."""
     rows: dict[tuple[int, int], RingRow] = {}
     for pid in sorted(pids):
         found = _rings_in(f"{proc}/{pid}", pid, rows, last)
@@ -214,15 +219,23 @@ def _rings_in(base: str, pid: int, rows: dict[tuple[int, int], RingRow],
                 parsed = parse_ring_fdinfo(text)
                 if parsed is not None:
                     break
+            known = None
+            if parsed is None:
+                m = re.search(r"^ino:\s*(\d+)$", text, re.M)  # a busy ring's fdinfo still has its inode
+                known = last.get((pid, int(m.group(1)))) if last and m else None
+            for pause in RING_FIRST_READ_PAUSES if parsed is None and known is None else ():
+                time.sleep(pause)
+                with open(f"{base}/fdinfo/{fd}") as f:
+                    parsed = parse_ring_fdinfo(f.read())
+                if parsed is not None:
+                    break
         except OSError:
             continue  # closed, or the process exited
         if parsed is not None:
             ino, pending, overflow = parsed
             rows[(pid, ino)] = RingRow(pid, ino, pending, overflow)
-        elif last:
-            m = re.search(r"^ino:\s*(\d+)$", text, re.M)  # a busy ring's fdinfo still has its inode
-            if m and (pid, int(m.group(1))) in last:
-                rows[(pid, int(m.group(1)))] = last[(pid, int(m.group(1)))]
+        elif known is not None:
+            rows[(pid, known.ino)] = known
     return found
 
 
