@@ -84,7 +84,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg)
 			if (ee.ee_origin == ZC_SO_EE_ORIGIN_ZEROCOPY && ee.ee_errno == 0)
 				zc_msgzc_range(call.sk, ee.ee_info, ee.ee_data,
 					       ee.ee_code & ZC_SO_EE_CODE_ZEROCOPY_COPIED,
-					       ZC_ERRQUEUE_VERDICT, 1, ZC_R_NONE, -1, 0);
+					       ZC_ERRQUEUE_VERDICT, 1, ZC_R_NONE, -1, 0, 0);
 		}
 		pos += (cm.len + 7) & ~7ULL;
 	}

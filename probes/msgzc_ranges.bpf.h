@@ -67,9 +67,10 @@ static __always_inline void zc_range_reasons(struct zc_sock *st, void *sk, u32 l
 /* A completed MSG_ZEROCOPY notification range lo..hi (inclusive ids) of socket sk.
  * `verdict`: this tier takes its verdict from here (else only count what the app read);
  * `late`/`stackid`: the reason and stack of a late copy seen for this range (fentry/kprobe
- * tiers), else ZC_R_NONE. */
+ * tiers), else ZC_R_NONE. `bytes`: the range's bytes as the kernel's bytelen counts them, which
+ * for UDP holds an 8-byte header for each of its `bytelen_ids` ids. */
 static __always_inline void zc_msgzc_range(u64 sk, u32 lo, u32 hi, int copied, int verdict,
-					   int read, u8 late, int stackid, u64 bytes)
+					   int read, u8 late, int stackid, u64 bytes, u32 bytelen_ids)
 {
 	struct zc_sock *st = zc_socks.lookup(&sk);
 
@@ -86,6 +87,8 @@ static __always_inline void zc_msgzc_range(u64 sk, u32 lo, u32 hi, int copied, i
 	if (!verdict)
 		return;
 	zc_add(s, ZC_NOTIFICATIONS, 1);
+	if (st->proto == ZC_PROTO_UDP && bytes >= 8 * (u64)bytelen_ids)
+		bytes -= 8 * (u64)bytelen_ids;
 	zc_add(s, ZC_COMPLETED_BYTES, bytes);
 	zc_hist(ZC_HIST_RANGE, ZC_API_MSG_ZEROCOPY, n);
 	if (st->sample_ts && (u32)(st->sample_id - lo) <= hi - lo)
