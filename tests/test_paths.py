@@ -7,10 +7,11 @@ devices that really transmit and free: the real transmit path (qdisc, driver xmi
 taps, encapsulation, encryption) runs. Paths: a dummy baseline; VLAN; macvlan; ipvlan; bond
 (active-backup, balance-xor) of two dummies; VXLAN and Geneve over a dummy underlay; GRE,
 gretap, ipip; ESP transport and tunnel mode (`ip xfrm`, fixed key); MACsec; a bridge to a
-container veth (delivery in another namespace); a tc mirred redirect to another dummy; an
-AF_PACKET ETH_P_ALL socket on the transmitting dummy; scatter-gather off and TX checksum off
+container veth (delivery in another namespace); a tc mirred redirect to another dummy; a tc
+BPF program's bpf_redirect to another dummy, and one that turns the packets around into this
+host (a copy the fentry/kprobe tiers name bpf_redirect); an AF_PACKET ETH_P_ALL socket on the transmitting dummy; scatter-gather off and TX checksum off
 (ethtool); a 10 ms netem delay and an fq qdisc. Not yet: WireGuard (it holds packets until a
-handshake, so it needs a real peer), an eBPF bpf_redirect, TCP, IPv6, UDP_SEGMENT sends.
+handshake, so it needs a real peer), TCP, IPv6, UDP_SEGMENT sends.
 
 For each path: MSG_ZEROCOPY (UDP, IPv4, 1000 B) and io_uring SEND_ZC with REPORT_USAGE (and
 without it on the baseline), N requests per cell. One tracer per tier (module scope: bcc compiles
@@ -281,11 +282,139 @@ def _wait_forwarding(br: str) -> None:
         time.sleep(0.1)
 
 
+# Fixed WireGuard keys (private, and its X25519 public key), like the fixed ESP keys.
+WG_HERE = ("ERERERERERERERERERERERERERERERERERERERERERE=", "e06Qm75//kTEZaIgA31gjuNYl9Me+XLwf3SJLLD3PxM=")
+WG_PEER = ("IiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiI=", "D6poTtKIZ7l/Smot7l34zpdOdrcBjj8iocTPJnhXDyA=")
+
+
+@contextlib.contextmanager
+def _in_netns(ns: str):
+    """This thread inside namespace `ns` for the block."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        _setns(fd)
+        yield
+    finally:
+        _setns(home)
+        os.close(fd)
+        os.close(home)
+
+
+def _wg(dev: str, key: tuple[str, str], port: int, peer: tuple[str, str], endpoint: str, peer_port: int,
+        allowed: str) -> None:
+    from pyroute2 import WireGuard
+    with WireGuard() as wg:
+        wg.set(dev, private_key=key[0], listen_port=port,
+               peer={"public_key": peer[1], "endpoint_addr": endpoint, "endpoint_port": peer_port,
+                     "allowed_ips": [allowed]})
+
+
+def p_wireguard():
+    """WireGuard to a peer in another namespace over a veth underlay (both ends ours): the
+    sends are encrypted by wg0, carried in UDP over the veth, decrypted by the peer's wg1."""
+    ns = f"zcpathw{os.getpid()}x{next(_seq)}"
+    sh(f"ip netns add {ns}")
+    _cleanup.append(lambda: subprocess.run(["ip", "netns", "del", ns], capture_output=True))
+    sh("ip link add wg0 type wireguard")  # Skip where the kernel has no WireGuard
+    sh(f"ip -n {ns} link add wg1 type wireguard", "ip link add w0 type veth peer name w1",
+       f"ip link set w1 netns {ns}", f"ip addr add {UNDER}/24 dev w0", "ip link set w0 up",
+       f"ip -n {ns} addr add {PEER}/24 dev w1", f"ip -n {ns} link set w1 up", f"ip -n {ns} link set lo up")
+    assert route_dev(PEER) == "w0"  # the encrypted packets stay on our veth
+    _wg("wg0", WG_HERE, 51820, WG_PEER, PEER, 51821, f"{OVER_PEER}/32")
+    with _in_netns(ns):
+        _wg("wg1", WG_PEER, 51821, WG_HERE, UNDER, 51820, f"{OVER}/32")
+    sh(f"ip addr add {OVER}/24 dev wg0", "ip link set wg0 up",
+       f"ip -n {ns} addr add {OVER_PEER}/24 dev wg1", f"ip -n {ns} link set wg1 up")
+    _listen_in(ns, OVER_PEER)
+    # The handshake, before the cell: WireGuard holds packets until it is done.
+    deadline = time.monotonic() + 20
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        while True:
+            probe.sendto(b"?", (OVER_PEER, PORT))
+            rx = subprocess.run(["ip", "netns", "exec", ns, "cat", "/sys/class/net/wg1/statistics/rx_packets"],
+                                capture_output=True, text=True, check=True).stdout
+            if int(rx) > 0:
+                break
+            assert time.monotonic() < deadline, "no WireGuard handshake with the peer namespace"
+            time.sleep(0.2)
+    return Setup(OVER_PEER, "wg0")
+
+
 def p_tc_mirred():
     dummy("d0")
     dummy("d1", None)
     sh("tc qdisc add dev d0 clsact",
        "tc filter add dev d0 egress matchall action mirred egress redirect dev d1")
+    return Setup(PEER, "d0")
+
+
+REDIRECT = r"""
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/pkt_cls.h>
+
+BPF_ARRAY(redir, u32, 2); /* [0]: the device to redirect to; [1]: 1 = turn around, into this host */
+
+int redirect(struct __sk_buff *skb)
+{
+	int k0 = 0, k1 = 1;
+	u32 *ifindex = redir.lookup(&k0), *back = redir.lookup(&k1);
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + sizeof(*eth);
+	unsigned char mac[ETH_ALEN];
+	__be32 addr;
+
+	if (!ifindex || !back || (void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) ||
+	    ip->protocol != 17)
+		return TC_ACT_OK;
+	if (!*back)
+		return bpf_redirect(*ifindex, 0);
+	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+	addr = ip->daddr; /* swapped: the checksums stay right */
+	ip->daddr = ip->saddr;
+	ip->saddr = addr;
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+"""
+_redirect = []  # the compiled program, once per test process
+
+
+def _bpf_redirect(dev: str, to: str | None) -> None:
+    """A tc BPF program on `dev`'s egress (clsact): bpf_redirect of every UDP packet to `to`'s
+    egress, or (to None) turned around into this host's stack through `dev`'s ingress."""
+    from bcc import BPF
+    from pyroute2 import IPRoute
+    if not _redirect:
+        b = BPF(text=REDIRECT)
+        b.load_func("redirect", BPF.SCHED_CLS)
+        _redirect.append(b)
+    b = _redirect[0]
+    with IPRoute() as ipr:
+        (index,) = ipr.link_lookup(ifname=dev)
+        target = ipr.link_lookup(ifname=to)[0] if to else index
+        redir = b[b"redir"]
+        redir[redir.Key(0)] = redir.Leaf(target)
+        redir[redir.Key(1)] = redir.Leaf(0 if to else 1)
+        ipr.tc("add", "clsact", index=index)
+        ipr.tc("add-filter", "bpf", index=index, handle=":1", fd=b.funcs[b"redirect"].fd, name="redirect",
+               parent="ffff:fff3", classid=1, direct_action=True)
+
+
+def p_bpf_redirect():
+    dummy("d0")
+    dummy("d1", None)
+    _bpf_redirect("d0", "d1")
+    return Setup(PEER, "d0")
+
+
+def p_bpf_redirect_back():
+    dummy("d0")
+    _bpf_redirect("d0", None)
     return Setup(PEER, "d0")
 
 
@@ -353,6 +482,9 @@ PATHS = {
     "macsec": (p_macsec, "no_csum_offload"),
     "bridge-container-veth": (p_bridge_veth, "local_delivery"),
     "tc-mirred": (p_tc_mirred, None),
+    "wireguard": (p_wireguard, None),
+    "bpf-redirect": (p_bpf_redirect, None),
+    "bpf-redirect-back": (p_bpf_redirect_back, "bpf_redirect"),
     "packet-tap": (p_packet_tap, "packet_tap"),
     "sg-off": (p_sg_off, "no_sg"),
     "tx-csum-off": (p_tx_csum_off, "no_csum_offload"),
