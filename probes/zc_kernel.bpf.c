@@ -6,11 +6,19 @@
  * a tc BPF program redirected (bpf_redirect.bpf.c) is ZC_R_BPF_REDIRECT whatever the copying
  * frame: the copy happens later, where the redirect delivered the skb (local delivery after
  * bpf_redirect(..., BPF_F_INGRESS), tun_net_xmit, ...), and the program chose that path.
+ *
+ * skb_checksum_help (a checksum computed in software after the send: WireGuard before it
+ * encrypts, a device without checksum offload further down the path) linearizes an skb whose
+ * frags may change under it (SKBFL_SHARED_FRAG, which zerocopy sets): __pskb_pull_tail
+ * completes the notification copied without skb_copy_ubufs (MSG_ZEROCOPY and io_uring skbs
+ * carry SKBFL_DONT_ORPHAN). Its program records that copy the same way, with its stack.
  */
 
 #include "kfunc.bpf.h"
 #include "kread.bpf.h"
 #include "maps.bpf.h"
+
+#define ZC_CHECKSUM_PARTIAL 3
 
 struct zc_copy_site {
 	u64 count;
@@ -39,6 +47,38 @@ ZC_KFUNC1(skb_copy_ubufs, skb)
 	}
 	ZC_READ(len, skb, ZC_OFF_sk_buff_len);
 	zc_kevent(ZC_KEV_COPY_UBUFS, len);
+	if (site) {
+		__sync_fetch_and_add(&site->count, 1);
+		__sync_fetch_and_add(&site->bytes, len);
+	}
+	return 0;
+}
+
+/* A zerocopy skb with shared frags whose checksum is to be computed in software: pulled into its
+ * head first, a late copy (the stack names skb_checksum_help's caller: reasons.py). */
+ZC_KFUNC1(skb_checksum_help, skb)
+{
+	void *shinfo;
+	u64 uarg;
+	u32 summed = 0, len = 0;
+	u8 flags = 0, nr_frags = 0;
+
+	ZC_READ(summed, skb, ZC_OFF_sk_buff_ip_summed);
+	if (((summed >> ZC_SHIFT_sk_buff_ip_summed) & 3) != ZC_CHECKSUM_PARTIAL)
+		return 0; /* nothing to compute: the kernel leaves at once */
+	shinfo = zc_skb_shinfo(skb);
+	uarg = zc_shinfo_uarg(shinfo);
+	if (!uarg)
+		return 0;
+	ZC_READ(flags, shinfo, ZC_OFF_skb_shared_info_flags);
+	ZC_READ(nr_frags, shinfo, ZC_OFF_skb_shared_info_nr_frags);
+	if (!(flags & ZC_SKBFL_SHARED_FRAG) || !nr_frags)
+		return 0; /* no frags that could change: no linearizing, no copy */
+	int stackid = zc_copy_stacks.get_stackid(ctx, BPF_F_REUSE_STACKID);
+	struct zc_copy_site zero = {}, *site = zc_copy_sites.lookup_or_try_init(&stackid, &zero);
+	struct zc_late late = {.stackid = stackid, .reason = ZC_R_LATE_COPY};
+	zc_late_copies.insert(&uarg, &late);
+	ZC_READ(len, skb, ZC_OFF_sk_buff_len);
 	if (site) {
 		__sync_fetch_and_add(&site->count, 1);
 		__sync_fetch_and_add(&site->bytes, len);

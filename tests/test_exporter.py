@@ -810,6 +810,17 @@ def test_late_copy_caller_skips_the_copy_and_bpf_frames():
     assert late_copy_caller(()) == "unknown"
 
 
+def test_a_pull_before_encryption_is_software_crypto():
+    """skb_checksum_help's own program (WireGuard checksums before it encrypts; the stack of a
+    6.12 VM run): software_crypto, and its caller is the site shown."""
+    from zctrace.reasons import classify
+    stack = ("bpf_prog_99_kfunc", "bpf_trampoline_7", "skb_checksum_help", "encrypt_packet",
+             "wg_packet_encrypt_worker", "process_one_work", "worker_thread")
+    assert classify(stack) == "software_crypto"
+    assert late_copy_caller(stack) == "encrypt_packet"
+    assert classify(("esp_output_tail", "esp_output")) == "software_crypto"
+
+
 def scrape_families(collector: ZctraceCollector) -> dict:
     registry = CollectorRegistry()
     registry.register(collector)

@@ -30,7 +30,7 @@ CODES = ("below_crossover", "crossover_not_measured", "always_copied", "fixable_
 # Copy reasons of a path that copies every zerocopy send, whatever the sender does. No reason
 # zctrace reports names encryption or encapsulation yet (kTLS refuses zerocopy: `eopnotsupp`, a
 # not-attempted reason); such reasons join this set when the probes report them.
-ALWAYS_COPIES = frozenset({"local_delivery", "tun_tap"})
+ALWAYS_COPIES = frozenset({"local_delivery", "tun_tap", "software_crypto"})
 # The bench targets whose path copies for a reason (where the attempt's cost can be measured).
 MEASURED_ON = {"local_delivery": ("loopback", "netns")}
 # A flow "always copied": at least this share of its decided requests copied for ALWAYS_COPIES reasons.

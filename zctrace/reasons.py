@@ -14,6 +14,12 @@ from __future__ import annotations
 # as `bpf_redirect` themselves, whatever the copying frame: the BPF program chose the path that
 # copies. The frames below catch a copy inside the redirect where that probe is missing.
 _LATE_COPY_CALLERS = {
+    # skb_checksum_help's own program (zc_kernel): its caller computes a checksum in software
+    "encrypt_packet": "software_crypto",  # WireGuard, before it encrypts
+    "wg_packet_encrypt_worker": "software_crypto",
+    "esp_output_tail": "software_crypto",
+    "esp6_output_tail": "software_crypto",
+    "macsec_encrypt": "software_crypto",
     "dev_queue_xmit_nit": "packet_tap",
     "__skb_tstamp_tx": "tx_timestamp",
     "skb_tstamp_tx": "tx_timestamp",
@@ -39,6 +45,9 @@ ADVICE = {
     "packet_tap": "an AF_PACKET socket (tcpdump?) is capturing on the egress device: each send is copied for it",
     "tx_timestamp": "TX timestamps carry the payload: add SOF_TIMESTAMPING_OPT_TSONLY",
     "tun_tap": "tun/tap or netkit transmit copies zerocopy frags",
+    "software_crypto": ("a software encryption layer (WireGuard) checksums and encrypts the payload in the "
+                        "packet's own memory, copying it out of your pages first: zerocopy cannot avoid "
+                        "that copy on this path; send such flows without it, or offload the crypto"),
     "bpf_redirect": "a tc BPF program redirected the packet to where it is copied (a local socket, tun/tap): "
                     "redirect zerocopy traffic only to devices that transmit it",
     "other": "copied late (skb_copy_ubufs) by a caller zctrace does not know: see its stack (trace --verbose)",
@@ -71,10 +80,10 @@ def classify(stack: tuple[str, ...]) -> str:
 
 
 def late_copy_caller(stack: tuple[str, ...]) -> str:
-    """The kernel function that called skb_copy_ubufs: the first frame past it and the BPF
-    trampoline frames ('unknown' when the stack was not recorded)."""
+    """The kernel function that called skb_copy_ubufs (or skb_checksum_help): the first frame past
+    it and the BPF trampoline frames ('unknown' when the stack was not recorded)."""
     for frame in stack:
         name = frame.split(".")[0]
-        if name != "skb_copy_ubufs" and not name.startswith("bpf_") and name != "[unknown]":
+        if name not in ("skb_copy_ubufs", "skb_checksum_help") and not name.startswith("bpf_") and name != "[unknown]":
             return name
     return "unknown"
