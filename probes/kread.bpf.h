@@ -62,19 +62,28 @@ static __always_inline void *zc_skb_shinfo(void *skb)
 #endif
 }
 
-/* The ubuf_info of an skb's shared info if the skb is zerocopy (skb_zcopy()), or 0. */
-static __always_inline u64 zc_shinfo_uarg(void *shinfo)
+/* The ubuf_info of an skb's shared info if the skb is zerocopy (skb_zcopy()), or 0; *flags gets
+ * skb_shared_info.flags (read once for callers that test other flags too). */
+static __always_inline u64 zc_shinfo_uarg_flags(void *shinfo, u8 *flags)
 {
-	u8 flags = 0;
 	u64 uarg = 0;
 
+	*flags = 0;
 	if (!shinfo)
 		return 0;
-	ZC_READ(flags, shinfo, ZC_OFF_skb_shared_info_flags);
-	if (!(flags & ZC_SKBFL_ZEROCOPY_ENABLE))
+	ZC_READ(*flags, shinfo, ZC_OFF_skb_shared_info_flags);
+	if (!(*flags & ZC_SKBFL_ZEROCOPY_ENABLE))
 		return 0;
 	ZC_READ(uarg, shinfo, ZC_OFF_skb_shared_info_destructor_arg);
 	return uarg;
+}
+
+/* The ubuf_info of an skb's shared info if the skb is zerocopy, or 0. */
+static __always_inline u64 zc_shinfo_uarg(void *shinfo)
+{
+	u8 flags;
+
+	return zc_shinfo_uarg_flags(shinfo, &flags);
 }
 
 /* The ubuf_info of a zerocopy skb (skb_zcopy()), or 0. */

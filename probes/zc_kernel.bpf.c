@@ -27,30 +27,38 @@ struct zc_copy_site {
 BPF_STACK_TRACE(zc_copy_stacks, 4096);
 BPF_HASH(zc_copy_sites, int, struct zc_copy_site, 1024);
 
-ZC_KFUNC1(skb_copy_ubufs, skb)
+/* One late copy of `skb`: its stack and copy site counted, and `uarg`'s (0: no notification)
+ * first late copy remembered with `reason` for the completion probes. Returns skb->len. */
+static __always_inline u32 zc_copy_record(void *ctx, void *skb, u64 uarg, u8 reason)
 {
 	u32 len = 0;
 	/* REUSE: a new stack whose bucket is taken replaces it rather than getting no id */
 	int stackid = zc_copy_stacks.get_stackid(ctx, BPF_F_REUSE_STACKID);
 	struct zc_copy_site zero = {}, *site = zc_copy_sites.lookup_or_try_init(&stackid, &zero);
-	u64 uarg = zc_skb_uarg(skb);
 
-	if (uarg) { /* the first late copy of a notification gives its reason */
-		struct zc_late late = {.stackid = stackid, .reason = ZC_R_LATE_COPY};
-		u64 key = (u64)skb, *redirected = zc_redirected.lookup(&key);
-		if (redirected) { /* a BPF program sent this skb where it is copied */
-			if (*redirected == uarg)
-				late.reason = ZC_R_BPF_REDIRECT;
-			zc_redirected.delete(&key);
-		}
+	if (uarg) {
+		struct zc_late late = {.stackid = stackid, .reason = reason};
 		zc_late_copies.insert(&uarg, &late);
 	}
 	ZC_READ(len, skb, ZC_OFF_sk_buff_len);
-	zc_kevent(ZC_KEV_COPY_UBUFS, len);
 	if (site) {
 		__sync_fetch_and_add(&site->count, 1);
 		__sync_fetch_and_add(&site->bytes, len);
 	}
+	return len;
+}
+
+ZC_KFUNC1(skb_copy_ubufs, skb)
+{
+	u64 uarg = zc_skb_uarg(skb), key = (u64)skb, *redirected = zc_redirected.lookup(&key);
+	u8 reason = ZC_R_LATE_COPY;
+
+	if (uarg && redirected) { /* a BPF program sent this skb where it is copied */
+		if (*redirected == uarg)
+			reason = ZC_R_BPF_REDIRECT;
+		zc_redirected.delete(&key);
+	}
+	zc_kevent(ZC_KEV_COPY_UBUFS, zc_copy_record(ctx, skb, uarg, reason));
 	return 0;
 }
 
@@ -60,28 +68,19 @@ ZC_KFUNC1(skb_checksum_help, skb)
 {
 	void *shinfo;
 	u64 uarg;
-	u32 summed = 0, len = 0;
+	u32 summed = 0;
 	u8 flags = 0, nr_frags = 0;
 
 	ZC_READ(summed, skb, ZC_OFF_sk_buff_ip_summed);
 	if (((summed >> ZC_SHIFT_sk_buff_ip_summed) & 3) != ZC_CHECKSUM_PARTIAL)
 		return 0; /* nothing to compute: the kernel leaves at once */
 	shinfo = zc_skb_shinfo(skb);
-	uarg = zc_shinfo_uarg(shinfo);
-	if (!uarg)
+	uarg = zc_shinfo_uarg_flags(shinfo, &flags);
+	if (!uarg || !(flags & ZC_SKBFL_SHARED_FRAG))
 		return 0;
-	ZC_READ(flags, shinfo, ZC_OFF_skb_shared_info_flags);
 	ZC_READ(nr_frags, shinfo, ZC_OFF_skb_shared_info_nr_frags);
-	if (!(flags & ZC_SKBFL_SHARED_FRAG) || !nr_frags)
+	if (!nr_frags)
 		return 0; /* no frags that could change: no linearizing, no copy */
-	int stackid = zc_copy_stacks.get_stackid(ctx, BPF_F_REUSE_STACKID);
-	struct zc_copy_site zero = {}, *site = zc_copy_sites.lookup_or_try_init(&stackid, &zero);
-	struct zc_late late = {.stackid = stackid, .reason = ZC_R_LATE_COPY};
-	zc_late_copies.insert(&uarg, &late);
-	ZC_READ(len, skb, ZC_OFF_sk_buff_len);
-	if (site) {
-		__sync_fetch_and_add(&site->count, 1);
-		__sync_fetch_and_add(&site->bytes, len);
-	}
+	zc_copy_record(ctx, skb, uarg, ZC_R_LATE_COPY);
 	return 0;
 }

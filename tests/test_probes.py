@@ -7,7 +7,7 @@ import pytest
 
 from zctrace import header, tiers
 from zctrace.btf import Btf, BtfError
-from zctrace.offsets import FIELDS, OPTIONAL
+from zctrace.offsets import FIELDS, OPTIONAL, links_notifications
 from zctrace.probes import Session, import_bcc, load_manifest, quiet_stderr
 
 
@@ -72,14 +72,6 @@ def test_manifest_files_and_entry_points_exist():
             assert f"({func}," in text
 
 
-def _has_member(btf, struct: str, path: str) -> bool:
-    try:
-        btf.offset(struct, path)
-    except BtfError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("tier", ["fentry", "kprobe"])
 def test_kernel_function_tiers_compile_here(btf, tier):
     """Every program of the fentry and kprobe tiers builds with bcc on this host, and the
@@ -95,7 +87,7 @@ def test_kernel_function_tiers_compile_here(btf, tier):
         # while the walk looked for its chain among 4 cursors per ring.
         links = [st for st in s.statuses if "(tail call:" in st.target]
         assert all(st.attached for st in links), links
-        assert len(links) == (2 if _has_member(btf, "io_notif_data", "head") else 0), links
+        assert len(links) == (2 if links_notifications(btf) else 0), links
         if tier == "kprobe":
             bpf_type = import_bcc().KPROBE
             for func in kfuncs:

@@ -110,13 +110,10 @@ def test_a_chain_of_linked_notifications_longer_than_one_walk(tracer):
 
 
 def _linked_chains() -> bool:
-    """Does this kernel link io_uring notifications (io_notif_data.head, 6.10+)?"""
-    from zctrace.btf import Btf, BtfError
-    try:
-        Btf.load().offset("io_notif_data", "head")
-    except BtfError:
-        return False
-    return True
+    """Does this kernel link io_uring notifications (6.10+)? The probes' own rule."""
+    from zctrace.btf import Btf
+    from zctrace.offsets import links_notifications
+    return links_notifications(Btf.load())
 
 
 def _uring_tcp_sends(ring: Ring, s: socket.socket, n: int, size: int, buf: memoryview) -> list:

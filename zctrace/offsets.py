@@ -101,6 +101,17 @@ def kernel_macros() -> set[str]:
                "ZC_DEV_NET_OFF", "ZC_PTYPE_ALL_ADDR", "ZC_OPTMEM_MAX_ADDR", "ZC_OPTMEM_MAX"})
 
 
+def links_notifications(btf: Btf) -> bool:
+    """Does this kernel link io_uring notifications into chains (io_notif_data.next and .head,
+    6.10+)? The probes then walk chains (ZC_NOTIF_CHAIN)."""
+    try:
+        btf.field("io_notif_data", "next")
+        btf.field("io_notif_data", "head")
+    except BtfError:
+        return False
+    return True
+
+
 def kernel_defines(btf: Btf) -> tuple[dict[str, int], dict[str, str], dict[str, str]]:
     """(macros this kernel supplies, {macro: why it cannot} for the rest the probes need,
     {OPTIONAL macro this kernel lacks: what the probes do instead})."""
@@ -125,8 +136,8 @@ def kernel_defines(btf: Btf) -> tuple[dict[str, int], dict[str, str], dict[str, 
     for macro in fallbacks:
         missing.pop(macro)
         missing.pop(macro.replace("ZC_OFF_", "ZC_SHIFT_", 1), None)
-    if "ZC_OFF_io_notif_data_next" in defines and "ZC_OFF_io_notif_data_head" in defines:
-        defines["ZC_NOTIF_CHAIN"] = 1  # linked notifications (6.10+)
+    if links_notifications(btf):
+        defines["ZC_NOTIF_CHAIN"] = 1
     try:  # io_uring_complete's raw arguments: (ctx, req, cqe) since 6.13, seven before
         if btf.tracepoint_args("io_uring_complete") == 3:
             defines["ZC_URING_COMPLETE_CQE"] = 1
