@@ -12,8 +12,7 @@ from itertools import count
 import pytest
 from pyroute2 import IPRoute
 
-from zctrace import netdev
-from zctrace.doctor import features, system
+from zctrace.doctor import features, netdev, system
 from zctrace.workload.senders import WorkloadSpec, run_workload
 from zctrace.workload.targets import open_target
 

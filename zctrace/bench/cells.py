@@ -24,7 +24,7 @@ class Cell:
     seconds: float
     cpu_seconds: float
     kernel: dict[str, int]
-    traced: dict[str, int] | None
+    tracer_counts: model.Counts | None  # model.build's counts of the cell's sends (None: untraced)
     lost: dict[str, int] | None = None  # events the probes could not record (None: untraced)
     engine: str = "c"  # which send loops ran: "c" (compiled) or "python"
 
@@ -37,19 +37,38 @@ class Cell:
         return self.requests_per_s * self.size
 
     @property
+    def traced(self) -> dict[str, int] | None:
+        """The tracer's counts as the JSON records and the tables show them (None: untraced)."""
+        t = self.tracer_counts
+        if t is None:
+            return None
+        return {"requests": t.zc_requests, "zerocopied": t.zerocopied, "copied": t.copied,
+                "unknown": t.unknown, "not_attempted": t.not_attempted}
+
+    @property
+    def counts(self) -> model.Counts:
+        """The cell's verdicts: the tracer's (model.build's) if traced, else the kernel's own
+        (every request zerocopied, copied or unknown: no verdict came) in the model's Counts."""
+        if self.tracer_counts is not None:
+            return self.tracer_counts
+        k = self.kernel
+        return model.Counts(zc_requests=self.requests, zerocopied=k["zerocopied"], copied=k["copied"],
+                            unknown=k["unknown"])
+
+    @property
     def matches(self) -> bool | None:
         """Tracer agrees with the kernel on every request it has a verdict for (None: untraced)."""
-        if self.traced is None:
+        t = self.tracer_counts
+        if t is None:
             return None
         zc_mode = self.mode in ("msg_zerocopy", "uring_zc", "uring_zc_fixed") and self.kernel["so_zerocopy"]
         if not zc_mode:
-            return self.traced["requests"] == 0
-        if self.traced["requests"] != self.requests:
+            return t.zc_requests == 0
+        if t.zc_requests != self.requests:
             return False
         if self.kernel["unknown"]:  # the kernel gave no verdict (io_uring without REPORT_USAGE)
-            return self.traced["zerocopied"] + self.traced["copied"] + self.traced["unknown"] == self.requests
-        return (self.traced["zerocopied"], self.traced["copied"]) == (self.kernel["zerocopied"],
-                                                                       self.kernel["copied"])
+            return t.zerocopied + t.copied + t.unknown == self.requests
+        return (t.zerocopied, t.copied) == (self.kernel["zerocopied"], self.kernel["copied"])
 
     @property
     def cpu_per_request(self) -> float:
@@ -65,7 +84,7 @@ class Cell:
                 "traced": self.traced, "lost": self.lost, "match": self.matches}
 
 
-def traced_counts(snap: snapshot.Snapshot, spec, tier: str = "tracepoint") -> dict[str, int]:
+def traced_counts(snap: snapshot.Snapshot, spec, tier: str = "tracepoint") -> model.Counts:
     """The tracer's counts (model.build's) for this process's sends of `spec`'s API and protocol."""
     api = "msg_zerocopy" if spec.mode in ("copy", "msg_zerocopy") else "io_uring"
     counts = model.Counts()
@@ -73,8 +92,7 @@ def traced_counts(snap: snapshot.Snapshot, spec, tier: str = "tracepoint") -> di
         for flow in proc.flows:
             if (flow.api, flow.proto) == (api, spec.proto):
                 counts.add(flow.counts)
-    return {"requests": counts.zc_requests, "zerocopied": counts.zerocopied, "copied": counts.copied,
-            "unknown": counts.unknown, "not_attempted": counts.not_attempted}
+    return counts
 
 
 def run_on(endpoint, specs: list, session=None, progress=None) -> list[Cell]:
@@ -93,7 +111,7 @@ def run_on(endpoint, specs: list, session=None, progress=None) -> list[Cell]:
             traced = traced_counts(snap, spec, session.tier)
             lost = {k: v for k, v in snap.errors.items() if v}
         cell = Cell(spec.mode, spec.proto, spec.size, spec.target, r.requests, r.seconds,
-                    r.cpu_seconds, kernel, traced, lost, spec.engine)
+                    r.cpu_seconds, kernel, tracer_counts=traced, lost=lost, engine=spec.engine)
         cells.append(cell)
         if progress:
             progress(cell)

@@ -37,8 +37,8 @@ class Reference:
 
 
 def build_reference() -> Path:
-    """Compile scripts/zc_ref_sender.c with the engine (once per source version) and return the
-    binary: the engine's loops alone in a process of their own."""
+    """Compile zctrace/workload/zc_ref_sender.c with the engine (once per source version) and
+    return the binary: the engine's loops alone in a process of their own."""
     missing = [p.name for p in REFERENCE_SOURCES if not p.exists()]
     if missing:
         raise ZctraceError(f"--reference needs {', '.join(missing)} from a source checkout")

@@ -30,7 +30,6 @@ from .cells import Cell, open_endpoint, run_on
 from ..crossover import NetPath, device_path
 from ..cost import program_stats
 from ..errors import ZctraceError
-from ..model import Counts
 from .. import bpfinfo
 from ..probes import Session
 from ..session import open_session
@@ -100,15 +99,9 @@ class SuiteCell:
 
     @property
     def verdict(self) -> str:
-        """The tracer's verdict (the kernel's if untraced) in the model's words (Counts.verdict:
-        one outcome every request shares, else `mixed`): `-` when no zerocopy was asked."""
-        c = self.cell
-        if c.mode in ("copy", "uring"):
-            return "-"
-        counts = c.traced if c.traced is not None else c.kernel
-        zc, cp = counts["zerocopied"], counts["copied"]
-        return Counts(zc_requests=c.requests, zerocopied=zc, copied=cp,
-                      unknown=max(0, c.requests - zc - cp)).verdict
+        """The verdict of the cell's counts (Cell.counts: the tracer's, the kernel's if untraced)
+        in the model's words (Counts.verdict): `-` when no zerocopy was asked."""
+        return "-" if self.cell.mode in ("copy", "uring") else self.cell.counts.verdict
 
     @property
     def really_zerocopy(self) -> bool:

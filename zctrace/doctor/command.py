@@ -74,7 +74,7 @@ def diagnose(size: int | None = None, probes: bool = True) -> dict:
     result["io_uring"] = {name: op in ops for name, op in IORING_OPS.items()}
 
     result["network_namespace"] = os.readlink("/proc/self/ns/net")
-    from .. import netdev  # here, not at the top: pyroute2 would cost every command's start ~0.1-0.3 s
+    from . import netdev  # here, not at the top: pyroute2 would cost every command's start ~0.1-0.3 s
     leftovers = leftovers_finding()  # before the interfaces: removed ones are not listed there
     ifaces = [(i, netdev.assess(i, size)) for i in netdev.interfaces()]
     result["interfaces"] = [netdev.to_json(i, v) for i, v in ifaces]

@@ -1,4 +1,4 @@
-"""Doctor's findings from the system's settings and limits: per interface (zctrace.netdev),
+"""Doctor's findings from the system's settings and limits: per interface (netdev.py),
 net.core.optmem_max, RLIMIT_MEMLOCK and CAP_IPC_LOCK, kernel.io_uring_disabled, and what killed
 zctrace runs left (features.py tries the kernel's features by behaviour)."""
 
@@ -18,7 +18,7 @@ from ..report import human_bytes
 from ..workload.sockio import MSG_ZEROCOPY, SO_ZEROCOPY
 
 if TYPE_CHECKING:
-    from .. import netdev
+    from . import netdev
 
 # SO_MEMINFO (getsockopt) and its SK_MEMINFO_OPTMEM slot: the socket's sk_omem_alloc.
 _SO_MEMINFO, _SK_MEMINFO_VARS, _SK_MEMINFO_OPTMEM = 55, 9, 6
