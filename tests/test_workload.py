@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -63,6 +64,21 @@ def test_msg_zerocopy_local_delivery_is_copied(target: str, proto: str) -> None:
     r = run("msg_zerocopy", target, proto, notify_batch=7)
     assert r.requests == 500
     assert (r.kernel_zerocopied, r.kernel_copied, r.kernel_unknown) == (0, 500, 0)
+
+
+@pytest.mark.parametrize("mode", ["copy", "msg_zerocopy"])
+def test_udp_segment_reaches_the_kernel(mode: str) -> None:
+    """UDP GSO: 64 segments of 1000 B are one request; 600 segments of 100 B exceed the kernel's
+    UDP_MAX_SEGMENTS (64, 128 since 6.10: EINVAL), which a plain 60000 B datagram on the sink
+    (MTU 65535) would not."""
+    r = run(mode, "sink", size=64000, udp_segment=1000)
+    assert (r.requests, r.bytes) == (500, 500 * 64000)
+    if mode == "msg_zerocopy":
+        assert (r.kernel_zerocopied, r.kernel_copied, r.kernel_unknown) == (500, 0, 0)
+    assert run(mode, "sink", size=60000).requests == 500
+    with pytest.raises(OSError) as e:
+        run(mode, "sink", size=60000, udp_segment=100)
+    assert e.value.errno == errno.EINVAL
 
 
 def test_msg_zerocopy_without_so_zerocopy_gets_no_notification() -> None:
@@ -183,6 +199,8 @@ def test_tcp_sink_is_refused() -> None:
     (dict(mode="msg_zerocopy", count=1, notify_batch=0), "notify_batch must be"),
     (dict(mode="uring_zc", count=1, so_zerocopy=False), "only applies to mode msg_zerocopy"),
     (dict(mode="msg_zerocopy", count=1, report_usage=False), "only applies to modes uring_zc"),
+    (dict(mode="copy", count=1, proto="tcp", target="loopback", udp_segment=100), "udp_segment must be"),
+    (dict(mode="copy", count=1, size=100, udp_segment=200), "udp_segment must be"),
 ])
 def test_validate_rejects(kw: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 
 from .batchring import BatchRing
-from .sockio import MSG_ZEROCOPY, SO_ZEROCOPY, ErrQueue, Mmsg, sendmmsg
+from .sockio import MSG_ZEROCOPY, SO_ZEROCOPY, UDP_SEGMENT, ErrQueue, Mmsg, sendmmsg
 from .targets import Endpoint, check_target
 from .uring import IORING_CQE_F_MORE, IORING_CQE_F_NOTIF
 
@@ -78,6 +78,7 @@ class WorkloadSpec:
     batch: int = 32
     notif: str = "wait"
     engine: str = "c"  # the compiled loops, as users run them; "python": the cross-check
+    udp_segment: int = 0  # UDP GSO: the kernel cuts each request into datagrams of this size
 
     def __post_init__(self) -> None:
         if self.count is not None and self.duration == _DEFAULT_DURATION:
@@ -150,6 +151,10 @@ def validate(spec: WorkloadSpec) -> None:
         raise ValueError(f"notif must be one of {', '.join(NOTIF_POLICIES)}, not {spec.notif!r}")
     if spec.notif != "wait" and spec.mode not in ("uring_zc", "uring_zc_fixed"):
         raise ValueError("notif='lazy' only applies to modes uring_zc and uring_zc_fixed")
+    if spec.udp_segment and not (spec.proto == "udp" and _positive_int(spec.udp_segment)
+                                 and spec.udp_segment <= spec.size):
+        raise ValueError(f"udp_segment must be a UDP segment size of at most size ({spec.size} B), "
+                         f"not {spec.udp_segment!r}")
     if spec.engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {spec.engine!r}")
 
@@ -244,6 +249,8 @@ def _connect(spec: WorkloadSpec, endpoint: Endpoint) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, endpoint.ifname.encode())
         if spec.mode == "msg_zerocopy" and spec.so_zerocopy:
             sock.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)
+        if spec.udp_segment:
+            sock.setsockopt(socket.IPPROTO_UDP, UDP_SEGMENT, spec.udp_segment)
         if spec.proto == "tcp":  # one segment per request, no Nagle wait on unacked zc data
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.connect(endpoint.addr)
