@@ -24,7 +24,11 @@ struct zc_copy_site {
 	u64 count;
 	u64 bytes;
 };
-BPF_STACK_TRACE(zc_copy_stacks, 4096);
+/* ZC_STACK_DEPTH frames (zctrace.h): the unwinding stops there. */
+struct zc_stack {
+	u64 ip[ZC_STACK_DEPTH];
+};
+BPF_TABLE("stacktrace", int, struct zc_stack, zc_copy_stacks, 4096);
 BPF_HASH(zc_copy_sites, int, struct zc_copy_site, 1024);
 
 /* One late copy of `skb`: its stack and copy site counted, and `uarg`'s (0: no notification)

@@ -107,6 +107,12 @@ enum zc_hist {
 };
 #define ZC_HIST_SLOTS 64
 
+/* Frames kept of a late copy's kernel stack (zc_copy_stacks), innermost first: bpf_get_stackid
+ * unwinds no deeper than the map's value holds, and unwinding is most of a late copy's probe
+ * cost (a stack from a send through softirq delivery has 30 and more frames). Every caller
+ * reasons.py names lies within the first dozen, and reports show the first 8. */
+#define ZC_STACK_DEPTH 16
+
 struct zc_key {
 	__u32 tgid;
 	__u8 api;

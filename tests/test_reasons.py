@@ -25,6 +25,7 @@ from pyroute2 import Ethtool, IPRoute
 from conftest import optmem_room
 from zctrace import model, reasons, snapshot
 from zctrace.bench import cells
+from zctrace.header import STACK_DEPTH
 from zctrace.report import render
 from zctrace.workload.senders import WorkloadSpec
 from zctrace.workload.sockio import ErrQueue
@@ -240,6 +241,10 @@ def test_a_caller_zctrace_does_not_know_is_other(tracer, monkeypatch):
     cell, got = reasons_after(tracer, mode="msg_zerocopy", target="loopback", size=4000)
     assert cell.kernel["copied"] == N, cell
     assert got == {"other": N}
+    # The probe unwinds STACK_DEPTH frames and no more (its cost): a delivery from a send's
+    # softirq is deeper, so every stack is cut there, and the frames that name it are kept.
+    stacks = [s.stack for s in snapshot.take(tracer.bpf).copy_sites]
+    assert stacks and {len(s) for s in stacks} == {STACK_DEPTH}, stacks
     rep = report(tracer)
     sites = [s for s in rep.copy_sites if s.reason == "other"]
     assert sum(s.count for s in sites) >= N, rep.copy_sites

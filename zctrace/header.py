@@ -34,3 +34,4 @@ ERRORS = _names("zc_error", "ZC_ERR_")
 HISTS = _names("zc_hist", "ZC_HIST_")
 REASON_CODES = _names("zc_reason", "ZC_R_")  # indexed by the kernel's reason code
 HIST_SLOTS = int(re.search(r"#define ZC_HIST_SLOTS (\d+)", HEADER.read_text()).group(1))
+STACK_DEPTH = int(re.search(r"#define ZC_STACK_DEPTH (\d+)", HEADER.read_text()).group(1))

@@ -118,11 +118,24 @@ def _name(names: tuple[str, ...], i: int) -> str:
     return names[i] if i < len(names) else str(i)
 
 
+def stack_addrs(table, stackid: int) -> list[int]:
+    """The frames of stack `stackid` in a stack trace map, innermost first (KeyError: evicted).
+    The map holds header.STACK_DEPTH frames, fewer than bcc's walk expects: a stack that fills
+    them has no terminating 0, and the walk runs past their end."""
+    addrs = []
+    try:
+        for addr in table.walk(stackid):
+            addrs.append(addr)
+    except IndexError:
+        pass
+    return addrs
+
+
 def _stack(bpf: MapSource, stackid: int) -> tuple[str, ...]:
     if stackid < 0:
         return ()
     try:
-        addrs = list(bpf[maps.COPY_STACKS.key].walk(stackid))
+        addrs = stack_addrs(bpf[maps.COPY_STACKS.key], stackid)
     except KeyError:  # evicted, or no stack map on this tier
         return ()
     return tuple(bpf.ksym(a, show_offset=False).decode(errors="replace") for a in addrs)

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from zctrace.bpfinfo import ProgStats
 from zctrace.header import APIS, COUNTERS, ERRORS, HIST_SLOTS, HISTS, KEVENTS, PROTOS, REASON_CODES
 from zctrace.mapsource import MapSource
-from zctrace.snapshot import entries
+from zctrace.snapshot import entries, stack_addrs
 
 HASH_MAPS = (b"zc_stats", b"zc_rings", b"zc_reasons", b"zc_socks", b"zc_copy_sites", b"zc_rx")
 ARRAYS = (b"zc_hists", b"zc_hist_sums", b"zc_errors", b"zc_kevents")
@@ -124,7 +124,7 @@ class FakeMaps:
             maps.program(name, bpfinfo.prog_stats(fn.fd).recursion_misses)
         for stackid in {i for i in ids if i >= 0}:
             try:
-                addrs = list(live[b"zc_copy_stacks"].walk(stackid))
+                addrs = stack_addrs(live[b"zc_copy_stacks"], stackid)
             except KeyError:  # evicted
                 continue
             maps[b"zc_copy_stacks"].stacks[stackid] = addrs
