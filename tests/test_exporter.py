@@ -821,6 +821,17 @@ def test_a_pull_before_encryption_is_software_crypto():
     assert classify(("esp_output_tail", "esp_output")) == "software_crypto"
 
 
+def test_a_checksum_before_ipsec_is_software_crypto():
+    """TCP over ESP without offload: xfrm_output checksums in software before the transform
+    encrypts, linearizing the zerocopy frags (the stack of the 6.12 and 6.1 VM runs of
+    test_paths.py's esp-transport and esp-tunnel TCP cells)."""
+    from zctrace.reasons import classify
+    stack = ("bpf_prog_d42d_kfunc__skb_checksum_help", "bpf_trampoline_6442547778", "skb_checksum_help",
+             "xfrm_output", "__ip_queue_xmit", "__tcp_transmit_skb", "tcp_write_xmit", "__tcp_push_pending_frames")
+    assert classify(stack) == "software_crypto"
+    assert late_copy_caller(stack) == "xfrm_output"
+
+
 def scrape_families(collector: ZctraceCollector) -> dict:
     registry = CollectorRegistry()
     registry.register(collector)

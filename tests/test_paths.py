@@ -7,18 +7,20 @@ joins it for the cell, so every device, route, xfrm state and qdisc goes with it
 devices that really transmit and free: the real transmit path (qdisc, driver xmit, packet
 taps, encapsulation, encryption) runs. Paths: a dummy baseline; VLAN; macvlan; ipvlan; bond
 (active-backup, balance-xor) of two dummies; VXLAN and Geneve over a dummy underlay; GRE,
-gretap, ipip; ESP transport and tunnel mode (`ip xfrm`, fixed key); MACsec; a bridge to a
-container veth (delivery in another namespace); a tc mirred redirect to another dummy; a tc
-BPF program's bpf_redirect to another dummy, and one that turns the packets around into this
-host (a copy the fentry/kprobe tiers name bpf_redirect); an AF_PACKET ETH_P_ALL socket on the
-transmitting dummy; scatter-gather off and TX checksum off (ethtool); a 10 ms netem delay (the
-notification latency must show it) and an fq qdisc; WireGuard to a peer namespace over a veth
-(it holds packets until a handshake, done before the cell); UDP GSO (UDP_SEGMENT) sends.
+gretap, ipip; ESP transport and tunnel mode (`ip xfrm`, fixed key) to a peer namespace over
+a veth pair; MACsec; a bridge to a container veth (delivery in another namespace); a tc mirred
+redirect to another dummy; a tc BPF program's bpf_redirect to another dummy, and one that turns
+the packets around into this host (a copy the fentry/kprobe tiers name bpf_redirect); an
+AF_PACKET ETH_P_ALL socket on the transmitting dummy; scatter-gather off and TX checksum off
+(ethtool); a 10 ms netem delay (the notification latency must show it) and an fq qdisc;
+WireGuard to a peer namespace over a veth (it holds packets until a handshake, done before the
+cell); UDP GSO (UDP_SEGMENT) sends.
 
 For each path: MSG_ZEROCOPY and io_uring SEND_ZC with REPORT_USAGE (and without it on a few),
 N requests of UDP over IPv4; over IPv6 too on the paths built on a dummy or an L2 device over
-it; TCP where a peer answers (the container veth, WireGuard). One tracer per tier (module scope:
-bcc compiles are slow under TCG), each cell counted by this process's own rows after a clear.
+it; TCP where a peer answers (the container veth, ESP, WireGuard). One tracer per tier (module
+scope: bcc compiles are slow under TCG), each cell counted by this process's own rows after a
+clear.
 Each cell asserts: the destination routes through a device the path created (never eth0); the
 kernel gave a verdict for every request; zctrace's zerocopied/copied counts equal the kernel's
 (MSG_ZEROCOPY over TCP where fates mix: totals, see MIXED_TCP); nothing was lost; every copied
@@ -230,21 +232,35 @@ def p_gretap():
 AEAD = "rfc4106(gcm(aes)) 0x" + "11" * 20 + " 128"
 
 
+def _esp(ns: str, mode: str, spi: int, here: str, there: str) -> None:
+    """IPsec ESP in `mode` (fixed key) between this host (UNDER) and the peer namespace `ns`
+    (PEER) for the traffic between `here` and `there` (the peer's): an SA each way and policies
+    out and in on both ends, so the peer decrypts, and its TCP answers encrypted; the peer's
+    receivers on `there`:PORT."""
+    for n, (a, b, src, dst) in (("", (UNDER, PEER, here, there)), (f"-n {ns} ", (PEER, UNDER, there, here))):
+        sh(*(f"ip {n}xfrm state add src {x} dst {y} proto esp spi {spi + i} reqid {spi} mode {mode} aead {AEAD}"
+             for i, (x, y) in enumerate(((UNDER, PEER), (PEER, UNDER)))),
+           f"ip {n}xfrm policy add src {src}/32 dst {dst}/32 dir out "
+           f"tmpl src {a} dst {b} proto esp reqid {spi} mode {mode}",
+           f"ip {n}xfrm policy add src {dst}/32 dst {src}/32 dir in "
+           f"tmpl src {b} dst {a} proto esp reqid {spi} mode {mode}")
+    _listen_in(ns, there)
+
+
 def p_esp_transport():
-    dummy("d0")
-    sh(f"ip xfrm state add src {UNDER} dst {PEER} proto esp spi 0x100 reqid 1 mode transport aead {AEAD}",
-       f"ip xfrm policy add src {UNDER}/32 dst {PEER}/32 dir out "
-       f"tmpl src {UNDER} dst {PEER} proto esp reqid 1 mode transport")
-    return Setup(PEER, "d0")
+    """ESP transport mode to a peer namespace over a veth pair."""
+    _esp(_peer_ns("e"), "transport", 0x100, UNDER, PEER)
+    return Setup(PEER, "w0", tcp=True)
 
 
 def p_esp_tunnel():
-    dummy("d0")
-    sh(f"ip addr add {OVER}/32 dev d0", f"ip route add {OVER_PEER}/32 dev d0 src {OVER}",
-       f"ip xfrm state add src {UNDER} dst {PEER} proto esp spi 0x101 reqid 2 mode tunnel aead {AEAD}",
-       f"ip xfrm policy add src {OVER}/32 dst {OVER_PEER}/32 dir out "
-       f"tmpl src {UNDER} dst {PEER} proto esp reqid 2 mode tunnel")
-    return Setup(OVER_PEER, "d0")
+    """ESP tunnel mode between inner addresses routed over the veth pair (OVER here, OVER_PEER
+    there), carried between UNDER and PEER."""
+    ns = _peer_ns("e")
+    sh(f"ip addr add {OVER}/32 dev w0", f"ip route add {OVER_PEER}/32 dev w0 src {OVER}",
+       f"ip -n {ns} addr add {OVER_PEER}/32 dev w1", f"ip -n {ns} route add {OVER}/32 dev w1 src {OVER_PEER}")
+    _esp(ns, "tunnel", 0x200, OVER, OVER_PEER)
+    return Setup(OVER_PEER, "w0", tcp=True)
 
 
 def p_macsec():
@@ -344,17 +360,25 @@ def _wg(dev: str, key: tuple[str, str], port: int, peer: tuple[str, str], endpoi
                      "allowed_ips": [allowed]})
 
 
+def _peer_ns(tag: str) -> str:
+    """A peer namespace (removed after the cell) joined to this one by a veth pair: w0 here
+    (UNDER), w1 there (PEER). The route to the peer is checked to stay on w0."""
+    ns = f"zcpath{tag}{os.getpid()}x{next(_seq)}"
+    sh(f"ip netns add {ns}")
+    _cleanup.append(lambda: subprocess.run(["ip", "netns", "del", ns], capture_output=True))
+    sh("ip link add w0 type veth peer name w1", f"ip link set w1 netns {ns}",
+       f"ip addr add {UNDER}/24 dev w0", "ip link set w0 up",
+       f"ip -n {ns} addr add {PEER}/24 dev w1", f"ip -n {ns} link set w1 up", f"ip -n {ns} link set lo up")
+    assert route_dev(PEER) == "w0"  # the encrypted packets stay on our veth
+    return ns
+
+
 def p_wireguard():
     """WireGuard to a peer in another namespace over a veth underlay (both ends ours): the
     sends are encrypted by wg0, carried in UDP over the veth, decrypted by the peer's wg1."""
-    ns = f"zcpathw{os.getpid()}x{next(_seq)}"
-    sh(f"ip netns add {ns}")
-    _cleanup.append(lambda: subprocess.run(["ip", "netns", "del", ns], capture_output=True))
     sh("ip link add wg0 type wireguard")  # Skip where the kernel has no WireGuard
-    sh(f"ip -n {ns} link add wg1 type wireguard", "ip link add w0 type veth peer name w1",
-       f"ip link set w1 netns {ns}", f"ip addr add {UNDER}/24 dev w0", "ip link set w0 up",
-       f"ip -n {ns} addr add {PEER}/24 dev w1", f"ip -n {ns} link set w1 up", f"ip -n {ns} link set lo up")
-    assert route_dev(PEER) == "w0"  # the encrypted packets stay on our veth
+    ns = _peer_ns("w")
+    sh(f"ip -n {ns} link add wg1 type wireguard")
     _wg("wg0", WG_HERE, 51820, WG_PEER, PEER, 51821, f"{OVER_PEER}/32")
     with _in_netns(ns):
         _wg("wg1", WG_PEER, 51821, WG_HERE, UNDER, 51820, f"{OVER}/32")
@@ -541,7 +565,12 @@ NO_REPORT = ("dummy", "esp-transport", "vlan")
 # The tracepoint tier has no kernel stacks: a late copy whose kernel condition it cannot read
 # when the COPIED notification arrives is `unknown` there (docs/reasons.md), never a guess; a
 # redirect into this host's stack is local delivery seen on the receive path.
-TRACEPOINT = {"wireguard": "unknown", "bpf-redirect-back": "local_delivery"}
+TRACEPOINT = {"wireguard": "unknown", "bpf-redirect-back": "local_delivery",
+              ("esp-transport", "tcp"): "unknown", ("esp-tunnel", "tcp"): "unknown"}
+# Paths whose TCP sends are copied for another reason than their UDP sends: TCP over ESP is
+# zero-copy at send (sk_setup_caps keeps NETIF_F_SG on an xfrm route), then xfrm_output
+# checksums it in software before ESP encrypts (skb_checksum_help linearizes the frags).
+TCP_REASONS = {"esp-transport": "software_crypto", "esp-tunnel": "software_crypto"}
 # Paths whose TCP sends the kernel leaves partly zero-copy (WireGuard). The error queue merges a
 # notification into the unread one before it whatever their codes (skb_zerocopy_notify_extend),
 # so where fates mix, an application's MSG_ZEROCOPY reading is per merged range, not per
@@ -553,11 +582,13 @@ MIXED_TCP = ("wireguard",)
 DELAYED = {"netem-10ms": 0.010}
 
 
-def expected_reason(path: str, tier: str) -> str | None:
-    """The reason every copied request of `path` gets on `tier` (None: the kernel sends
-    zero-copy)."""
-    reason = PATHS[path][1]
-    return TRACEPOINT.get(path, reason) if tier == "tracepoint" else reason
+def expected_reason(path: str, tier: str, proto: str = "udp") -> str | None:
+    """The reason every copied request of `path` over `proto` gets on `tier` (None: the kernel
+    sends zero-copy)."""
+    reason = TCP_REASONS.get(path, PATHS[path][1]) if proto == "tcp" else PATHS[path][1]
+    if tier != "tracepoint":
+        return reason
+    return TRACEPOINT.get((path, proto), TRACEPOINT.get(path, reason))
 
 
 ROWS: list[dict] = []
@@ -647,13 +678,15 @@ def _cell(tracer, path: str, api: str, endpoint: Endpoint, settings: dict, proto
             "traced": {"requests": counts.zc_requests, "zerocopied": counts.zerocopied,
                        "copied": counts.copied, "unknown": counts.unknown},
             "lost": lost, "reasons": dict(counts.copied_reasons),
+            # the late copies' kernel stacks (innermost first, 8 frames): why a reason is off
+            "stacks": {" <- ".join(c.stack[:8]): c.count for c in snap.copy_sites},
             "latency_p50": latency.quantile(0.5) if latency and latency.count else None}
 
 
 def check(row: dict) -> list[str]:
     """What is wrong with a cell's row (empty: it passes)."""
     k, t, reasons = row["kernel"], row["traced"], row["reasons"]
-    expected = expected_reason(row["path"], row["tier"])
+    expected = expected_reason(row["path"], row["tier"], row["proto"])
     mixed = row["proto"] == "tcp" and row["path"] in MIXED_TCP
     # the application's ranges are not per request there; the tracepoint tier reads those ranges
     merged = mixed and row["api"] == "msg_zerocopy" and row["tier"] != "tracepoint"
@@ -677,7 +710,7 @@ def check(row: dict) -> list[str]:
     elif k["unknown"] != N or t["unknown"]:
         bad.append(f"no REPORT_USAGE: kernel unknown {k['unknown']} (want {N}), zctrace unknown {t['unknown']} (want 0)")
     if ({"other", "unknown"} - {expected}) & set(reasons) or sum(reasons.values()) != t["copied"]:
-        bad.append(f"reasons {reasons} for {t['copied']} copied")
+        bad.append(f"reasons {reasons} for {t['copied']} copied (late copies: {row['stacks']})")
     decided = row["report"] or row["tier"] != "tracepoint"  # else no verdict, so no reason
     if mixed:  # some zero-copy, the rest copied by the path; on 6.10+ an io_uring notification
         # linked to a zero-copy carrier is `linked_notification` (not a copy, the kernel counts it)
@@ -685,7 +718,8 @@ def check(row: dict) -> list[str]:
         if not t["copied"] or not set(reasons) <= allowed:
             bad.append(f"reasons {reasons}, want some of {sorted(map(str, allowed))} for {t['copied']} copied")
     elif reasons != ({expected: N} if expected and decided else {}):
-        bad.append(f"reasons {reasons}, want {({expected: N} if expected and decided else {})}")
+        bad.append(f"reasons {reasons}, want {({expected: N} if expected and decided else {})} "
+                   f"(late copies: {row['stacks']})")
     delay = DELAYED.get(row["path"])
     if delay and (row["latency_p50"] or 0) < delay:  # a bucket's upper bound: at least the delay
         bad.append(f"notification latency p50 {row['latency_p50']} s, the path holds skbs {delay} s")

@@ -17,6 +17,9 @@ _LATE_COPY_CALLERS = {
     # skb_checksum_help's own program (zc_kernel): its caller computes a checksum in software
     "encrypt_packet": "software_crypto",  # WireGuard, before it encrypts
     "wg_packet_encrypt_worker": "software_crypto",
+    # IPsec (xfrm) without ESP offload checksums a CHECKSUM_PARTIAL skb (TCP over ESP) before
+    # the transform encrypts it: skb_checksum_help <- xfrm_output (6.1, 6.12: test_paths.py)
+    "xfrm_output": "software_crypto",
     "esp_output_tail": "software_crypto",
     "esp6_output_tail": "software_crypto",
     "macsec_encrypt": "software_crypto",
@@ -45,9 +48,10 @@ ADVICE = {
     "packet_tap": "an AF_PACKET socket (tcpdump?) is capturing on the egress device: each send is copied for it",
     "tx_timestamp": "TX timestamps carry the payload: add SOF_TIMESTAMPING_OPT_TSONLY",
     "tun_tap": "tun/tap or netkit transmit copies zerocopy frags",
-    "software_crypto": ("a software encryption layer (WireGuard) checksums and encrypts the payload in the "
-                        "packet's own memory, copying it out of your pages first: zerocopy cannot avoid "
-                        "that copy on this path; send such flows without it, or offload the crypto"),
+    "software_crypto": ("a software encryption layer (WireGuard, IPsec without ESP offload) checksums and "
+                        "encrypts the payload in the packet's own memory, copying it out of your pages first: "
+                        "zerocopy cannot avoid that copy on this path; send such flows without it, or offload "
+                        "the crypto"),
     "bpf_redirect": "a tc BPF program redirected the packet to where it is copied (a local socket, tun/tap): "
                     "redirect zerocopy traffic only to devices that transmit it",
     "other": "copied late (skb_copy_ubufs) by a caller zctrace does not know: see its stack (trace --verbose)",
