@@ -48,6 +48,7 @@ from pathlib import Path
 import pytest
 
 from zctrace import model, snapshot
+from zctrace.bench import cells
 from zctrace.workload.senders import WorkloadSpec, run_workload
 from zctrace.workload.sockio import MSG_ZEROCOPY, SO_ZEROCOPY, ErrQueue
 from zctrace.workload.targets import Endpoint
@@ -571,6 +572,12 @@ TRACEPOINT = {"wireguard": "unknown", "bpf-redirect-back": "local_delivery",
 # zero-copy at send (sk_setup_caps keeps NETIF_F_SG on an xfrm route), then xfrm_output
 # checksums it in software before ESP encrypts (skb_checksum_help linearizes the frags).
 TCP_REASONS = {"esp-transport": "software_crypto", "esp-tunnel": "software_crypto"}
+# A second reason those TCP copies may take, with its own kernel evidence: a few skbs reach the
+# peer still holding their zerocopy frags (not pulled by xfrm_output's checksum) and the peer's
+# delivery copies them (skb_copy_ubufs <- __netif_receive_skb_core): 6 and 9 of 300
+# MSG_ZEROCOPY requests over transport mode in one of five 6.12 runs (2026-12-07), none in the
+# other four; why those skbs escaped the checksum was not examined. At most a tenth.
+TCP_ALSO = {"esp-transport": "local_delivery", "esp-tunnel": "local_delivery"}
 # Paths whose TCP sends the kernel leaves partly zero-copy (WireGuard). The error queue merges a
 # notification into the unread one before it whatever their codes (skb_zerocopy_notify_extend),
 # so where fates mix, an application's MSG_ZEROCOPY reading is per merged range, not per
@@ -660,12 +667,9 @@ def _cell(tracer, path: str, api: str, endpoint: Endpoint, settings: dict, proto
     skipped = sum(snapshot.recursion_misses(tracer.bpf).values())  # kernel-wide counters: a delta
     run = _serial_msg_zerocopy(endpoint) if api == "msg_zerocopy_serial" else run_workload(spec, endpoint)
     snap = snapshot.take(tracer.bpf)  # one snapshot per cell: TCG makes each cost
-    counts, api_name = model.Counts(), "io_uring" if api.startswith("uring") else "msg_zerocopy"
+    api_name = "io_uring" if api.startswith("uring") else "msg_zerocopy"
     rep = model.build(snap, tracer.tier, pids={os.getpid()})
-    for proc in rep.processes:
-        for flow in proc.flows:
-            if flow.api == api_name:
-                counts.add(flow.counts)
+    counts = cells.flow_counts(rep, api_name, proto)
     latency = rep.notification_latency.get(api_name)
     lost = {k: v for k, v in snap.errors.items() if v}
     if snap.skipped_runs - skipped:
@@ -717,6 +721,10 @@ def check(row: dict) -> list[str]:
         allowed = {expected if decided else None, "linked_notification"}
         if not t["copied"] or not set(reasons) <= allowed:
             bad.append(f"reasons {reasons}, want some of {sorted(map(str, allowed))} for {t['copied']} copied")
+    elif (also := TCP_ALSO.get(row["path"]) if row["proto"] == "tcp" and row["tier"] != "tracepoint" else None) \
+            and set(reasons) <= {expected, also} and sum(reasons.values()) == N \
+            and reasons.get(expected, 0) >= 0.9 * N:
+        pass  # the expected reason, and a few copied at the peer's delivery (TCP_ALSO)
     elif reasons != ({expected: N} if expected and decided else {}):
         bad.append(f"reasons {reasons}, want {({expected: N} if expected and decided else {})} "
                    f"(late copies: {row['stacks']})")
@@ -731,7 +739,8 @@ KNOWN = {
     ("kprobe", "netem-10ms", "msg_zerocopy"):
         "kprobe tier, notifications from netem's timer softirq: a callback kprobe the kernel skips "
         "(recursion_misses: another kprobe program was running on that CPU) loses verdicts "
-        "(26 of 300 on 6.12, 2026-12-06); issue 22's skipped-kprobe follow-up",
+        "(26 of 300 on 6.12, 2026-12-06; 6.1 does not count such runs: 2 and 7 of 300 missing "
+        "there, 2026-12-07); issue 22's skipped-kprobe follow-up",
 }
 
 

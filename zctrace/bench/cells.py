@@ -84,15 +84,20 @@ class Cell:
                 "traced": self.traced, "lost": self.lost, "match": self.matches}
 
 
+def flow_counts(report: model.Report, api: str, proto: str) -> model.Counts:
+    """The counts of a model report's flows of `api` ("msg_zerocopy", "io_uring") and `proto`."""
+    counts = model.Counts()
+    for proc in report.processes:
+        for flow in proc.flows:
+            if (flow.api, flow.proto) == (api, proto):
+                counts.add(flow.counts)
+    return counts
+
+
 def traced_counts(snap: snapshot.Snapshot, spec, tier: str = "tracepoint") -> model.Counts:
     """The tracer's counts (model.build's) for this process's sends of `spec`'s API and protocol."""
     api = "msg_zerocopy" if spec.mode in ("copy", "msg_zerocopy") else "io_uring"
-    counts = model.Counts()
-    for proc in model.build(snap, tier, pids={os.getpid()}).processes:
-        for flow in proc.flows:
-            if (flow.api, flow.proto) == (api, spec.proto):
-                counts.add(flow.counts)
-    return counts
+    return flow_counts(model.build(snap, tier, pids={os.getpid()}), api, spec.proto)
 
 
 def run_on(endpoint, specs: list, session=None, progress=None) -> list[Cell]:
