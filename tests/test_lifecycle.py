@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -207,4 +208,9 @@ def test_the_export_daemon_sweeps_between_scrapes(procs, tmp_path: Path):
     assert {s.labels["cause"]: s.value for s in fams["zctrace_lost_events"].samples if s.value} == {}
     assert sum(s.value for s in fams["zctrace_zerocopy_bytes"].samples
                if s.labels["comm"] == "zc_churn" and s.labels["cgroup"] == path) == count * size
-    assert sum(s.value for s in fams["zctrace_retired_processes"].samples) >= count
+    # Every pid retired at least once. Not every process: more senders than pid_max reuse pids,
+    # and a pid taken again before the sweeper retired its last owner adds to the same rows
+    # (38,932 retirements for 40,000 senders in one CI run, the bytes still exact).
+    distinct = int(re.search(r"distinct pids (\d+)", r.stderr).group(1))
+    assert min(count, 30_000) <= distinct <= count, r.stderr
+    assert sum(s.value for s in fams["zctrace_retired_processes"].samples) >= distinct

@@ -3,7 +3,8 @@
  * zc_churn: process churn for zctrace's lifecycle tests. Waits for a byte on stdin (so the
  * tracer can add its pid first), then forks COUNT children one after another; each sends one
  * MSG_ZEROCOPY UDP datagram of SIZE bytes to ADDR:PORT and exits. Prints how many sends the
- * kernel accepted (exit 1 on any error).
+ * kernel accepted (exit 1 on any error), and on stderr how many distinct pids its children had
+ * ("distinct pids N": more children than pid_max reuse pids).
  *
  *   zc_churn ADDR PORT COUNT SIZE
  */
@@ -36,9 +37,20 @@ static int send_one(const struct sockaddr_in *to, int size)
 int main(int argc, char **argv)
 {
 	struct sockaddr_in to = {.sin_family = AF_INET};
-	long count, sent = 0;
+	long count, sent = 0, distinct = 0, pid_max = 4194304;
 	int size, status;
+	unsigned char *seen;
 	char go;
+	FILE *f = fopen("/proc/sys/kernel/pid_max", "r");
+
+	if (f) {
+		if (fscanf(f, "%ld", &pid_max) != 1)
+			pid_max = 4194304;
+		fclose(f);
+	}
+	seen = calloc(pid_max / 8 + 1, 1);
+	if (!seen)
+		return 1;
 
 	if (argc != 5 || inet_pton(AF_INET, argv[1], &to.sin_addr) != 1) {
 		fprintf(stderr, "usage: zc_churn ADDR PORT COUNT SIZE\n");
@@ -57,8 +69,13 @@ int main(int argc, char **argv)
 			_exit(send_one(&to, size));
 		if (waitpid(pid, &status, 0) != pid)
 			return 1;
+		if (pid < pid_max && !(seen[pid / 8] & (1 << (pid % 8)))) {
+			seen[pid / 8] |= 1 << (pid % 8);
+			distinct++;
+		}
 		sent += WIFEXITED(status) && WEXITSTATUS(status) == 0;
 	}
 	printf("%ld\n", sent);
+	fprintf(stderr, "distinct pids %ld\n", distinct);
 	return sent != count;
 }
