@@ -92,14 +92,19 @@ static __always_inline u32 zc_size_counter(u64 size)
 	return ZC_SIZE_0 + (slot & (ZC_NR_SIZES - 1));
 }
 
-static __always_inline void zc_kevent(int ev, u64 bytes)
+static __always_inline void zc_kevents_add(int ev, u64 count, u64 bytes)
 {
 	struct zc_kev *k = zc_kevents.lookup(&ev);
 
 	if (k) {
-		__sync_fetch_and_add(&k->count, 1);
+		__sync_fetch_and_add(&k->count, count);
 		__sync_fetch_and_add(&k->bytes, bytes);
 	}
+}
+
+static __always_inline void zc_kevent(int ev, u64 bytes)
+{
+	zc_kevents_add(ev, 1, bytes);
 }
 
 static __always_inline void zc_hist(u8 hist, u8 api, u64 value)

@@ -64,6 +64,23 @@ static __always_inline void zc_range_reasons(struct zc_sock *st, void *sk, u32 l
 	zc_reason_add(st->tgid, ZC_API_MSG_ZEROCOPY, st->proto, reason, -1, unexplained - local);
 }
 
+/* The verdict of ids lo..hi: zerocopied or copied, in the process's row and the socket's, and the
+ * reasons of copied ones. */
+static __always_inline void zc_range_verdict(struct zc_sock *st, struct zc_stats *s, u64 sk, u32 lo, u32 hi,
+					     int copied, u8 late, int stackid)
+{
+	u64 n = (u64)(hi - lo) + 1;
+
+	if (!copied) {
+		zc_add(s, ZC_ZEROCOPIED, n);
+		__sync_fetch_and_add(&st->zerocopied, n);
+		return;
+	}
+	zc_add(s, ZC_COPIED, n);
+	__sync_fetch_and_add(&st->copied, n);
+	zc_range_reasons(st, (void *)sk, lo, hi, late, stackid);
+}
+
 /* A completed MSG_ZEROCOPY notification range lo..hi (inclusive ids) of socket sk.
  * `verdict`: this tier takes its verdict from here (else only count what the app read);
  * `late`/`stackid`: the reason and stack of a late copy seen for this range (fentry/kprobe
@@ -84,8 +101,27 @@ static __always_inline void zc_msgzc_range(u64 sk, u32 lo, u32 hi, int copied, i
 	u64 n = (u64)(hi - lo) + 1;
 	if (read)
 		zc_add(s, ZC_READ_REQUESTS, n);
-	if (!verdict)
+	if (!verdict) {
+		if (!read)
+			return;
+		/* The callback's program ran before the kernel queued what the application reads now, so
+		 * every id read has had its verdict, unless the kernel skipped that run (a kprobe while
+		 * another BPF program ran on the CPU: netem's timer softirq inside a send's program).
+		 * Ids read beyond the verdicts seen take this range's verdict (the kernel merges only
+		 * adjacent ranges; its code is the first one's), with the socket's mean request size. */
+		__sync_fetch_and_add(&st->read_ids, (u32)n);
+		s32 missing = (s32)(st->read_ids - (u32)(st->zerocopied + st->copied));
+		if (missing <= 0)
+			return;
+		if ((u64)missing < n)
+			n = (u64)missing;
+		hi = lo + (u32)n - 1;
+		bytes = st->requests ? st->bytes / st->requests * n : 0;
+		zc_kevents_add(ZC_KEV_ERRQUEUE_VERDICT, n, bytes);
+		zc_add(s, ZC_COMPLETED_BYTES, bytes);
+		zc_range_verdict(st, s, sk, lo, hi, copied, ZC_R_NONE, -1);
 		return;
+	}
 	zc_add(s, ZC_NOTIFICATIONS, 1);
 	if (st->proto == ZC_PROTO_UDP && bytes >= 8 * (u64)bytelen_ids)
 		bytes -= 8 * (u64)bytelen_ids;
@@ -93,14 +129,7 @@ static __always_inline void zc_msgzc_range(u64 sk, u32 lo, u32 hi, int copied, i
 	zc_hist(ZC_HIST_RANGE, ZC_API_MSG_ZEROCOPY, n);
 	if (st->sample_ts && (u32)(st->sample_id - lo) <= hi - lo)
 		zc_sample_done(ZC_API_MSG_ZEROCOPY, &st->sample_ts);
-	if (!copied) {
-		zc_add(s, ZC_ZEROCOPIED, n);
-		__sync_fetch_and_add(&st->zerocopied, n);
-		return;
-	}
-	zc_add(s, ZC_COPIED, n);
-	__sync_fetch_and_add(&st->copied, n);
-	zc_range_reasons(st, (void *)sk, lo, hi, late, stackid);
+	zc_range_verdict(st, s, sk, lo, hi, copied, late, stackid);
 }
 
 #endif /* ZC_MSGZC_RANGES_BPF_H */

@@ -85,7 +85,10 @@ enum zc_kevent {
 	ZC_KEV_FILL_FROM_ITER = 1,   /* zerocopy_fill_skb_from_iter: user pages pinned into an skb */
 	ZC_KEV_UARG_REALLOC = 2,     /* msg_zerocopy_realloc: a send joined or opened a notification range */
 	ZC_KEV_COPY_UBUFS = 3,       /* skb_copy_ubufs: a late copy of zerocopy frags */
-	ZC_NR_KEVENTS = 4,
+	ZC_KEV_ERRQUEUE_VERDICT = 4, /* MSG_ZEROCOPY ids whose completion callback the kernel skipped (another
+	                              * BPF program ran on the CPU: kprobe tier), their verdict taken from the
+	                              * error queue as the application read it (count: ids, bytes: their bytes) */
+	ZC_NR_KEVENTS = 5,
 };
 
 /* Things the probes could not record: indexes into the zc_errors array. */
@@ -177,7 +180,7 @@ struct zc_sock {
 	__u32 append_since;
 	__u32 local_lo;              /*   (rx_evidence: the latest run of them) */
 	__u32 local_hi;
-	__u32 pad;
+	__u32 read_ids;              /* fentry/kprobe: ids the application read from the error queue */
 	__u64 sample_id;             /* the one send being timed: its notification id and time */
 	__u64 sample_ts;
 	__u64 ino;

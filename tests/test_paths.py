@@ -42,7 +42,7 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -664,16 +664,15 @@ def _cell(tracer, path: str, api: str, endpoint: Endpoint, settings: dict, proto
     spec = WorkloadSpec(**{"mode": "uring_zc" if api.startswith("uring") else "msg_zerocopy", "target": target,
                            "size": SIZE, "count": N, "report_usage": report, "proto": proto, **settings})
     tracer.clear()
-    skipped = sum(snapshot.recursion_misses(tracer.bpf).values())  # kernel-wide counters: a delta
+    before = snapshot.recursion_misses(tracer.bpf)  # kernel-wide counters, not cleared: a delta
     run = _serial_msg_zerocopy(endpoint) if api == "msg_zerocopy_serial" else run_workload(spec, endpoint)
     snap = snapshot.take(tracer.bpf)  # one snapshot per cell: TCG makes each cost
+    snap = replace(snap, recursion_misses={p: n - before.get(p, 0) for p, n in snap.recursion_misses.items()})
     api_name = "io_uring" if api.startswith("uring") else "msg_zerocopy"
     rep = model.build(snap, tracer.tier, pids={os.getpid()})
     counts = cells.flow_counts(rep, api_name, proto)
     latency = rep.notification_latency.get(api_name)
-    lost = {k: v for k, v in snap.errors.items() if v}
-    if snap.skipped_runs - skipped:
-        lost["recursion_misses"] = snap.skipped_runs - skipped
+    lost = {k: v.events for k, v in model.lost_causes(snap).items()}  # less what the error queue gave back
     family = "ipv6" if endpoint.family == socket.AF_INET6 else "ipv4"
     return {"path": path, "api": api, "family": family, "proto": proto, "tier": tracer.tier, "report": report,
             "requests": run.requests,
@@ -682,6 +681,7 @@ def _cell(tracer, path: str, api: str, endpoint: Endpoint, settings: dict, proto
             "traced": {"requests": counts.zc_requests, "zerocopied": counts.zerocopied,
                        "copied": counts.copied, "unknown": counts.unknown},
             "lost": lost, "reasons": dict(counts.copied_reasons),
+            "errqueue_verdicts": snap.kevents.get("errqueue_verdict", (0, 0))[0],
             # the late copies' kernel stacks (innermost first, 8 frames): why a reason is off
             "stacks": {" <- ".join(c.stack[:8]): c.count for c in snap.copy_sites},
             "latency_p50": latency.quantile(0.5) if latency and latency.count else None}
@@ -735,13 +735,9 @@ def check(row: dict) -> list[str]:
 
 
 # Cells known to disagree, with why (xfail, not strict: they depend on timing).
-KNOWN = {
-    ("kprobe", "netem-10ms", "msg_zerocopy"):
-        "kprobe tier, notifications from netem's timer softirq: a callback kprobe the kernel skips "
-        "(recursion_misses: another kprobe program was running on that CPU) loses verdicts "
-        "(26 of 300 on 6.12, 2026-12-06; 6.1 does not count such runs: 2 and 7 of 300 missing "
-        "there, 2026-12-07); issue 22's skipped-kprobe follow-up",
-}
+KNOWN: dict[tuple[str, str, str], str] = {}
+# (The kprobe tier under netem was here until the error queue gave back the verdicts of the
+# callback runs the kernel skips there: netem's timer softirq inside a send's program.)
 
 
 @pytest.mark.parametrize("path", list(PATHS))

@@ -130,6 +130,10 @@ def _skipped_runs(report: Report) -> list[str]:
         out.append(f"lost (runs the kernel skipped: another BPF program was running on the CPU): recursion_misses "
                    f"{skipped.events} runs (" + ", ".join(f"{p} {n}" for p, n in skipped.programs.items())
                    + "): a verdict or reason may be missing")
+    recovered = report.kernel_events.get("errqueue_verdict")
+    if recovered:
+        out.append(f"verdicts from the error queue: {recovered.count} MSG_ZEROCOPY requests whose completion "
+                   "callback the kernel skipped, as the application read them (not lost)")
     if not report.recursion_misses_counted:
         out.append("skipped runs: this kernel (before 6.7) does not count the runs of kprobe and tracepoint "
                    "programs it skips while another BPF program runs on the CPU (a verdict or reason may be "

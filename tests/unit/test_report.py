@@ -161,6 +161,29 @@ def test_runs_the_kernel_skipped_are_lost_with_the_programs_that_missed():
     assert doc["recursion_misses_counted"] is True
 
 
+def test_callback_runs_the_error_queue_gave_back_are_not_lost():
+    """A skipped __msg_zerocopy_callback run whose ids the application then read: the verdicts
+    came from the error queue (kernel event errqueue_verdict, in ids), so those runs are not
+    lost; runs beyond them, and other programs' runs, still are (text, --json, exporter)."""
+    maps = mixed(kernel=True)
+    maps.program(b"kprobe____msg_zerocopy_callback", 5)
+    maps.program(b"kprobe__skb_copy_ubufs", 2)
+    maps.kevent("errqueue_verdict", 3, 3_000)
+    rep = build(maps, "kprobe")
+    assert rep.lost["recursion_misses"] == model.SkippedRuns(
+        4, 0, 0, {"kprobe:__msg_zerocopy_callback": 2, "kprobe:skb_copy_ubufs": 2})
+    assert ("verdicts from the error queue: 3 MSG_ZEROCOPY requests whose completion callback the kernel "
+            "skipped") in report.render(rep)
+    maps.kevent("errqueue_verdict", 5, 5_000)
+    assert build(maps, "kprobe").lost["recursion_misses"].programs == {"kprobe:skb_copy_ubufs": 2}
+    maps.program(b"kprobe__skb_copy_ubufs", 0)
+    rep = build(maps, "kprobe")
+    assert "recursion_misses" not in rep.lost and "lost (runs" not in report.render(rep)
+    from zctrace.exporter.families import lost_events
+    (events, _, _) = lost_events(snapshot.take(maps))
+    assert {s.labels["cause"]: s.value for s in events.samples}["recursion_misses"] == 0
+
+
 def test_no_skipped_run_is_no_lost_cause():
     maps = mixed(kernel=True)
     maps.program(b"kprobe__io_tx_ubuf_complete", 0)

@@ -220,14 +220,16 @@ def lost_events(snap: snapshot.Snapshot) -> list[Metric]:
     causes = ("(stats_full: a new process, socks_full: a new socket, reasons_full: a copy reason, "
               "rings_full: a new io_uring instance, notifs_full: an io_uring notification's flags), "
               "or runs of the probe programs the kernel skipped (recursion_misses: another BPF program "
-              "was running on the CPU; counted for kprobe and tracepoint programs since Linux 6.7)")
+              "was running on the CPU; counted for kprobe and tracepoint programs since Linux 6.7; not the "
+              "MSG_ZEROCOPY callback runs whose verdicts the error queue gave: kernel event errqueue_verdict)")
     events = CounterMetricFamily("zctrace_lost_events", "Events the probes could not record because a BPF "
                                  "map was full " + causes + ".", labels=["cause"])
     requests = CounterMetricFamily("zctrace_lost_requests", "Zerocopy send requests left uncounted, or without "
                                    "their verdict or reason, because a BPF map was full.", labels=["cause"])
     nbytes = CounterMetricFamily("zctrace_lost_bytes", "Bytes of the send requests left uncounted.",
                                  labels=["cause"])
-    for cause, n in sorted({**snap.errors, "recursion_misses": snap.skipped_runs}.items()):
+    skipped = sum(model.unrecovered_misses(snap).values())  # less those the error queue gave back
+    for cause, n in sorted({**snap.errors, "recursion_misses": skipped}.items()):
         r, b = snap.lost.get(cause, (0, 0))
         events.add_metric([cause], n)
         requests.add_metric([cause], r)
@@ -238,12 +240,15 @@ def lost_events(snap: snapshot.Snapshot) -> list[Metric]:
 # Kernel-side families (fentry/kprobe tiers) ---------------------------------------------------
 
 # The kernel events each probe program counts (zctrace_kernel_events exports those of the loaded ones).
-KERNEL_EVENTS = {"zc_kernel": ("copy_ubufs",), "kernel_events": ("iter_stream", "fill_from_iter", "uarg_realloc")}
+KERNEL_EVENTS = {"zc_kernel": ("copy_ubufs",), "msgzc_callback": ("errqueue_verdict",),
+                 "kernel_events": ("iter_stream", "fill_from_iter", "uarg_realloc")}
 
 
 def kernel_events(snap: snapshot.Snapshot, shown: set[str]) -> list[Metric]:
     count = CounterMetricFamily("zctrace_kernel_events",
-                                "Kernel zerocopy events: late copies (copy_ubufs); with --kernel-events also "
+                                "Kernel zerocopy events: late copies (copy_ubufs), MSG_ZEROCOPY verdicts taken from "
+                                "the error queue for callback runs the kernel skipped (errqueue_verdict, "
+                                "counted in ids); with --kernel-events also "
                                 "pages attached (iter_stream, fill_from_iter) and notification ranges "
                                 "(uarg_realloc).", labels=["event"])
     nbytes = CounterMetricFamily("zctrace_kernel_event_bytes", "Bytes of the kernel zerocopy events.",
