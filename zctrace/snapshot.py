@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from . import bpfinfo
 from .header import APIS, COUNTERS, ERRORS, HIST_SLOTS, HISTS, KEVENTS, PROTOS, REASON_CODES
 from . import maps
-from .mapsource import MapSource, Table
+from .mapsource import MapSource, StackTable, Table
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def _name(names: tuple[str, ...], i: int) -> str:
     return names[i] if i < len(names) else str(i)
 
 
-def stack_addrs(table, stackid: int) -> list[int]:
+def stack_addrs(table: StackTable, stackid: int) -> list[int]:
     """The frames of stack `stackid` in a stack trace map, innermost first (KeyError: evicted).
     The map holds header.STACK_DEPTH frames, fewer than bcc's walk expects: a stack that fills
     them has no terminating 0, and the walk runs past their end."""

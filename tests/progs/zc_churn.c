@@ -41,8 +41,13 @@ int main(int argc, char **argv)
 	int size, status;
 	unsigned char *seen;
 	char go;
-	FILE *f = fopen("/proc/sys/kernel/pid_max", "r");
+	FILE *f;
 
+	if (argc != 5 || inet_pton(AF_INET, argv[1], &to.sin_addr) != 1) {
+		fprintf(stderr, "usage: zc_churn ADDR PORT COUNT SIZE\n");
+		return 2;
+	}
+	f = fopen("/proc/sys/kernel/pid_max", "r");
 	if (f) {
 		if (fscanf(f, "%ld", &pid_max) != 1)
 			pid_max = 4194304;
@@ -51,11 +56,6 @@ int main(int argc, char **argv)
 	seen = calloc(pid_max / 8 + 1, 1);
 	if (!seen)
 		return 1;
-
-	if (argc != 5 || inet_pton(AF_INET, argv[1], &to.sin_addr) != 1) {
-		fprintf(stderr, "usage: zc_churn ADDR PORT COUNT SIZE\n");
-		return 2;
-	}
 	to.sin_port = htons(atoi(argv[2]));
 	count = atol(argv[3]);
 	size = atoi(argv[4]);
