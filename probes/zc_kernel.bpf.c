@@ -12,6 +12,12 @@
  * frags may change under it (SKBFL_SHARED_FRAG, which zerocopy sets): __pskb_pull_tail
  * completes the notification copied without skb_copy_ubufs (MSG_ZEROCOPY and io_uring skbs
  * carry SKBFL_DONT_ORPHAN). Its program records that copy the same way, with its stack.
+ *
+ * skb_segment without scatter-gather (features lacking NETIF_F_SG: WireGuard's wg_xmit segments
+ * with no features at all) copies a GSO skb's payload into linear segments and frees the
+ * original normally: the notification says zero-copy although the payload was copied. Its
+ * program records the copy site with its stack (kernel event sw_gso_copy), but not as the
+ * notification's late copy: the verdict stays the kernel's.
  */
 
 #include "kfunc.bpf.h"
@@ -63,6 +69,27 @@ ZC_KFUNC1(skb_copy_ubufs, skb)
 		zc_redirected.delete(&key);
 	}
 	zc_kevent(ZC_KEV_COPY_UBUFS, zc_copy_record(ctx, skb, uarg, reason));
+	return 0;
+}
+
+/* A zerocopy skb with payload in frags segmented without SG: skb_segment copies that payload. */
+ZC_KFUNC2(skb_segment, skb, features)
+{
+	void *shinfo;
+	u32 data_len = 0;
+	u8 flags = 0, nr_frags = 0;
+
+	if ((u64)features & (1ULL << ZC_NETIF_F_SG_BIT))
+		return 0; /* frags are referenced by the segments, not copied */
+	shinfo = zc_skb_shinfo(skb);
+	if (!zc_shinfo_uarg_flags(shinfo, &flags))
+		return 0;
+	ZC_READ(nr_frags, shinfo, ZC_OFF_skb_shared_info_nr_frags);
+	if (!nr_frags)
+		return 0; /* the payload is in the head: nothing of the user's pages */
+	ZC_READ(data_len, skb, ZC_OFF_sk_buff_data_len);
+	zc_copy_record(ctx, skb, 0, ZC_R_NONE);
+	zc_kevent(ZC_KEV_SW_GSO_COPY, data_len);
 	return 0;
 }
 

@@ -76,7 +76,10 @@ enum zc_reason {
 	                              * pages in skbs that left uncopied: the kernel's REPORT_USAGE says copied */
 	ZC_R_IPSEC_NO_ESP_OFFLOAD = 14, /* UDP on an xfrm (IPsec) route, device without ESP TX checksum
 	                              * offload: no CHECKSUM_PARTIAL, copied at send */
-	ZC_NR_REASONS = 15,
+	ZC_R_SOFTWARE_GSO = 15,      /* skb_segment without scatter-gather (WireGuard's wg_xmit; a device without
+	                              * SG after GSO): the payload copied into each segment; the kernel still
+	                              * reports zero-copy (a copy site, not a request's verdict) */
+	ZC_NR_REASONS = 16,
 };
 
 /* Kernel-side zerocopy events (fentry/kprobe tiers): indexes into the zc_kevents array. */
@@ -88,7 +91,10 @@ enum zc_kevent {
 	ZC_KEV_ERRQUEUE_VERDICT = 4, /* MSG_ZEROCOPY ids whose completion callback the kernel skipped (another
 	                              * BPF program ran on the CPU: kprobe tier), their verdict taken from the
 	                              * error queue as the application read it (count: ids, bytes: their bytes) */
-	ZC_NR_KEVENTS = 5,
+	ZC_KEV_SW_GSO_COPY = 5,      /* skb_segment without scatter-gather: a zerocopy skb's payload copied into
+	                              * linear segments, while its notification says zero-copy (count: skbs,
+	                              * bytes: the payload in their frags) */
+	ZC_NR_KEVENTS = 6,
 };
 
 /* Things the probes could not record: indexes into the zc_errors array. */

@@ -832,6 +832,19 @@ def test_a_checksum_before_ipsec_is_software_crypto():
     assert late_copy_caller(stack) == "xfrm_output"
 
 
+def test_software_segmentation_is_software_gso_asked_for_by_wg_xmit():
+    """skb_segment without SG under WireGuard's wg_xmit: the stacks of the 6.12 VM's fentry and
+    kprobe runs of test_wireguard_copies_what_the_kernel_calls_zero_copy (2026-12-07). The
+    caller is the layer that asked for segmentation, past GSO's plumbing."""
+    from zctrace.reasons import classify
+    gso = ("skb_segment", "tcp_gso_segment", "inet_gso_segment", "skb_mac_gso_segment", "__skb_gso_segment",
+           "wg_xmit")
+    for stack in (("bpf_prog_20a0_kfunc__skb_segment", "bpf_trampoline_6442546429") + gso,  # fentry
+                  gso + ("dev_hard_start_xmit", "__dev_queue_xmit")):  # kprobe
+        assert classify(stack) == "software_gso"
+        assert late_copy_caller(stack) == "wg_xmit"
+
+
 def scrape_families(collector: ZctraceCollector) -> dict:
     registry = CollectorRegistry()
     registry.register(collector)

@@ -49,6 +49,7 @@ import pytest
 
 from zctrace import model, snapshot
 from zctrace.bench import cells
+from zctrace.report import render
 from zctrace.workload.senders import WorkloadSpec, run_workload
 from zctrace.workload.sockio import MSG_ZEROCOPY, SO_ZEROCOPY, ErrQueue
 from zctrace.workload.targets import Endpoint
@@ -585,6 +586,9 @@ TCP_ALSO = {"esp-transport": "local_delivery", "esp-tunnel": "local_delivery"}
 # merge. The exact checks there: msg_zerocopy_serial (one request in flight: nothing to merge)
 # and the io_uring cells (REPORT_USAGE: one CQE per request).
 MIXED_TCP = ("wireguard",)
+# Paths that segment zerocopy GSO skbs in software without SG, a copy the kernel's verdict does
+# not count (test_wireguard_copies_what_the_kernel_calls_zero_copy); none other may.
+SOFTWARE_GSO = ("wireguard",)
 # Paths that hold skbs before they transmit: the notification latency shows it (seconds).
 DELAYED = {"netem-10ms": 0.010}
 
@@ -682,6 +686,8 @@ def _cell(tracer, path: str, api: str, endpoint: Endpoint, settings: dict, proto
                        "copied": counts.copied, "unknown": counts.unknown},
             "lost": lost, "reasons": dict(counts.copied_reasons),
             "errqueue_verdicts": snap.kevents.get("errqueue_verdict", (0, 0))[0],
+            # zerocopy skbs segmented without SG: copied where the kernel says zero-copy
+            "sw_gso_copies": snap.kevents.get("sw_gso_copy", (0, 0))[0],
             # the late copies' kernel stacks (innermost first, 8 frames): why a reason is off
             "stacks": {" <- ".join(c.stack[:8]): c.count for c in snap.copy_sites},
             "latency_p50": latency.quantile(0.5) if latency and latency.count else None}
@@ -728,6 +734,8 @@ def check(row: dict) -> list[str]:
     elif reasons != ({expected: N} if expected and decided else {}):
         bad.append(f"reasons {reasons}, want {({expected: N} if expected and decided else {})} "
                    f"(late copies: {row['stacks']})")
+    if row.get("sw_gso_copies") and row["path"] not in SOFTWARE_GSO:
+        bad.append(f"{row['sw_gso_copies']} zerocopy skbs segmented without scatter-gather (software_gso)")
     delay = DELAYED.get(row["path"])
     if delay and (row["latency_p50"] or 0) < delay:  # a bucket's upper bound: at least the delay
         bad.append(f"notification latency p50 {row['latency_p50']} s, the path holds skbs {delay} s")
@@ -816,3 +824,49 @@ def write_doc(rows: list[dict], seconds: float) -> None:
     pat = re.compile(rf"<!-- paths:{re.escape(series)} begin -->.*?<!-- paths:{re.escape(series)} end -->", re.S)
     text = pat.sub(lambda _: block, text) if pat.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"
     DOC.write_text(text)
+
+
+# --- copies the kernel's verdict does not see ---------------------------------------------------
+
+def test_wireguard_copies_what_the_kernel_calls_zero_copy(path_tracer):
+    """TCP MSG_ZEROCOPY writes of 64 KiB over WireGuard: the stack builds GSO packets, and
+    wg_xmit segments them itself without scatter-gather (skb_gso_segment(skb, 0)): skb_segment
+    copies the payload into linear segments and frees the original normally, so the kernel's
+    notifications say zero-copy. zctrace keeps the kernel's verdicts (per notification, from the
+    callback: the error queue merges ranges of mixed fates, MIXED_TCP, so only its total is
+    compared) and counts the copy beside them: kernel event sw_gso_copy, a copy site of reason
+    software_gso asked for by wg_xmit, and the report's line."""
+    if path_tracer.tier == "tracepoint":
+        pytest.skip("the tracepoint tier has no program on skb_segment")
+    size, sends = 1 << 16, 40
+    with private_netns(), contextlib.ExitStack() as stack:
+        stack.callback(lambda: [f() for f in reversed(_cleanup)] and _cleanup.clear())
+        try:
+            setup = p_wireguard()
+        except Skip as e:
+            pytest.skip(str(e))
+        path_tracer.clear()
+        with socket.create_connection((setup.dst, PORT), timeout=30) as s:
+            s.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)
+            notes = ErrQueue(s)
+            buf, calls = b"w" * size, 0
+            for _ in range(sends):
+                view = memoryview(buf)
+                while view:
+                    view = view[s.send(view, MSG_ZEROCOPY):]
+                    calls += 1  # one notification id a send call (TCP)
+            notes.wait(calls, 30)
+        snap = snapshot.take(path_tracer.bpf)
+    rep = model.build(snap, path_tracer.tier, pids={os.getpid()})
+    counts = cells.flow_counts(rep, "msg_zerocopy", "tcp")
+    hidden = snap.kevents["sw_gso_copy"]
+    sites = [c for c in rep.copy_sites if c.reason == "software_gso"]
+    print(f"{calls} sends: kernel {notes.zerocopied} zero-copy/{notes.copied} copied, zctrace "
+          f"{counts.zerocopied}/{counts.copied}; sw_gso_copy {hidden}; sites "
+          f"{[(c.caller, c.count, c.stack) for c in sites]}")
+    assert counts.zc_requests == counts.zerocopied + counts.copied == notes.zerocopied + notes.copied == calls
+    assert counts.zerocopied > 0 and notes.zerocopied > 0  # the kernel says zero-copy for some sends...
+    assert hidden[0] > 0 and hidden[1] >= hidden[0] * 1000, hidden  # ...whose payload was copied
+    assert sites and {c.caller for c in sites} == {"wg_xmit"}, rep.copy_sites
+    assert sum(c.count for c in sites) == hidden[0]
+    assert "copied although the kernel says zero-copy" in render(rep)

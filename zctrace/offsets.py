@@ -24,6 +24,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "sk_buff_cb": ("sk_buff", "cb"),
     "sk_buff_sk": ("sk_buff", "sk"),
     "sk_buff_len": ("sk_buff", "len"),
+    "sk_buff_data_len": ("sk_buff", "data_len"),
     "ubuf_info_msgzc_id": ("ubuf_info_msgzc", "id"),
     "ubuf_info_msgzc_len": ("ubuf_info_msgzc", "len"),
     "ubuf_info_msgzc_zerocopy": ("ubuf_info_msgzc", "zerocopy"),

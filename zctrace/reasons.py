@@ -14,6 +14,10 @@ from __future__ import annotations
 # as `bpf_redirect` themselves, whatever the copying frame: the BPF program chose the path that
 # copies. The frames below catch a copy inside the redirect where that probe is missing.
 _LATE_COPY_CALLERS = {
+    # skb_segment's own program (zc_kernel): segmentation in software without scatter-gather
+    # copies the payload, and the kernel still reports zero-copy (a copy site, not a verdict)
+    "skb_segment": "software_gso",
+    "__skb_gso_segment": "software_gso",
     # skb_checksum_help's own program (zc_kernel): its caller computes a checksum in software
     "encrypt_packet": "software_crypto",  # WireGuard, before it encrypts
     "wg_packet_encrypt_worker": "software_crypto",
@@ -52,6 +56,10 @@ ADVICE = {
                         "encrypts the payload in the packet's own memory, copying it out of your pages first: "
                         "zerocopy cannot avoid that copy on this path; send such flows without it, or offload "
                         "the crypto"),
+    "software_gso": ("the path segments GSO packets in software without scatter-gather (WireGuard's wg_xmit "
+                     "always; a device without SG after GSO): each segment gets a copy of the payload, "
+                     "although the kernel's notification says zero-copy; zerocopy saves nothing on this "
+                     "path (send large TCP writes without it, or use a path that keeps SG)"),
     "bpf_redirect": "a tc BPF program redirected the packet to where it is copied (a local socket, tun/tap): "
                     "redirect zerocopy traffic only to devices that transmit it",
     "other": "copied late (skb_copy_ubufs) by a caller zctrace does not know: see its stack (trace --verbose)",
@@ -83,11 +91,18 @@ def classify(stack: tuple[str, ...]) -> str:
     return "other"
 
 
+def _segmenting(name: str) -> bool:
+    """A frame of GSO's own plumbing between a segmenting layer and skb_segment."""
+    return name == "skb_segment" or name.endswith(("_gso_segment", "_ufo_fragment")) or name == "skb_udp_tunnel_segment"
+
+
 def late_copy_caller(stack: tuple[str, ...]) -> str:
-    """The kernel function that called skb_copy_ubufs (or skb_checksum_help): the first frame past
-    it and the BPF trampoline frames ('unknown' when the stack was not recorded)."""
+    """The kernel function that called skb_copy_ubufs (or skb_checksum_help; or, for skb_segment,
+    the layer that asked for segmentation: wg_xmit, validate_xmit_skb): the first frame past
+    it, the BPF trampoline frames and GSO's plumbing ('unknown' when the stack was not recorded)."""
     for frame in stack:
         name = frame.split(".")[0]
-        if name not in ("skb_copy_ubufs", "skb_checksum_help") and not name.startswith("bpf_") and name != "[unknown]":
+        if (name not in ("skb_copy_ubufs", "skb_checksum_help") and not _segmenting(name)
+                and not name.startswith("bpf_") and name != "[unknown]"):
             return name
     return "unknown"

@@ -97,10 +97,16 @@ def render(report: Report, verbose: bool = False) -> str:
                            human_bytes(r.copied), human_bytes(r.skipped), r.errors)
                           for r in report.receive]))
     if verbose and report.copy_sites:
-        out.append("\nlate copies by kernel call site (skb_copy_ubufs; innermost frame first):")
+        out.append("\nlate copies by kernel call site (skb_copy_ubufs, skb_checksum_help, skb_segment; "
+                   "innermost frame first):")
         for site in report.copy_sites:
             out.append(f"  {site.reason:<18} {site.count:>10} copies {human_bytes(site.bytes):>9}  "
                        + " <- ".join(site.stack))
+    hidden = report.kernel_events.get("sw_gso_copy")
+    if hidden:
+        out.append(f"copied although the kernel says zero-copy: {hidden.count} zerocopy packets "
+                   f"({human_bytes(hidden.bytes)}) segmented in software without scatter-gather (software_gso; "
+                   "their requests count as zero-copy, as the kernel's notifications say; --verbose: where)")
     full = {k: v for k, v in report.lost.items() if not isinstance(v, SkippedRuns)}
     if full:
         out.append("lost (BPF maps full): " + ", ".join(

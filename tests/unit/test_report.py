@@ -184,6 +184,18 @@ def test_callback_runs_the_error_queue_gave_back_are_not_lost():
     assert {s.labels["cause"]: s.value for s in events.samples}["recursion_misses"] == 0
 
 
+def test_copies_the_kernel_calls_zero_copy_have_their_line():
+    """Kernel event sw_gso_copy (skb_segment without SG): the report says the payload was copied
+    although the kernel's verdict is zero-copy; without it, no such line."""
+    maps = mixed(kernel=True)
+    assert "copied although" not in report.render(build(maps, "fentry"))
+    maps.kevent("sw_gso_copy", 139, 2_608_704)
+    rep = build(maps, "fentry")
+    assert rep.kernel_events["sw_gso_copy"] == model.KernelEvent(139, 2_608_704)
+    assert ("copied although the kernel says zero-copy: 139 zerocopy packets (2.5 MiB) segmented in software "
+            "without scatter-gather (software_gso") in report.render(rep)
+
+
 def test_no_skipped_run_is_no_lost_cause():
     maps = mixed(kernel=True)
     maps.program(b"kprobe__io_tx_ubuf_complete", 0)

@@ -240,13 +240,15 @@ def lost_events(snap: snapshot.Snapshot) -> list[Metric]:
 # Kernel-side families (fentry/kprobe tiers) ---------------------------------------------------
 
 # The kernel events each probe program counts (zctrace_kernel_events exports those of the loaded ones).
-KERNEL_EVENTS = {"zc_kernel": ("copy_ubufs",), "msgzc_callback": ("errqueue_verdict",),
+KERNEL_EVENTS = {"zc_kernel": ("copy_ubufs", "sw_gso_copy"), "msgzc_callback": ("errqueue_verdict",),
                  "kernel_events": ("iter_stream", "fill_from_iter", "uarg_realloc")}
 
 
 def kernel_events(snap: snapshot.Snapshot, shown: set[str]) -> list[Metric]:
     count = CounterMetricFamily("zctrace_kernel_events",
-                                "Kernel zerocopy events: late copies (copy_ubufs), MSG_ZEROCOPY verdicts taken from "
+                                "Kernel zerocopy events: late copies (copy_ubufs), zerocopy skbs segmented in software "
+                                "without scatter-gather, their payload copied while the kernel reports "
+                                "zero-copy (sw_gso_copy), MSG_ZEROCOPY verdicts taken from "
                                 "the error queue for callback runs the kernel skipped (errqueue_verdict, "
                                 "counted in ids); with --kernel-events also "
                                 "pages attached (iter_stream, fill_from_iter) and notification ranges "
@@ -263,8 +265,9 @@ def kernel_events(snap: snapshot.Snapshot, shown: set[str]) -> list[Metric]:
 
 def late_copies(rep: model.Report, debut: Debut) -> list[Metric]:
     count = CounterMetricFamily("zctrace_late_copies",
-                                "Late copies of zerocopy frags (skb_copy_ubufs) by the kernel function "
-                                "that asked for them.", labels=["caller"])
+                                "Late copies of zerocopy frags (skb_copy_ubufs, skb_checksum_help; "
+                                "skb_segment without scatter-gather, which the kernel's verdict does not "
+                                "count) by the kernel function that asked for them.", labels=["caller"])
     nbytes = CounterMetricFamily("zctrace_late_copy_bytes", "Bytes of the late copies, by caller.",
                                  labels=["caller"])
     by_caller: dict[str, tuple[int, int]] = {}
