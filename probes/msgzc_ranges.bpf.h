@@ -109,10 +109,10 @@ static __always_inline void zc_msgzc_range(u64 sk, u32 lo, u32 hi, int copied, i
 		 * another BPF program ran on the CPU: netem's timer softirq inside a send's program).
 		 * Ids read beyond the verdicts seen take this range's verdict (the kernel merges only
 		 * adjacent ranges; its code is the first one's), with the socket's mean request size. */
-		__sync_fetch_and_add(&st->read_ids, (u32)n);
-		s32 missing = (s32)(st->read_ids - (u32)(st->zerocopied + st->copied));
+		__sync_fetch_and_add(&st->read_ids, n);
+		s64 missing = (s64)(st->read_ids - (st->zerocopied + st->copied));
 		if (missing <= 0)
-			return;
+			return; /* (ids decided but never read, their notifications dropped, only lower it) */
 		if ((u64)missing < n)
 			n = (u64)missing;
 		hi = lo + (u32)n - 1;

@@ -186,7 +186,7 @@ struct zc_sock {
 	__u32 append_since;
 	__u32 local_lo;              /*   (rx_evidence: the latest run of them) */
 	__u32 local_hi;
-	__u32 read_ids;              /* fentry/kprobe: ids the application read from the error queue */
+	__u32 pad;
 	__u64 sample_id;             /* the one send being timed: its notification id and time */
 	__u64 sample_ts;
 	__u64 ino;
@@ -195,6 +195,7 @@ struct zc_sock {
 	__u64 bytes;
 	__u64 zerocopied;
 	__u64 copied;
+	__u64 read_ids;              /* fentry/kprobe: ids the application read from the error queue */
 };
 
 /* TCP_ZEROCOPY_RECEIVE results of one process (getsockopt(IPPROTO_TCP, 35) as the app got them). */
