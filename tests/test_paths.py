@@ -7,7 +7,7 @@ joins it for the cell, so every device, route, xfrm state and qdisc goes with it
 devices that really transmit and free: the real transmit path (qdisc, driver xmit, packet
 taps, encapsulation, encryption) runs. Paths: a dummy baseline; VLAN; macvlan; ipvlan; bond
 (active-backup, balance-xor) of two dummies; VXLAN and Geneve over a dummy underlay; GRE,
-gretap, ipip; ESP transport and tunnel mode (`ip xfrm`, fixed key) to a peer namespace over
+gretap, ipip, sit; ESP transport and tunnel mode (`ip xfrm`, fixed key) to a peer namespace over
 a veth pair; MACsec; a bridge to a container veth (delivery in another namespace); a tc mirred
 redirect to another dummy; a tc BPF program's bpf_redirect to another dummy, and one that turns
 the packets around into this host (a copy the fentry/kprobe tiers name bpf_redirect); an
@@ -17,8 +17,8 @@ WireGuard to a peer namespace over a veth (it holds packets until a handshake, d
 cell); UDP GSO (UDP_SEGMENT) sends.
 
 For each path: MSG_ZEROCOPY and io_uring SEND_ZC with REPORT_USAGE (and without it on a few),
-N requests of UDP over IPv4; over IPv6 too on the paths built on a dummy or an L2 device over
-it; TCP where a peer answers (the container veth, ESP, WireGuard). One tracer per tier (module
+N requests of UDP over IPv4, and over IPv6 on every path but ipip (IPv4 only; sit carries
+IPv6 in IPv4); TCP over both where a peer answers (the container veth, ESP, WireGuard). One tracer per tier (module
 scope: bcc compiles are slow under TCG), each cell counted by this process's own rows after a
 clear.
 Each cell asserts: the destination routes through a device the path created (never eth0); the
