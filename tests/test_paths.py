@@ -7,7 +7,7 @@ joins it for the cell, so every device, route, xfrm state and qdisc goes with it
 devices that really transmit and free: the real transmit path (qdisc, driver xmit, packet
 taps, encapsulation, encryption) runs. Paths: a dummy baseline; VLAN; macvlan; ipvlan; bond
 (active-backup, balance-xor) of two dummies; VXLAN and Geneve over a dummy underlay; GRE,
-gretap, ipip; ESP transport and tunnel mode (`ip xfrm`, fixed key) to a peer namespace over
+gretap, ipip, sit; ESP transport and tunnel mode (`ip xfrm`, fixed key) to a peer namespace over
 a veth pair; MACsec; a bridge to a container veth (delivery in another namespace); a tc mirred
 redirect to another dummy; a tc BPF program's bpf_redirect to another dummy, and one that turns
 the packets around into this host (a copy the fentry/kprobe tiers name bpf_redirect); an
@@ -17,8 +17,8 @@ WireGuard to a peer namespace over a veth (it holds packets until a handshake, d
 cell); UDP GSO (UDP_SEGMENT) sends.
 
 For each path: MSG_ZEROCOPY and io_uring SEND_ZC with REPORT_USAGE (and without it on a few),
-N requests of UDP over IPv4; over IPv6 too on the paths built on a dummy or an L2 device over
-it; TCP where a peer answers (the container veth, ESP, WireGuard). One tracer per tier (module
+N requests of UDP over IPv4, and over IPv6 on every path but ipip (IPv4 only; sit carries
+IPv6 in IPv4); TCP over both where a peer answers (the container veth, ESP, WireGuard). One tracer per tier (module
 scope: bcc compiles are slow under TCG), each cell counted by this process's own rows after a
 clear.
 Each cell asserts: the destination routes through a device the path created (never eth0); the
@@ -146,7 +146,7 @@ class Setup:
     dev: str  # the device the socket is bound to, which the route must use
     hold: object = None  # something to keep open for the cell (a packet socket)
     dst6: str | None = None  # where IPv6 sends go, on paths that also run IPv6
-    tcp: bool = False  # a peer answers at dst: TCP cells too (IPv4)
+    tcp: bool = False  # a peer answers at dst (and dst6): TCP cells too
     spec: dict = field(default_factory=dict)  # the sends' own settings (WorkloadSpec fields)
 
 
@@ -209,19 +209,30 @@ def p_geneve():
     return Setup(OVER_PEER, "gn0", dst6=OVER_PEER6)
 
 
-def _l3_tunnel(kind: str, name: str):
+def _l3_tunnel(kind: str, name: str, *, ipv6: bool = False, mode: str = ""):
+    """An L3 tunnel over the dummy underlay (IPv4, UNDER to PEER), OVER on it; with `ipv6`, OVER6
+    too: the tunnel carries IPv6 inner packets (GRE: any protocol; sit: IPv6-in-IPv4)."""
     dummy("d0")
-    sh(f"ip link add {name} type {kind} remote {PEER} local {UNDER} dev d0",
-       f"ip addr add {OVER}/24 dev {name}", f"ip link set {name} up")
-    return Setup(OVER_PEER, name)
+    sh(f"ip link add {name} type {kind} {mode} remote {PEER} local {UNDER} dev d0".replace("  ", " "),
+       f"ip addr add {OVER}/24 dev {name}")
+    if ipv6:
+        sh(f"ip -6 addr add {OVER6}/64 dev {name} nodad")
+    sh(f"ip link set {name} up")
+    return Setup(OVER_PEER, name, dst6=OVER_PEER6 if ipv6 else None)
 
 
 def p_gre():
-    return _l3_tunnel("gre", "gre1")
+    return _l3_tunnel("gre", "gre1", ipv6=True)
 
 
 def p_ipip():
+    """ipip carries IPv4 only (IPPROTO_IPIP): its IPv6 counterpart is the sit path."""
     return _l3_tunnel("ipip", "ipip1")
+
+
+def p_sit():
+    """sit (IPv6-in-IPv4; mode any carries IPv4-in-IPv4 too) over the same dummy underlay."""
+    return _l3_tunnel("sit", "sit1", ipv6=True, mode="mode any")
 
 
 def p_gretap():
@@ -234,35 +245,44 @@ def p_gretap():
 AEAD = "rfc4106(gcm(aes)) 0x" + "11" * 20 + " 128"
 
 
-def _esp(ns: str, mode: str, spi: int, here: str, there: str) -> None:
-    """IPsec ESP in `mode` (fixed key) between this host (UNDER) and the peer namespace `ns`
-    (PEER) for the traffic between `here` and `there` (the peer's): an SA each way and policies
-    out and in on both ends, so the peer decrypts, and its TCP answers encrypted; the peer's
-    receivers on `there`:PORT."""
-    for n, (a, b, src, dst) in (("", (UNDER, PEER, here, there)), (f"-n {ns} ", (PEER, UNDER, there, here))):
+def _esp(ns: str, mode: str, spi: int, here: str, there: str, under: str = UNDER, peer: str = PEER) -> None:
+    """IPsec ESP in `mode` (fixed key) between this host (`under`) and the peer namespace `ns`
+    (`peer`) for the traffic between `here` and `there` (the peer's): an SA each way and
+    policies out and in on both ends, so the peer decrypts, and its TCP answers encrypted; the
+    peer's receivers on `there`:PORT. IPv6 addresses make IPv6 states and policies (`ip xfrm`
+    takes the family from them)."""
+    plen = 128 if ":" in here else 32
+    for n, (a, b, src, dst) in (("", (under, peer, here, there)), (f"-n {ns} ", (peer, under, there, here))):
         sh(*(f"ip {n}xfrm state add src {x} dst {y} proto esp spi {spi + i} reqid {spi} mode {mode} aead {AEAD}"
-             for i, (x, y) in enumerate(((UNDER, PEER), (PEER, UNDER)))),
-           f"ip {n}xfrm policy add src {src}/32 dst {dst}/32 dir out "
+             for i, (x, y) in enumerate(((under, peer), (peer, under)))),
+           f"ip {n}xfrm policy add src {src}/{plen} dst {dst}/{plen} dir out "
            f"tmpl src {a} dst {b} proto esp reqid {spi} mode {mode}",
-           f"ip {n}xfrm policy add src {dst}/32 dst {src}/32 dir in "
+           f"ip {n}xfrm policy add src {dst}/{plen} dst {src}/{plen} dir in "
            f"tmpl src {b} dst {a} proto esp reqid {spi} mode {mode}")
     _listen_in(ns, there)
 
 
 def p_esp_transport():
     """ESP transport mode to a peer namespace over a veth pair."""
-    _esp(_peer_ns("e"), "transport", 0x100, UNDER, PEER)
-    return Setup(PEER, "w0", tcp=True)
+    ns = _peer_ns("e")
+    _esp(ns, "transport", 0x100, UNDER, PEER)
+    _esp(ns, "transport", 0x600, UNDER6, PEER6, UNDER6, PEER6)
+    return Setup(PEER, "w0", dst6=PEER6, tcp=True)
 
 
 def p_esp_tunnel():
     """ESP tunnel mode between inner addresses routed over the veth pair (OVER here, OVER_PEER
-    there), carried between UNDER and PEER."""
+    there), carried between UNDER and PEER; the same in IPv6 (OVER6 to OVER_PEER6, carried
+    between UNDER6 and PEER6)."""
     ns = _peer_ns("e")
     sh(f"ip addr add {OVER}/32 dev w0", f"ip route add {OVER_PEER}/32 dev w0 src {OVER}",
-       f"ip -n {ns} addr add {OVER_PEER}/32 dev w1", f"ip -n {ns} route add {OVER}/32 dev w1 src {OVER_PEER}")
+       f"ip -n {ns} addr add {OVER_PEER}/32 dev w1", f"ip -n {ns} route add {OVER}/32 dev w1 src {OVER_PEER}",
+       f"ip -6 addr add {OVER6}/128 dev w0 nodad", f"ip -6 route add {OVER_PEER6}/128 dev w0 src {OVER6}",
+       f"ip -n {ns} -6 addr add {OVER_PEER6}/128 dev w1 nodad",
+       f"ip -n {ns} -6 route add {OVER6}/128 dev w1 src {OVER_PEER6}")
     _esp(ns, "tunnel", 0x200, OVER, OVER_PEER)
-    return Setup(OVER_PEER, "w0", tcp=True)
+    _esp(ns, "tunnel", 0x700, OVER6, OVER_PEER6, UNDER6, PEER6)
+    return Setup(OVER_PEER, "w0", dst6=OVER_PEER6, tcp=True)
 
 
 def p_macsec():
@@ -281,14 +301,17 @@ def p_bridge_veth():
     sh("ip link add br0 type bridge", "ip link add vh0 type veth peer name vc0",
        f"ip link set vc0 netns {ns}", "ip link set vh0 master br0", "ip link set vh0 up",
        f"ip addr add {OVER}/24 dev br0", "ip link set br0 up",
+       f"ip -6 addr add {OVER6}/64 dev br0 nodad",
        f"ip -n {ns} link set vc0 up", f"ip -n {ns} addr add {OVER_PEER}/24 dev vc0",
-       f"ip -n {ns} link set lo up")
+       f"ip -n {ns} -6 addr add {OVER_PEER6}/64 dev vc0 nodad", f"ip -n {ns} link set lo up")
     _listen_in(ns, OVER_PEER)
+    _listen_in(ns, OVER_PEER6)
     mac = subprocess.run(["ip", "-n", ns, "-br", "link", "show", "vc0"], capture_output=True,
                          text=True, check=True).stdout.split()[2]
-    sh(f"ip neigh replace {OVER_PEER} lladdr {mac} dev br0 nud permanent")
+    sh(f"ip neigh replace {OVER_PEER} lladdr {mac} dev br0 nud permanent",
+       f"ip -6 neigh replace {OVER_PEER6} lladdr {mac} dev br0 nud permanent")
     _wait_forwarding("br0")
-    return Setup(OVER_PEER, "br0", tcp=True)
+    return Setup(OVER_PEER, "br0", dst6=OVER_PEER6, tcp=True)
 
 
 def _listen_in(ns: str, addr: str) -> None:
@@ -296,10 +319,11 @@ def _listen_in(ns: str, addr: str) -> None:
     namespace it was created in): a UDP socket never read (without it ICMP port unreachable
     fails the connected sends) and a TCP listener whose thread reads every connection to its end,
     so the TCP cells' peer answers."""
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
     with _in_netns(ns):
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp = socket.socket(family, socket.SOCK_DGRAM)
         udp.bind((addr, PORT))
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp = socket.socket(family, socket.SOCK_STREAM)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         tcp.bind((addr, PORT))
         tcp.listen(4)
@@ -354,12 +378,12 @@ def _in_netns(ns: str):
 
 
 def _wg(dev: str, key: tuple[str, str], port: int, peer: tuple[str, str], endpoint: str, peer_port: int,
-        allowed: str) -> None:
+        allowed: list[str]) -> None:
     from pyroute2 import WireGuard
     with WireGuard() as wg:
         wg.set(dev, private_key=key[0], listen_port=port,
                peer={"public_key": peer[1], "endpoint_addr": endpoint, "endpoint_port": peer_port,
-                     "allowed_ips": [allowed]})
+                     "allowed_ips": allowed})
 
 
 def _peer_ns(tag: str) -> str:
@@ -369,9 +393,10 @@ def _peer_ns(tag: str) -> str:
     sh(f"ip netns add {ns}")
     _cleanup.append(lambda: subprocess.run(["ip", "netns", "del", ns], capture_output=True))
     sh("ip link add w0 type veth peer name w1", f"ip link set w1 netns {ns}",
-       f"ip addr add {UNDER}/24 dev w0", "ip link set w0 up",
-       f"ip -n {ns} addr add {PEER}/24 dev w1", f"ip -n {ns} link set w1 up", f"ip -n {ns} link set lo up")
-    assert route_dev(PEER) == "w0"  # the encrypted packets stay on our veth
+       f"ip addr add {UNDER}/24 dev w0", f"ip -6 addr add {UNDER6}/64 dev w0 nodad", "ip link set w0 up",
+       f"ip -n {ns} addr add {PEER}/24 dev w1", f"ip -n {ns} -6 addr add {PEER6}/64 dev w1 nodad",
+       f"ip -n {ns} link set w1 up", f"ip -n {ns} link set lo up")
+    assert route_dev(PEER) == "w0" and route_dev(PEER6) == "w0"  # the encrypted packets stay on our veth
     return ns
 
 
@@ -381,12 +406,14 @@ def p_wireguard():
     sh("ip link add wg0 type wireguard")  # Skip where the kernel has no WireGuard
     ns = _peer_ns("w")
     sh(f"ip -n {ns} link add wg1 type wireguard")
-    _wg("wg0", WG_HERE, 51820, WG_PEER, PEER, 51821, f"{OVER_PEER}/32")
+    _wg("wg0", WG_HERE, 51820, WG_PEER, PEER, 51821, [f"{OVER_PEER}/32", f"{OVER_PEER6}/128"])
     with _in_netns(ns):
-        _wg("wg1", WG_PEER, 51821, WG_HERE, UNDER, 51820, f"{OVER}/32")
-    sh(f"ip addr add {OVER}/24 dev wg0", "ip link set wg0 up",
-       f"ip -n {ns} addr add {OVER_PEER}/24 dev wg1", f"ip -n {ns} link set wg1 up")
+        _wg("wg1", WG_PEER, 51821, WG_HERE, UNDER, 51820, [f"{OVER}/32", f"{OVER6}/128"])
+    sh(f"ip addr add {OVER}/24 dev wg0", f"ip -6 addr add {OVER6}/64 dev wg0 nodad", "ip link set wg0 up",
+       f"ip -n {ns} addr add {OVER_PEER}/24 dev wg1", f"ip -n {ns} -6 addr add {OVER_PEER6}/64 dev wg1 nodad",
+       f"ip -n {ns} link set wg1 up")
     _listen_in(ns, OVER_PEER)
+    _listen_in(ns, OVER_PEER6)
     # The handshake, before the cell: WireGuard holds packets until it is done.
     deadline = time.monotonic() + 20
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -398,7 +425,7 @@ def p_wireguard():
                 break
             assert time.monotonic() < deadline, "no WireGuard handshake with the peer namespace"
             time.sleep(0.2)
-    return Setup(OVER_PEER, "wg0", tcp=True)
+    return Setup(OVER_PEER, "wg0", dst6=OVER_PEER6, tcp=True)
 
 
 def p_tc_mirred():
@@ -413,6 +440,7 @@ REDIRECT = r"""
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
 #include <uapi/linux/pkt_cls.h>
 
 BPF_ARRAY(redir, u32, 2); /* [0]: the device to redirect to; [1]: 1 = turn around, into this host */
@@ -424,20 +452,37 @@ int redirect(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *ip = data + sizeof(*eth);
+	struct ipv6hdr *ip6 = data + sizeof(*eth);
 	unsigned char mac[ETH_ALEN];
+	struct in6_addr addr6;
 	__be32 addr;
 
-	if (!ifindex || !back || (void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) ||
-	    ip->protocol != 17)
+	if (!ifindex || !back || (void *)(eth + 1) > end)
 		return TC_ACT_OK;
-	if (!*back)
-		return bpf_redirect(*ifindex, 0);
+	/* UDP over IPv4, or over IPv6 without extension headers; turned around: the addresses
+	   swapped (the checksums stay right) */
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		if ((void *)(ip + 1) > end || ip->protocol != 17)
+			return TC_ACT_OK;
+		if (!*back)
+			return bpf_redirect(*ifindex, 0);
+		addr = ip->daddr;
+		ip->daddr = ip->saddr;
+		ip->saddr = addr;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		if ((void *)(ip6 + 1) > end || ip6->nexthdr != 17)
+			return TC_ACT_OK;
+		if (!*back)
+			return bpf_redirect(*ifindex, 0);
+		__builtin_memcpy(&addr6, &ip6->daddr, sizeof(addr6));
+		__builtin_memcpy(&ip6->daddr, &ip6->saddr, sizeof(addr6));
+		__builtin_memcpy(&ip6->saddr, &addr6, sizeof(addr6));
+	} else {
+		return TC_ACT_OK;
+	}
 	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
-	addr = ip->daddr; /* swapped: the checksums stay right */
-	ip->daddr = ip->saddr;
-	ip->saddr = addr;
 	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
 }
 """
@@ -445,7 +490,7 @@ _redirect = []  # the compiled program, once per test process
 
 
 def _bpf_redirect(dev: str, to: str | None) -> None:
-    """A tc BPF program on `dev`'s egress (clsact): bpf_redirect of every UDP packet to `to`'s
+    """A tc BPF program on `dev`'s egress (clsact): bpf_redirect of every UDP packet (IPv4, IPv6) to `to`'s
     egress, or (to None) turned around into this host's stack through `dev`'s ingress."""
     from bcc import BPF
     from pyroute2 import IPRoute
@@ -469,13 +514,13 @@ def p_bpf_redirect():
     dummy("d0")
     dummy("d1", None)
     _bpf_redirect("d0", "d1")
-    return Setup(PEER, "d0")
+    return Setup(PEER, "d0", dst6=PEER6)
 
 
 def p_bpf_redirect_back():
     dummy("d0")
     _bpf_redirect("d0", None)
-    return Setup(PEER, "d0")
+    return Setup(PEER, "d0", dst6=PEER6)
 
 
 def p_packet_tap():
@@ -544,6 +589,7 @@ PATHS = {
     "gre": (p_gre, None),
     "gretap": (p_gretap, None),
     "ipip": (p_ipip, None),
+    "sit": (p_sit, None),
     "esp-transport": (p_esp_transport, "ipsec_no_esp_offload"),
     "esp-tunnel": (p_esp_tunnel, "ipsec_no_esp_offload"),
     "macsec": (p_macsec, "no_csum_offload"),
@@ -568,11 +614,19 @@ NO_REPORT = ("dummy", "esp-transport", "vlan")
 # when the COPIED notification arrives is `unknown` there (docs/reasons.md), never a guess; a
 # redirect into this host's stack is local delivery seen on the receive path.
 TRACEPOINT = {"wireguard": "unknown", "bpf-redirect-back": "local_delivery",
-              ("esp-transport", "tcp"): "unknown", ("esp-tunnel", "tcp"): "unknown"}
+              ("esp-transport", "tcp"): "unknown", ("esp-tunnel", "tcp"): "unknown",
+              ("esp-transport", "udp", "ipv6"): "unknown", ("esp-tunnel", "udp", "ipv6"): "unknown"}
 # Paths whose TCP sends are copied for another reason than their UDP sends: TCP over ESP is
 # zero-copy at send (sk_setup_caps keeps NETIF_F_SG on an xfrm route), then xfrm_output
 # checksums it in software before ESP encrypts (skb_checksum_help linearizes the frags).
 TCP_REASONS = {"esp-transport": "software_crypto", "esp-tunnel": "software_crypto"}
+# Paths whose UDP sends over IPv6 are copied for another reason than over IPv4: UDP over ESP.
+# __ip_append_data gives up CHECKSUM_PARTIAL (so zerocopy) on an xfrm route without
+# NETIF_F_HW_ESP_TX_CSUM (exthdrlen); __ip6_append_data has no such condition (ESP adds no
+# rt6i_nfheader_len), so the IPv6 sends leave zero-copy and xfrm_output's software checksum
+# copies them, as TCP's (skb_checksum_help <- xfrm_output <- ip6_send_skb <- udp_v6_send_skb:
+# 6.12 and 6.1, 2026-12-07).
+UDP6_REASONS = {"esp-transport": "software_crypto", "esp-tunnel": "software_crypto"}
 # A second reason those TCP copies may take, with its own kernel evidence: a few skbs reach the
 # peer still holding their zerocopy frags (not pulled by xfrm_output's checksum) and the peer's
 # delivery copies them (skb_copy_ubufs <- __netif_receive_skb_core): 6 and 9 of 300
@@ -593,13 +647,18 @@ SOFTWARE_GSO = ("wireguard",)
 DELAYED = {"netem-10ms": 0.010}
 
 
-def expected_reason(path: str, tier: str, proto: str = "udp") -> str | None:
-    """The reason every copied request of `path` over `proto` gets on `tier` (None: the kernel
-    sends zero-copy)."""
-    reason = TCP_REASONS.get(path, PATHS[path][1]) if proto == "tcp" else PATHS[path][1]
+def expected_reason(path: str, tier: str, proto: str = "udp", family: str = "ipv4") -> str | None:
+    """The reason every copied request of `path` over `proto` and `family` gets on `tier` (None:
+    the kernel sends zero-copy)."""
+    if proto == "tcp":
+        reason = TCP_REASONS.get(path, PATHS[path][1])
+    elif family == "ipv6":
+        reason = UDP6_REASONS.get(path, PATHS[path][1])
+    else:
+        reason = PATHS[path][1]
     if tier != "tracepoint":
         return reason
-    return TRACEPOINT.get((path, proto), TRACEPOINT.get(path, reason))
+    return TRACEPOINT.get((path, proto, family), TRACEPOINT.get((path, proto), TRACEPOINT.get(path, reason)))
 
 
 ROWS: list[dict] = []
@@ -663,7 +722,8 @@ def _cell(tracer, path: str, api: str, endpoint: Endpoint, settings: dict, proto
     """One API's sends on an open path: its row (kernel verdicts, zctrace's, reasons, lost)."""
     report = api != "uring_zc_no_report"
     # a TCP peer answers: the workload's own target check would refuse the dummy target for TCP
-    target = f"{endpoint.addr[0]}:{PORT}" if proto == "tcp" else "dummy"
+    host = f"[{endpoint.addr[0]}]" if endpoint.family == socket.AF_INET6 else endpoint.addr[0]
+    target = f"{host}:{PORT}" if proto == "tcp" else "dummy"
     endpoint = Endpoint(target, endpoint.addr, endpoint.family, endpoint.ifname)
     spec = WorkloadSpec(**{"mode": "uring_zc" if api.startswith("uring") else "msg_zerocopy", "target": target,
                            "size": SIZE, "count": N, "report_usage": report, "proto": proto, **settings})
@@ -696,7 +756,7 @@ def _cell(tracer, path: str, api: str, endpoint: Endpoint, settings: dict, proto
 def check(row: dict) -> list[str]:
     """What is wrong with a cell's row (empty: it passes)."""
     k, t, reasons = row["kernel"], row["traced"], row["reasons"]
-    expected = expected_reason(row["path"], row["tier"], row["proto"])
+    expected = expected_reason(row["path"], row["tier"], row["proto"], row.get("family", "ipv4"))
     mixed = row["proto"] == "tcp" and row["path"] in MIXED_TCP
     # the application's ranges are not per request there; the tracepoint tier reads those ranges
     merged = mixed and row["api"] == "msg_zerocopy" and row["tier"] != "tracepoint"
@@ -770,9 +830,10 @@ def test_path(path_tracer, path):
             assert route_dev(endpoint.addr[0]) == setup.dev
             for api in apis:
                 rows.append(_cell(path_tracer, path, api, endpoint, setup.spec))
-        if setup.tcp:
-            for api in list(APIS) + (["msg_zerocopy_serial"] if path in MIXED_TCP else []):
-                rows.append(_cell(path_tracer, path, api, endpoints[0], setup.spec, "tcp"))
+        if setup.tcp:  # over each family the path carries
+            for endpoint in endpoints:
+                for api in list(APIS) + (["msg_zerocopy_serial"] if path in MIXED_TCP else []):
+                    rows.append(_cell(path_tracer, path, api, endpoint, setup.spec, "tcp"))
     ROWS.extend(rows)
     failures = {f"{r['api']}/{r['proto']}/{r['family']}": check(r) for r in rows}
     failures = {a: f for a, f in failures.items() if f}
