@@ -2,8 +2,9 @@
  * in zc_rings (struct zc_ring: counters per proto, socket, sampling, chain state), its failed
  * sends (zc_uring_failed: their notifications are no verdicts), and the send-time copy reason of
  * a notification no skb carried (zc_uring_send_copy). uring_send.bpf.c registers rings and counts
- * CQEs; uring_chain.bpf.h (uring_notif) gives verdicts into them. Included by uring_send.bpf.c
- * and uring_chain.bpf.h. */
+ * CQEs; uring_chain.bpf.h (uring_notif) gives verdicts into them; zc_kernel.bpf.c counts a ring's
+ * software-GSO copies (zc_ring_early before the ring is registered). Included by uring_send.bpf.c,
+ * uring_chain.bpf.h and zc_kernel.bpf.c. */
 #ifndef ZC_URING_RING_BPF_H
 #define ZC_URING_RING_BPF_H
 
@@ -14,6 +15,17 @@
 #define ZC_IORING_CQE_F_NOTIF (1U << 3)
 
 BPF_HASH(zc_rings, u64, struct zc_ring, 4096);
+
+/* Software-GSO copies (zc_kernel's skb_segment) of a ring not registered yet: a ring's first
+ * sends are transmitted, and may be segmented, before their CQEs register it (up to a batch of
+ * submissions). Taken into its entry when it is (zc_ring_take_early); a ring never registered (not
+ * traced) ages out, and io_uring_create forgets a reused address's. */
+struct zc_ring_early {
+	u64 copies;
+	u64 bytes;
+	u8 proto;
+};
+BPF_TABLE("lru_hash", u64, struct zc_ring_early, zc_ring_early, 1024);
 
 struct zc_ureq {
 	u64 ctx;
@@ -36,6 +48,18 @@ static __always_inline u64 *zc_ring_counters(struct zc_ring *ring, u8 proto)
 static __always_inline void zc_ring_add(struct zc_ring *ring, u8 proto, int counter, u64 n)
 {
 	__sync_fetch_and_add(&zc_ring_counters(ring, proto)[counter], n);
+}
+
+/* A ring just registered: the software-GSO copies of its sends from before (zc_ring_early). */
+static __always_inline void zc_ring_take_early(struct zc_ring *ring, u64 ctx)
+{
+	struct zc_ring_early *e = zc_ring_early.lookup(&ctx);
+
+	if (!e)
+		return;
+	zc_ring_add(ring, e->proto, ZC_SW_GSO_COPIES, e->copies);
+	zc_ring_add(ring, e->proto, ZC_SW_GSO_BYTES, e->bytes);
+	zc_ring_early.delete(&ctx);
 }
 
 /* True (and forgotten) if the notification (ctx, user_data) belongs to a failed send. */

@@ -74,7 +74,10 @@ static __always_inline struct zc_ring *zc_ring_get(u64 ctx, u64 bytes)
 	bpf_get_current_comm(&fresh->comm, sizeof(fresh->comm));
 	if (zc_rings.insert(&ctx, fresh))
 		zc_lose(ZC_ERR_RINGS_FULL, 1, bytes);
-	return zc_rings.lookup(&ctx);
+	ring = zc_rings.lookup(&ctx);
+	if (ring)
+		zc_ring_take_early(ring, ctx);
+	return ring;
 }
 
 /* The front of an io_kiocb, read with one bpf_probe_read_kernel per CQE: its file, opcode and CQE
@@ -311,5 +314,6 @@ TRACEPOINT_PROBE(io_uring, io_uring_create)
 			__sync_fetch_and_add(&s->c[i], old->c[p * ZC_NR_COUNTERS + i]);
 	}
 	zc_rings.delete(&ctx);
+	zc_ring_early.delete(&ctx); /* (a ring that never registered: nothing here is the new one's) */
 	return 0;
 }

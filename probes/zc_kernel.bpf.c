@@ -17,12 +17,14 @@
  * with no features at all) copies a GSO skb's payload into linear segments and frees the
  * original normally: the notification says zero-copy although the payload was copied. Its
  * program records the copy site with its stack (kernel event sw_gso_copy), but not as the
- * notification's late copy: the verdict stays the kernel's.
+ * notification's late copy: the verdict stays the kernel's. The copy is counted for its sender
+ * too (ZC_SW_GSO_COPIES/_BYTES of its process row or ring, zc_sw_gso_owner).
  */
 
 #include "kfunc.bpf.h"
 #include "kread.bpf.h"
 #include "maps.bpf.h"
+#include "uring_ring.bpf.h"
 
 #define ZC_CHECKSUM_PARTIAL 3
 
@@ -72,6 +74,44 @@ ZC_KFUNC1(skb_copy_ubufs, skb)
 	return 0;
 }
 
+/* The sender of a software-GSO copy of `bytes` of `skb`: a MSG_ZEROCOPY socket (the notification skb
+ * around the ubuf_info holds it, as in rx_evidence) or else an io_uring notification (its
+ * request's ring). Counted in that process's row; a copy of neither stays host-wide only. */
+static __always_inline void zc_sw_gso_owner(void *skb, u64 uarg, u64 bytes)
+{
+	u64 sk = 0, ctx = 0;
+
+	ZC_READ(sk, (void *)(uarg - ZC_OFF_sk_buff_cb), ZC_OFF_sk_buff_sk);
+	struct zc_sock *st = sk ? zc_socks.lookup(&sk) : 0;
+	if (st) {
+		struct zc_stats *s = zc_stats_get(st->tgid, ZC_API_MSG_ZEROCOPY, st->proto, 0);
+		zc_add(s, ZC_SW_GSO_COPIES, 1);
+		zc_add(s, ZC_SW_GSO_BYTES, bytes);
+		return;
+	}
+	ZC_READ(ctx, (void *)(uarg - ZC_OFF_io_notif_data_uarg - ZC_OFF_io_kiocb_cmd), ZC_OFF_io_kiocb_ctx);
+	if ((s64)ctx >= 0)
+		return; /* not a kernel address: not an io_uring request's either */
+	struct zc_ring *ring = zc_rings.lookup(&ctx);
+	if (ring) {
+		zc_ring_add(ring, ring->proto, ZC_SW_GSO_COPIES, 1);
+		zc_ring_add(ring, ring->proto, ZC_SW_GSO_BYTES, bytes);
+		return;
+	}
+	/* Not registered yet (its first sends' CQEs are not posted): kept in zc_ring_early, under
+	 * the protocol of the skb's socket, until its registration takes it (zc_ring_take_early). */
+	u16 ipproto = 0;
+	ZC_READ(sk, skb, ZC_OFF_sk_buff_sk);
+	if (sk)
+		ZC_READ(ipproto, (void *)sk, ZC_OFF_sock_sk_protocol);
+	struct zc_ring_early fresh = {.proto = zc_proto_of(ipproto)};
+	struct zc_ring_early *e = zc_ring_early.lookup_or_try_init(&ctx, &fresh);
+	if (e) {
+		__sync_fetch_and_add(&e->copies, 1);
+		__sync_fetch_and_add(&e->bytes, bytes);
+	}
+}
+
 /* A zerocopy skb with payload in frags segmented without SG: skb_segment copies that payload. */
 ZC_KFUNC2(skb_segment, skb, features)
 {
@@ -82,7 +122,8 @@ ZC_KFUNC2(skb_segment, skb, features)
 	if ((u64)features & (1ULL << ZC_NETIF_F_SG_BIT))
 		return 0; /* frags are referenced by the segments, not copied */
 	shinfo = zc_skb_shinfo(skb);
-	if (!zc_shinfo_uarg_flags(shinfo, &flags))
+	u64 uarg = zc_shinfo_uarg_flags(shinfo, &flags);
+	if (!uarg)
 		return 0;
 	ZC_READ(nr_frags, shinfo, ZC_OFF_skb_shared_info_nr_frags);
 	if (!nr_frags)
@@ -90,6 +131,7 @@ ZC_KFUNC2(skb_segment, skb, features)
 	ZC_READ(data_len, skb, ZC_OFF_sk_buff_data_len);
 	zc_copy_record(ctx, skb, 0, ZC_R_NONE);
 	zc_kevent(ZC_KEV_SW_GSO_COPY, data_len);
+	zc_sw_gso_owner(skb, uarg, data_len);
 	return 0;
 }
 

@@ -53,7 +53,12 @@ enum zc_counter {
 	ZC_SIZE_13 = 25,
 	ZC_SIZE_14 = 26,
 	ZC_SIZE_15 = 27,
-	ZC_NR_COUNTERS = 28,
+	/* fentry/kprobe: zerocopy skbs of these requests that skb_segment copied without
+	 * scatter-gather (software_gso), and their payload bytes; the requests keep the kernel's
+	 * verdict (zero-copy), these say what it does not see. */
+	ZC_SW_GSO_COPIES = 28,
+	ZC_SW_GSO_BYTES = 29,
+	ZC_NR_COUNTERS = 30,
 };
 #define ZC_NR_SIZES 16
 

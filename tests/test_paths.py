@@ -748,6 +748,8 @@ def _cell(tracer, path: str, api: str, endpoint: Endpoint, settings: dict, proto
             "errqueue_verdicts": snap.kevents.get("errqueue_verdict", (0, 0))[0],
             # zerocopy skbs segmented without SG: copied where the kernel says zero-copy
             "sw_gso_copies": snap.kevents.get("sw_gso_copy", (0, 0))[0],
+            # ...and those counted for this cell's flow (its only sender): every one of them
+            "sw_gso_counted": counts.sw_gso_copies,
             # the late copies' kernel stacks (innermost first, 8 frames): why a reason is off
             "stacks": {" <- ".join(c.stack[:8]): c.count for c in snap.copy_sites},
             "latency_p50": latency.quantile(0.5) if latency and latency.count else None}
@@ -796,6 +798,9 @@ def check(row: dict) -> list[str]:
                    f"(late copies: {row['stacks']})")
     if row.get("sw_gso_copies") and row["path"] not in SOFTWARE_GSO:
         bad.append(f"{row['sw_gso_copies']} zerocopy skbs segmented without scatter-gather (software_gso)")
+    elif row.get("sw_gso_copies", 0) != row.get("sw_gso_counted", 0):
+        bad.append(f"{row['sw_gso_copies']} skbs segmented without scatter-gather, "
+                   f"{row['sw_gso_counted']} of them counted for the sender")
     delay = DELAYED.get(row["path"])
     if delay and (row["latency_p50"] or 0) < delay:  # a bucket's upper bound: at least the delay
         bad.append(f"notification latency p50 {row['latency_p50']} s, the path holds skbs {delay} s")
@@ -930,4 +935,7 @@ def test_wireguard_copies_what_the_kernel_calls_zero_copy(path_tracer):
     assert hidden[0] > 0 and hidden[1] >= hidden[0] * 1000, hidden  # ...whose payload was copied
     assert sites and {c.caller for c in sites} == {"wg_xmit"}, rep.copy_sites
     assert sum(c.count for c in sites) == hidden[0]
-    assert "copied although the kernel says zero-copy" in render(rep)
+    assert (counts.sw_gso_copies, counts.sw_gso_bytes) == hidden  # all of them this process's
+    text = render(rep)
+    assert "copied although the kernel says zero-copy" in text
+    assert f"  pid {os.getpid()} " in text.split("copied although the kernel says zero-copy")[1], text

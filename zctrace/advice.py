@@ -158,6 +158,8 @@ class Advisor:
 
     def _always_copied(self, report: Report, proc: ProcessReport, flow: Flow) -> list[Advice]:
         c = flow.counts
+        if c.bytes and c.sw_gso_bytes >= ALWAYS_SHARE * c.bytes:
+            return [self._software_gso(flow)]
         always = {r: n for r, n in c.copied_reasons.items() if r in ALWAYS_COPIES}
         decided = c.zerocopied + c.copied
         if not always or sum(always.values()) < ALWAYS_SHARE * decided:
@@ -191,6 +193,21 @@ class Advisor:
                     f"nothing; send without zerocopy on this path. What it costs here was not measured"
                     + (f": run {command}" if targets else ""))
         return [Advice("always_copied", text, ev)]
+
+    def _software_gso(self, flow: Flow) -> Advice:
+        """Most of the flow's bytes copied by software segmentation: the kernel said zero-copy for
+        its requests, so their reasons do not show it (the flow's sw_gso counters do)."""
+        c = flow.counts
+        ev = {"api": flow.api, "proto": flow.proto, "reason": "software_gso", "copied": c.sw_gso_copies,
+              "copied_bytes": c.sw_gso_bytes, "bytes": c.bytes, "requests": c.zc_requests, **size_evidence(flow),
+              "cost": None, "not_measured": "zctrace bench has no target that copies for software_gso: "
+                                            "its cost is not measured"}
+        share = 100 * c.sw_gso_bytes / c.bytes
+        text = (f"{_bytes(c.sw_gso_bytes)} of the {_bytes(c.bytes)} this flow sent ({share:.0f} %) were copied "
+                f"by software segmentation without scatter-gather (software_gso) although the kernel reported "
+                f"its {flow.api} requests zero-copy: the attempt costs pinning and notifications for nothing "
+                f"on this path; send without zerocopy here, or use a path that keeps scatter-gather")
+        return Advice("always_copied", text, ev)
 
     # below_crossover / crossover_not_measured --------------------------------------------------
 

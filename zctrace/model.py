@@ -28,8 +28,9 @@ UNDECIDED = "undecided"
 NOT_ATTEMPTED_COUNTERS = {"na_so_zerocopy_unset": "so_zerocopy_unset", "na_enobufs_optmem": "enobufs_optmem",
                           "na_enobufs_memlock": "enobufs_memlock", "na_eopnotsupp": "eopnotsupp"}
 _SUMMED = ("zc_requests", "bytes", "zerocopied", "copied", "unknown", "undecided", "not_attempted",
-           "notifications", "unread", "pinned_bytes")
-_CUMULATIVE = ("zc_requests", "bytes", "zerocopied", "copied", "unknown", "not_attempted", "notifications")
+           "notifications", "unread", "pinned_bytes", "sw_gso_copies", "sw_gso_bytes")
+_CUMULATIVE = ("zc_requests", "bytes", "zerocopied", "copied", "unknown", "not_attempted", "notifications",
+               "sw_gso_copies", "sw_gso_bytes")
 FlowKey = tuple[int, str, str]  # (pid, api, proto)
 
 
@@ -80,6 +81,10 @@ class Counts:
     notifications: int = 0
     unread: int = 0  # fentry/kprobe: MSG_ZEROCOPY requests notified but not read by the application
     pinned_bytes: int = 0  # bytes of requests not completed yet (pages pinned): see pinned_bytes()
+    # fentry/kprobe: this flow's zerocopy skbs skb_segment copied without scatter-gather, and their
+    # payload bytes (software_gso: copies the kernel's verdict, zero-copy, does not count)
+    sw_gso_copies: int = 0
+    sw_gso_bytes: int = 0
 
     @classmethod
     def from_counters(cls, c: dict[str, int], kernel_verdicts: bool = False, pinned: int = 0) -> Counts:
@@ -92,7 +97,8 @@ class Counts:
                    not_attempted=sum(reasons.values()), not_attempted_reasons=reasons,
                    notifications=c["notifications"],
                    unread=max(0, decided - c["read_requests"]) if kernel_verdicts else 0,
-                   pinned_bytes=pinned)
+                   pinned_bytes=pinned, sw_gso_copies=c.get("sw_gso_copies", 0),
+                   sw_gso_bytes=c.get("sw_gso_bytes", 0))
 
     def add(self, other: Counts) -> None:
         for name in _SUMMED:

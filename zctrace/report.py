@@ -102,11 +102,7 @@ def render(report: Report, verbose: bool = False) -> str:
         for site in report.copy_sites:
             out.append(f"  {site.reason:<18} {site.count:>10} copies {human_bytes(site.bytes):>9}  "
                        + " <- ".join(site.stack))
-    hidden = report.kernel_events.get("sw_gso_copy")
-    if hidden:
-        out.append(f"copied although the kernel says zero-copy: {hidden.count} zerocopy packets "
-                   f"({human_bytes(hidden.bytes)}) segmented in software without scatter-gather (software_gso; "
-                   "their requests count as zero-copy, as the kernel's notifications say; --verbose: where)")
+    out += _software_gso(report)
     full = {k: v for k, v in report.lost.items() if not isinstance(v, SkippedRuns)}
     if full:
         out.append("lost (BPF maps full): " + ", ".join(
@@ -125,6 +121,25 @@ def text_stream(*outputs: str | None) -> TextIO:
     """Where a command's human text goes: stderr when one of its machine outputs (--json, --csv)
     is '-', so that stdout carries that output alone; else stdout."""
     return sys.stderr if "-" in outputs else sys.stdout
+
+
+def _software_gso(report: Report) -> list[str]:
+    """Copies the kernel's verdict does not count (kernel event sw_gso_copy), host-wide and by the
+    flows they were counted for (a copy of a sender the probes did not see stays host-wide)."""
+    hidden = report.kernel_events.get("sw_gso_copy")
+    if not hidden:
+        return []
+    out = [f"copied although the kernel says zero-copy: {hidden.count} zerocopy packets "
+           f"({human_bytes(hidden.bytes)}) segmented in software without scatter-gather (software_gso; "
+           "their requests count as zero-copy, as the kernel's notifications say; --verbose: where)"]
+    for p in report.processes:
+        for f in p.flows:
+            c = f.counts
+            if c.sw_gso_copies:
+                share = f", {100 * c.sw_gso_bytes / c.bytes:.0f} % of its bytes" if c.bytes else ""
+                out.append(f"  pid {p.pid} {p.comm} {f.api}/{f.proto}: {c.sw_gso_copies} packets "
+                           f"({human_bytes(c.sw_gso_bytes)}{share})")
+    return out
 
 
 def _skipped_runs(report: Report) -> list[str]:

@@ -176,6 +176,22 @@ def test_always_copied_not_measured_names_the_loopback_command(tmp_path):
     assert a.evidence["command"] == "zctrace bench --suite crossover --target loopback --proto udp"
 
 
+@pytest.mark.parametrize("api", ["msg_zerocopy", "io_uring"])
+def test_software_gso_copies_are_always_copied_although_the_kernel_says_zero_copy(tmp_path, api):
+    """Requests the kernel called zero-copy whose bytes software segmentation copied (WireGuard):
+    always_copied with reason software_gso, read from the flow's sw_gso counters; a flow where a
+    few skbs were so copied gets the size advice as before."""
+    save(tmp_path, "sink", SINK)
+    rep = advise(sender(65000, api=api, sw_gso_copies=2600, sw_gso_bytes=63_000_000), tmp_path, tier="fentry")
+    a = only(rep, "always_copied")
+    assert (a.evidence["reason"], a.evidence["copied_bytes"], a.evidence["bytes"]) == ("software_gso", 63_000_000,
+                                                                                      65_000_000)
+    assert a.evidence["cost"] is None and "97 %" in a.text and "software_gso" in a.text
+    assert codes(rep) == ["always_copied"]
+    few = advise(sender(65000, api=api, sw_gso_copies=3, sw_gso_bytes=190_000), tmp_path, tier="fentry")
+    assert "always_copied" not in codes(few)
+
+
 def test_a_copy_reason_of_the_sender_is_not_always_copied(tmp_path):
     assert "always_copied" not in codes(advise(sender(1000, copied_reason="tx_timestamp"), tmp_path))
 

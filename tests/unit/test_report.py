@@ -194,6 +194,39 @@ def test_copies_the_kernel_calls_zero_copy_have_their_line():
     assert rep.kernel_events["sw_gso_copy"] == model.KernelEvent(139, 2_608_704)
     assert ("copied although the kernel says zero-copy: 139 zerocopy packets (2.5 MiB) segmented in software "
             "without scatter-gather (software_gso") in report.render(rep)
+    assert "  pid " not in report.render(rep).split("copied although")[1].split("\n", 2)[1]
+
+
+def test_copies_the_kernel_calls_zero_copy_are_counted_for_their_sender():
+    """The probes count a software-GSO copy in its sender's row (MSG_ZEROCOPY) or ring (io_uring):
+    the flow carries it (report line, JSON, exporter series with the owner's labels), its
+    requests keep the kernel's verdict."""
+    from zctrace.exporter.families import software_gso
+    from zctrace.exporter.fold import Folder
+    maps = mixed(kernel=True)
+    maps.kevent("sw_gso_copy", 139, 2_608_704)
+    maps.stats(SENDER, "msg_zerocopy", "udp", comm="sender", cgroup=11, requests=10, bytes=10_000,
+               zerocopied=6, copied=3, notifications=5, read_requests=8, completed_bytes=9_000,
+               na_so_zerocopy_unset=4, sw_gso_copies=9, sw_gso_bytes=8_000)
+    maps.ring(SENDER, "tcp", comm="sender", cgroup=11, requests=8, bytes=32_000, zerocopied=2, unreported=5,
+              notifications=7, completed_bytes=28_000, sw_gso_copies=130, sw_gso_bytes=2_600_704)
+    rep = build(maps, "fentry")
+    flows = {(f.api, f.proto): f.counts for p in rep.processes for f in p.flows}
+    assert (flows["msg_zerocopy", "udp"].sw_gso_copies, flows["msg_zerocopy", "udp"].sw_gso_bytes) == (9, 8_000)
+    assert flows["msg_zerocopy", "udp"].zerocopied == 6  # the kernel's verdict stays
+    assert (flows["io_uring", "tcp"].sw_gso_copies, flows["io_uring", "tcp"].sw_gso_bytes) == (130, 2_600_704)
+    assert (rep.totals.sw_gso_copies, rep.totals.sw_gso_bytes) == (139, 2_608_704)
+    doc = rep.to_json()
+    assert doc["totals"]["sw_gso_bytes"] == 2_608_704
+    text = report.render(rep)
+    assert f"  pid {SENDER} sender msg_zerocopy/udp: 9 packets (7.8 KiB, 80 % of its bytes)" in text
+    assert f"  pid {SENDER} sender io_uring/tcp: 130 packets (2.5 MiB" in text
+    from zctrace.exporter.families import flow_rows
+    folder = Folder(top=10)
+    folder.update(flow_rows(rep))  # a new series shows 0 once (rate() sees its first increase)
+    fam = software_gso(folder.update(flow_rows(rep)), [])
+    got = {(s.labels["api"], s.labels["proto"]): s.value for s in fam.samples if s.name.endswith("_total")}
+    assert {k: v for k, v in got.items() if v} == {("msg_zerocopy", "udp"): 8_000, ("io_uring", "tcp"): 2_600_704}
 
 
 def test_no_skipped_run_is_no_lost_cause():

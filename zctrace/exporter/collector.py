@@ -28,7 +28,7 @@ from ..probes import AttachStatus, Session, load_manifest
 from .. import bpfinfo
 from .families import (KERNEL_EVENTS, advice as advice_gauge, advice_by_owner, copy_fallbacks, flow_gauge, flow_rows, kernel_events, late_copies,
                        lost_events, not_attempted, notification_latency, notifications, pinned, receive_rows,
-                       requests, sent_bytes, undecided, unreaped_cqes, zerocopy_receive)
+                       requests, sent_bytes, software_gso, undecided, unreaped_cqes, zerocopy_receive)
 from .fold import Debut, Folder, Owner
 from .ratelog import RateLimitedLog
 
@@ -213,7 +213,8 @@ class ZctraceCollector(Collector):
             parts = {
                 "requests": lambda: [requests(folded, labels), not_attempted(folded, labels),
                                      sent_bytes(folded, labels), notifications(folded, labels),
-                                     copy_fallbacks(folded, labels)],
+                                     copy_fallbacks(folded, labels)]
+                                    + ([software_gso(folded, labels)] if self.session.tier != "tracepoint" else []),
                 "undecided": lambda: [gauge(undecided(labels), lambda c: c.undecided)],
                 "pinned": lambda: [gauge(pinned(labels), lambda c: c.pinned_bytes)],
                 "io_uring_cqes": lambda: unreaped_cqes(  # its own /proc walk: failing, it loses only itself

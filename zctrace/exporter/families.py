@@ -94,6 +94,18 @@ def copy_fallbacks(folded: Folded, labels: list[str]) -> Metric:
     return fam
 
 
+def software_gso(folded: Folded, labels: list[str]) -> Metric:
+    fam = CounterMetricFamily(
+        "zctrace_software_gso_copied_bytes",
+        "Payload bytes of zerocopy sends that skb_segment copied without scatter-gather (software_gso: "
+        "WireGuard, a device without SG after GSO; fentry/kprobe tiers): their requests count as "
+        "zerocopied, as the kernel's notifications say, but the pages were copied.",
+        labels=["api", "proto"] + labels)
+    for owner, api, proto, c in _each(folded):
+        fam.add_metric([api, proto] + _process_values(owner, labels), Counts.from_cumulative(c).sw_gso_bytes)
+    return fam
+
+
 def undecided(labels: list[str]) -> GaugeMetricFamily:
     return GaugeMetricFamily("zctrace_zerocopy_undecided_requests",
                              "Zerocopy requests without a verdict yet: completions in flight, or (tracepoint "
