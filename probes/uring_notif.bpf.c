@@ -133,9 +133,12 @@ static __always_inline void zc_nd_verdict(struct zc_walk *w, u64 nd)
 		w->ring = zc_rings.lookup(&ctx);
 	}
 	struct zc_ring *ring = w->ring;
-	if (ring && ring->failed)
+	if (!ring)
+		return;
+	if (ring->failed || ring->sample_ts)
 		ZC_READ(user_data, (void *)req, ZC_OFF_io_kiocb_cqe_user_data);
-	if (!ring || zc_uring_take_failed(ring, ctx, user_data))
+	zc_ring_notified(ring, user_data); /* (ZC_NOTIF_COUNTED_AT_COMPLETION: here, not at its CQE) */
+	if (zc_uring_take_failed(ring, ctx, user_data))
 		return;
 	u8 proto = ring->proto;
 	if (flags == ZC_ND_USED) {

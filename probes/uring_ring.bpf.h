@@ -16,6 +16,15 @@
 
 BPF_HASH(zc_rings, u64, struct zc_ring, 4096);
 
+/* fentry/kprobe with uring_notif compiled in: a notification is counted (with the bytes it
+ * releases and its latency sample) where uring_notif gives its verdict, which has the ring's
+ * entry at hand; its CQE program then leaves after the CQE's flags (one program's work less
+ * per request). The tracepoint tier counts it at its CQE. (If io_notif_tw_complete does not
+ * attach, notifications go uncounted with their verdicts: the attach point's status says so.) */
+#if defined(ZC_PROG_URING_NOTIF) && !defined(ZC_TIER_TRACEPOINT)
+#define ZC_NOTIF_COUNTED_AT_COMPLETION 1
+#endif
+
 /* Software-GSO copies (zc_kernel's skb_segment) of a ring not registered yet: a ring's first
  * sends are transmitted, and may be segmented, before their CQEs register it (up to a batch of
  * submissions). Taken into its entry when it is (zc_ring_take_early); a ring never registered (not
@@ -48,6 +57,32 @@ static __always_inline u64 *zc_ring_counters(struct zc_ring *ring, u8 proto)
 static __always_inline void zc_ring_add(struct zc_ring *ring, u8 proto, int counter, u64 n)
 {
 	__sync_fetch_and_add(&zc_ring_counters(ring, proto)[counter], n);
+}
+
+/* The bytes a notification releases: the average of the sends of the ring's protocol still
+ * waiting for theirs (exact for sends of one size; the last one takes what is left). Read off
+ * the counters: a successful send always has a notification to follow. */
+static __always_inline u64 zc_uring_released(struct zc_ring *ring, u8 proto)
+{
+	u64 *c = zc_ring_counters(ring, proto);
+	u64 waiting = c[ZC_REQUESTS] + ring->failed_notified - c[ZC_NOTIFICATIONS];
+	u64 bytes = c[ZC_BYTES] - c[ZC_COMPLETED_BYTES];
+
+	if ((s64)waiting <= 0 || (s64)bytes <= 0)
+		return 0;
+	return waiting > 1 ? bytes / waiting : bytes;
+}
+
+/* A notification of `ring` (its request's user_data): counted with the bytes it releases, and
+ * the end of the ring's timed send if it is that one's. */
+static __always_inline void zc_ring_notified(struct zc_ring *ring, u64 user_data)
+{
+	u8 proto = ring->proto;
+
+	zc_ring_add(ring, proto, ZC_COMPLETED_BYTES, zc_uring_released(ring, proto));
+	zc_ring_add(ring, proto, ZC_NOTIFICATIONS, 1);
+	if (ring->sample_ts && ring->sample_id == user_data)
+		zc_sample_done(ZC_API_IO_URING, &ring->sample_ts);
 }
 
 /* A ring just registered: the software-GSO copies of its sends from before (zc_ring_early). */

@@ -4,7 +4,9 @@
  * notification follows (IORING_CQE_F_MORE); its verdict comes with the notification CQE
  * (IORING_CQE_F_NOTIF). On the tracepoint tier that verdict exists only when the application
  * asked for IORING_SEND_ZC_REPORT_USAGE (bit 31 of res = copied); without it the notification
- * is counted `unreported`. The fentry/kprobe tiers take verdicts from uring_notif instead.
+ * is counted `unreported`. The fentry/kprobe tiers take verdicts from uring_notif instead, and
+ * count the notification there too (ZC_NOTIF_COUNTED_AT_COMPLETION): their notification CQE
+ * leaves after its flags, reading nothing while no chain waits for the walker.
  *
  * Hot path: io_uring_complete runs for every CQE of every ring on the machine, so it is a raw
  * tracepoint (no trace record is built), leaves a CQE that is neither a send with a
@@ -37,20 +39,6 @@ BPF_PERCPU_ARRAY(zc_ring_scratch, struct zc_ring, 1);
 static __always_inline void zc_ring_count(struct zc_ring *ring, u8 proto, int counter, u64 n)
 {
 	zc_ring_counters(ring, proto)[counter] += n;
-}
-
-/* The bytes a notification releases: the average of the sends of the ring's protocol still
- * waiting for theirs (exact for sends of one size; the last one takes what is left). Read off
- * the counters: a successful send always has a notification to follow. */
-static __always_inline u64 zc_uring_released(struct zc_ring *ring, u8 proto)
-{
-	u64 *c = zc_ring_counters(ring, proto);
-	u64 waiting = c[ZC_REQUESTS] + ring->failed_notified - c[ZC_NOTIFICATIONS];
-	u64 bytes = c[ZC_BYTES] - c[ZC_COMPLETED_BYTES];
-
-	if ((s64)waiting <= 0 || (s64)bytes <= 0)
-		return 0;
-	return waiting > 1 ? bytes / waiting : bytes;
 }
 
 /* The ring's entry, registered at a zerocopy send CQE (of `bytes`) by the process that sent it. */
@@ -134,10 +122,7 @@ static __always_inline int zc_uring_notif(u64 ctx, void *req, struct zc_req_head
 	if (!ring)
 		return 0;
 	u8 proto = ring->proto;
-	zc_ring_count(ring, proto, ZC_COMPLETED_BYTES, zc_uring_released(ring, proto));
-	zc_ring_count(ring, proto, ZC_NOTIFICATIONS, 1);
-	if (ring->sample_ts && ring->sample_id == user_data)
-		zc_sample_done(ZC_API_IO_URING, &ring->sample_ts);
+	zc_ring_notified(ring, user_data);
 #ifdef ZC_TIER_TRACEPOINT
 	u8 report = 0;
 	if (zc_uring_take_failed(ring, ctx, user_data))
@@ -244,6 +229,17 @@ RAW_TRACEPOINT_PROBE(io_uring_complete)
 #ifndef ZC_URING_COMPLETE_CQE
 	if (!((u32)ctx->args[4] & (ZC_IORING_CQE_F_NOTIF | ZC_IORING_CQE_F_MORE)) && (s32)ctx->args[3] >= 0)
 		return 0; /* the flags are an argument: leave before reading anything */
+#ifdef ZC_NOTIF_COUNTED_AT_COMPLETION
+	if ((u32)ctx->args[4] & ZC_IORING_CQE_F_NOTIF) { /* counted by uring_notif: nothing to read */
+#ifdef ZC_CHAIN_WALKER
+		if (zc_chain_waits(ctx->args[0], (u32)ctx->args[4])) {
+			zc_chain_walker_raw.call(ctx, 0);
+			zc_lose(ZC_ERR_NOTIFS_FULL, 0, 0);
+		}
+#endif
+		return 0;
+	}
+#endif
 #endif
 	bpf_probe_read_kernel(&h, sizeof(h), req);
 	u64 user_data = ZC_HEAD(&h, u64, ZC_OFF_io_kiocb_cqe_user_data);
@@ -252,7 +248,9 @@ RAW_TRACEPOINT_PROBE(io_uring_complete)
 	u8 opcode = ZC_HEAD(&h, u8, ZC_OFF_io_kiocb_opcode);
 
 	if (cflags & ZC_IORING_CQE_F_NOTIF) {
+#ifndef ZC_NOTIF_COUNTED_AT_COMPLETION
 		zc_uring_notif(ctx->args[0], req, &h, user_data, res);
+#endif
 #ifdef ZC_CHAIN_WALKER
 		if (zc_chain_waits(ctx->args[0], cflags)) {
 			zc_chain_walker_raw.call(ctx, 0);
@@ -273,7 +271,9 @@ RAW_TRACEPOINT_PROBE(io_uring_complete)
 TRACEPOINT_PROBE(io_uring, io_uring_cqe_overflow)
 {
 	if (args->cflags & ZC_IORING_CQE_F_NOTIF) {
+#ifndef ZC_NOTIF_COUNTED_AT_COMPLETION
 		zc_uring_notif((u64)args->ctx, 0, 0, args->user_data, args->res);
+#endif
 #ifdef ZC_CHAIN_WALKER
 		if (zc_chain_waits((u64)args->ctx, args->cflags)) {
 			zc_chain_walker_tp.call(args, 0);
