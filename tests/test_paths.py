@@ -7,8 +7,8 @@ joins it for the cell, so every device, route, xfrm state and qdisc goes with it
 devices that really transmit and free: the real transmit path (qdisc, driver xmit, packet
 taps, encapsulation, encryption) runs. Paths: a dummy baseline; VLAN; macvlan; ipvlan; bond
 (active-backup, balance-xor) of two dummies; VXLAN and Geneve over a dummy underlay; GRE,
-gretap, ipip, sit; ESP transport and tunnel mode (`ip xfrm`, fixed key) to a peer namespace over
-a veth pair; MACsec; a bridge to a container veth (delivery in another namespace); a tc mirred
+gretap, ipip, sit; ip6gre and ip6tnl (mode any) over an IPv6 dummy underlay; ESP transport and
+tunnel mode (`ip xfrm`, fixed key) to a peer namespace over a veth pair; MACsec; a bridge to a container veth (delivery in another namespace); a tc mirred
 redirect to another dummy; a tc BPF program's bpf_redirect to another dummy, and one that turns
 the packets around into this host (a copy the fentry/kprobe tiers name bpf_redirect); an
 AF_PACKET ETH_P_ALL socket on the transmitting dummy; scatter-gather off and TX checksum off
@@ -18,11 +18,12 @@ cell); UDP GSO (UDP_SEGMENT) sends.
 
 For each path: MSG_ZEROCOPY and io_uring SEND_ZC with REPORT_USAGE (and without it on a few),
 N requests of UDP over IPv4, and over IPv6 on every path but ipip (IPv4 only; sit carries
-IPv6 in IPv4); TCP over both where a peer answers (the container veth, ESP, WireGuard). One tracer per tier (module
-scope: bcc compiles are slow under TCG), each cell counted by this process's own rows after a
-clear.
-Each cell asserts: the destination routes through a device the path created (never eth0); the
-kernel gave a verdict for every request; zctrace's zerocopied/copied counts equal the kernel's
+IPv6 in IPv4; ip6gre and ip6tnl carry both over IPv6); TCP over both where a peer answers (the
+container veth, ESP, WireGuard). One tracer per tier (module scope: bcc compiles are slow under
+TCG), each cell counted by this process's own rows after a clear.
+Each cell asserts: the destination routes through a device the path created (never eth0), and a
+tunnel's underlay far end through its dummy; the kernel gave a verdict for every request;
+zctrace's zerocopied/copied counts equal the kernel's
 (MSG_ZEROCOPY over TCP where fates mix: totals, see MIXED_TCP); nothing was lost; every copied
 request has the path's expected reason (never `other`, and `unknown` only on the tracepoint tier
 where it has no evidence).
@@ -148,6 +149,7 @@ class Setup:
     dst6: str | None = None  # where IPv6 sends go, on paths that also run IPv6
     tcp: bool = False  # a peer answers at dst (and dst6): TCP cells too
     spec: dict = field(default_factory=dict)  # the sends' own settings (WorkloadSpec fields)
+    under: str | None = None  # a tunnel's underlay far end, which must route out of d0
 
 
 # --- the paths: each sets up inside the cell's namespace and returns its Setup ---------------
@@ -209,16 +211,21 @@ def p_geneve():
     return Setup(OVER_PEER, "gn0", dst6=OVER_PEER6)
 
 
-def _l3_tunnel(kind: str, name: str, *, ipv6: bool = False, mode: str = ""):
-    """An L3 tunnel over the dummy underlay (IPv4, UNDER to PEER), OVER on it; with `ipv6`, OVER6
-    too: the tunnel carries IPv6 inner packets (GRE: any protocol; sit: IPv6-in-IPv4)."""
+def _l3_tunnel(kind: str, name: str, *, ipv6: bool = False, mode: str = "", underlay6: bool = False):
+    """An L3 tunnel over the dummy underlay (IPv4, UNDER to PEER; with `underlay6`, IPv6, UNDER6
+    to PEER6: PEER6 on-link in UNDER6's /64 on d0), OVER on it; with `ipv6`, OVER6 too: the
+    tunnel carries IPv6 inner packets (GRE: any protocol; sit: IPv6-in-IPv4; ip6tnl mode any:
+    both in IPv6)."""
     dummy("d0")
-    sh(f"ip link add {name} type {kind} {mode} remote {PEER} local {UNDER} dev d0".replace("  ", " "),
+    local, remote = (UNDER6, PEER6) if underlay6 else (UNDER, PEER)
+    # never out of a device this test did not create: the underlay's far end is on d0
+    assert route_dev(remote) == "d0"
+    sh(f"ip link add {name} type {kind} {mode} remote {remote} local {local} dev d0".replace("  ", " "),
        f"ip addr add {OVER}/24 dev {name}")
     if ipv6:
         sh(f"ip -6 addr add {OVER6}/64 dev {name} nodad")
     sh(f"ip link set {name} up")
-    return Setup(OVER_PEER, name, dst6=OVER_PEER6 if ipv6 else None)
+    return Setup(OVER_PEER, name, dst6=OVER_PEER6 if ipv6 else None, under=remote)
 
 
 def p_gre():
@@ -233,6 +240,16 @@ def p_ipip():
 def p_sit():
     """sit (IPv6-in-IPv4; mode any carries IPv4-in-IPv4 too) over the same dummy underlay."""
     return _l3_tunnel("sit", "sit1", ipv6=True, mode="mode any")
+
+
+def p_ip6gre():
+    """GRE over an IPv6 underlay (UNDER6 to PEER6 on the dummy), carrying IPv4 and IPv6."""
+    return _l3_tunnel("ip6gre", "ip6gre1", ipv6=True, underlay6=True)
+
+
+def p_ip6tnl():
+    """ip6tnl mode any (IPv4-in-IPv6 and IPv6-in-IPv6) over the same IPv6 dummy underlay."""
+    return _l3_tunnel("ip6tnl", "ip6tnl1", ipv6=True, mode="mode any", underlay6=True)
 
 
 def p_gretap():
@@ -590,6 +607,8 @@ PATHS = {
     "gretap": (p_gretap, None),
     "ipip": (p_ipip, None),
     "sit": (p_sit, None),
+    "ip6gre": (p_ip6gre, None),
+    "ip6tnl": (p_ip6tnl, None),
     "esp-transport": (p_esp_transport, "ipsec_no_esp_offload"),
     "esp-tunnel": (p_esp_tunnel, "ipsec_no_esp_offload"),
     "macsec": (p_macsec, "no_csum_offload"),
@@ -831,6 +850,8 @@ def test_path(path_tracer, path):
         endpoints = [Endpoint("dummy", (setup.dst, PORT), socket.AF_INET, setup.dev)]
         if setup.dst6:
             endpoints.append(Endpoint("dummy", (setup.dst6, PORT), socket.AF_INET6, setup.dev))
+        if setup.under:  # the tunnel's own packets too
+            assert route_dev(setup.under) == "d0"
         for endpoint in endpoints:  # never out of a device this test did not create
             assert route_dev(endpoint.addr[0]) == setup.dev
             for api in apis:
