@@ -686,10 +686,8 @@ ROWS: list[dict] = []
 @pytest.fixture(scope="module", params=[pytest.param("fentry", id="fentry"),
                                         pytest.param("kprobe", id="kprobe"),
                                         pytest.param("tracepoint", id="tracepoint-vm")])
-def path_tracer(request):
-    from zctrace.btf import Btf
-    from zctrace.probes import Session
-    with Session.open(request.param, Btf.load(), pids=[os.getpid()]) as session:
+def path_tracer(request, tier_sessions):
+    with tier_sessions.attached(request.param) as session:
         yield session
 
 

@@ -39,6 +39,27 @@ def test_every_probe_of_the_tier_attaches(tracer):
     assert [s for s in tracer.statuses if not s.attached] == []
 
 
+def test_a_detached_session_counts_nothing_and_counts_again_reattached(tracer):
+    """The tests' TierSessions keep one compiled session per tier and detach it between modules:
+    detached, nothing of a send reaches its maps; attached again, every program is back and the
+    verdicts are exact."""
+    modes = ("msg_zerocopy", "uring_zc")
+    attached = sorted((s.program, s.target) for s in tracer.statuses if s.attached)
+    tracer.detach()
+    try:
+        assert tracer.statuses == []
+        for mode in modes:
+            c = cell(tracer, mode=mode, target="sink", size=1000)
+            assert c.kernel["zerocopied"] == N
+            assert c.tracer_counts.zc_requests == 0, (mode, c.traced)
+    finally:
+        tracer.reattach()
+    assert sorted((s.program, s.target) for s in tracer.statuses if s.attached) == attached
+    for mode in modes:
+        c = cell(tracer, mode=mode, target="sink", size=1000)
+        assert c.matches and c.tracer_counts.zerocopied == N, (mode, c.traced, c.kernel)
+
+
 def test_runs_the_kernel_skipped_are_read_from_every_loaded_program(tracer):
     """recursion_misses of each loaded program, read from the kernel (BPF_OBJ_GET_INFO_BY_FD) by
     snapshot.take: every program is there by its event, and the lost cause `recursion_misses`

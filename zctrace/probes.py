@@ -344,6 +344,33 @@ class Session:
             self.statuses.append(AttachStatus(prog.name, target, False, str(e).splitlines()[0][:200],
                                               fn_name, variant_of))
 
+    def detach(self) -> None:
+        """Every attached program detached, kept loaded with its maps and its tail-call links:
+        `reattach` puts them back without compiling again (the tests keep one session per tier
+        and attach the tier they run)."""
+        b = self.bpf
+        with interrupts.deferred():
+            for s in self.statuses:
+                if not s.attached:
+                    continue
+                if s.fn_name.startswith("tracepoint__"):
+                    b.detach_tracepoint(tp=s.target)
+                elif s.fn_name.startswith("raw_tracepoint__"):
+                    b.detach_raw_tracepoint(tp=s.target)
+                elif s.fn_name.startswith("kfunc__"):
+                    b.detach_kfunc(fn_name=s.fn_name)
+                elif s.fn_name.startswith("kprobe__"):
+                    b.detach_kprobe(event=s.target, fn_name=s.fn_name)
+                # else a tail-call target, in its program array: it runs only when called
+            self.statuses = []
+
+    def reattach(self) -> None:
+        """What `detach` took off, attached again (the statuses are this attach's)."""
+        if self.statuses:
+            raise ZctraceError("the session is attached")
+        with interrupts.deferred():
+            self._attach()
+
     def add_pid(self, pid: int) -> None:
         targets = self.bpf[maps.TARGETS.key]
         targets[targets.Key(pid)] = targets.Leaf(1)
