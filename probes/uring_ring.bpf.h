@@ -29,12 +29,14 @@ BPF_HASH(zc_rings, u64, struct zc_ring, 4096);
  * sends are transmitted, and may be segmented, before their CQEs register it (up to a batch of
  * submissions). Taken into its entry when it is (zc_ring_take_early); a ring never registered (not
  * traced) ages out, and io_uring_create forgets a reused address's. */
+#ifdef ZC_PROG_ZC_KERNEL /* only zc_kernel (fentry/kprobe) fills it */
 struct zc_ring_early {
 	u64 copies;
 	u64 bytes;
 	u8 proto;
 };
 BPF_TABLE("lru_hash", u64, struct zc_ring_early, zc_ring_early, 1024);
+#endif
 
 struct zc_ureq {
 	u64 ctx;
@@ -88,6 +90,7 @@ static __always_inline void zc_ring_notified(struct zc_ring *ring, u64 user_data
 /* A ring just registered: the software-GSO copies of its sends from before (zc_ring_early). */
 static __always_inline void zc_ring_take_early(struct zc_ring *ring, u64 ctx)
 {
+#ifdef ZC_PROG_ZC_KERNEL
 	struct zc_ring_early *e = zc_ring_early.lookup(&ctx);
 
 	if (!e)
@@ -95,6 +98,16 @@ static __always_inline void zc_ring_take_early(struct zc_ring *ring, u64 ctx)
 	zc_ring_add(ring, e->proto, ZC_SW_GSO_COPIES, e->copies);
 	zc_ring_add(ring, e->proto, ZC_SW_GSO_BYTES, e->bytes);
 	zc_ring_early.delete(&ctx);
+#endif
+}
+
+/* A ring's address free again (io_uring_create): a ring that never registered leaves nothing
+ * in zc_ring_early for the new one. */
+static __always_inline void zc_ring_forget_early(u64 ctx)
+{
+#ifdef ZC_PROG_ZC_KERNEL
+	zc_ring_early.delete(&ctx);
+#endif
 }
 
 /* True (and forgotten) if the notification (ctx, user_data) belongs to a failed send. */

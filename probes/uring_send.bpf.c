@@ -314,6 +314,6 @@ TRACEPOINT_PROBE(io_uring, io_uring_create)
 			__sync_fetch_and_add(&s->c[i], old->c[p * ZC_NR_COUNTERS + i]);
 	}
 	zc_rings.delete(&ctx);
-	zc_ring_early.delete(&ctx); /* (a ring that never registered: nothing here is the new one's) */
+	zc_ring_forget_early(ctx);
 	return 0;
 }

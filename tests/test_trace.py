@@ -60,6 +60,17 @@ def test_a_detached_session_counts_nothing_and_counts_again_reattached(tracer):
         assert c.matches and c.tracer_counts.zerocopied == N, (mode, c.traced, c.kernel)
 
 
+def test_early_ring_copies_are_kept_only_where_something_fills_them(tracer):
+    """zc_ring_early holds software-GSO copies of rings not registered yet, filled by zc_kernel
+    (fentry/kprobe) alone: another tier neither loads it nor looks it up at each new ring."""
+    try:
+        tracer.bpf[b"zc_ring_early"]
+        loaded = True
+    except KeyError:
+        loaded = False
+    assert loaded == any(p.name == "zc_kernel" for p in tracer.programs), tracer.tier
+
+
 def test_runs_the_kernel_skipped_are_read_from_every_loaded_program(tracer):
     """recursion_misses of each loaded program, read from the kernel (BPF_OBJ_GET_INFO_BY_FD) by
     snapshot.take: every program is there by its event, and the lost cause `recursion_misses`
