@@ -36,6 +36,7 @@ CELLS = {
     "msg_zc/32 65000 B": dict(mode="msg_zerocopy", size=65000, batch=32, notify_batch=32),
 }
 VARIANTS = ("untraced", "floor", "zctrace")
+EVENT_PREFIXES = ("tracepoint__", "raw_tracepoint__", "kfunc__", "kprobe__")  # probes.entry_point's
 
 
 def empty_programs(session: Session) -> str:
@@ -43,8 +44,8 @@ def empty_programs(session: Session) -> str:
     raw = {t for prog in session.programs for t in prog.raw_tracepoints}
     out = []
     for st in session.statuses:
-        if not st.attached:
-            continue
+        if not st.attached or not st.fn_name.startswith(EVENT_PREFIXES):
+            continue  # (a tail call's target runs from another program, not from an event)
         name = st.target
         if ":" in name:
             out.append("TRACEPOINT_PROBE(%s, %s) { return 0; }" % tuple(name.split(":", 1)))

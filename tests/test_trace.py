@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import TIERS, optmem_room
+from conftest import REPO, TIERS, optmem_room
 from zctrace import model, snapshot
 from zctrace.bench import cells
 from zctrace.btf import Btf
@@ -69,6 +69,20 @@ def test_early_ring_copies_are_kept_only_where_something_fills_them(tracer):
     except KeyError:
         loaded = False
     assert loaded == any(p.name == "zc_kernel" for p in tracer.programs), tracer.tier
+
+
+def test_the_probe_floor_has_an_empty_program_at_every_event_of_the_tier(tracer):
+    """scripts/bench_probe_floor.py's floor: one empty program per event the session attached to
+    (a tail call's target, attached to none, gets none), and it compiles."""
+    import importlib.util
+    from bcc import BPF
+    spec = importlib.util.spec_from_file_location("bench_probe_floor", REPO / "scripts" / "bench_probe_floor.py")
+    floor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(floor)
+    text = floor.empty_programs(tracer)
+    events = [s for s in tracer.statuses if s.attached and "tail call" not in s.target]
+    assert len(text.splitlines()) == len(events) > 0
+    BPF(text=text).cleanup()
 
 
 def test_runs_the_kernel_skipped_are_read_from_every_loaded_program(tracer):
