@@ -5,12 +5,18 @@ BPF program where the probes attach. Per cell, in interleaved rounds (the order 
 observing those events costs before a probe does anything) and `zctrace` (the session).
 
     python3 scripts/bench_probe_floor.py [--tier tracepoint] [--rounds 3] [--seconds 1]
-        [--check] [--min-ratio 0.97]
+        [--check] [--min-ratio 0.97] [--bpf-ns]
 
 Prints requests/s and the ratios floor/untraced, zctrace/untraced and zctrace/floor (the part
 of the overhead the probes' own work makes). `--check` exits 1 when zctrace/floor is below
 --min-ratio in any cell. The workload is the compiled engine on the sink (UDP); BPF statistics
 stay off. Needs root.
+
+`--bpf-ns` measures the programs instead of the sender: BPF statistics on for the run
+(BPF_ENABLE_STATS), `floor` and `zctrace` only, and per cell and round the BPF ns per request,
+the program runs per request and each program's ns a run. Where the sender's rate is too noisy
+to compare (the VM under TCG), this says how much of the probes' cost is the price of running
+at all and how much their own work.
 """
 
 from __future__ import annotations
@@ -66,16 +72,21 @@ def main() -> int:
     p.add_argument("--cells", default=",".join(CELLS), help="comma-separated, of: " + ", ".join(CELLS))
     p.add_argument("--min-ratio", type=float, default=0.97)
     p.add_argument("--check", action="store_true")
+    p.add_argument("--bpf-ns", action="store_true", help="BPF ns per request of floor and zctrace (statistics on)")
     args = p.parse_args()
     chosen = args.cells.split(",")
     if unknown := [c for c in chosen if c not in CELLS]:
         p.error(f"unknown cell {unknown[0]!r}")
+    if args.bpf_ns and args.check:
+        p.error("--check compares rates: not with --bpf-ns")
     btf = Btf.load()
     with Session.open(args.tier, btf) as session:
         text = empty_programs(session)
     from bcc import BPF  # auto-attaches the empty programs by their names
 
     specs = [WorkloadSpec(target="sink", duration=args.seconds, engine="c", **CELLS[c]) for c in chosen]
+    if args.bpf_ns:
+        return bpf_ns(args, btf, text, chosen, specs)
     rates: dict[tuple[str, str], list[float]] = {(v, c): [] for v in VARIANTS for c in chosen}
     with open_target("sink", "udp") as endpoint:
         for rnd in range(args.rounds):
@@ -109,6 +120,53 @@ def main() -> int:
     for line in failed:
         print(f"bench_probe_floor: {line}", file=sys.stderr)
     return 1 if args.check and failed else 0
+
+
+def bpf_ns(args, btf: Btf, text: str, chosen: list[str], specs: list) -> int:
+    """--bpf-ns: per round, variant and cell, BPF ns and program runs per request."""
+    import os
+    from bcc import BPF
+    from zctrace import bpfinfo, cost
+
+    def measure(bpf, session) -> list[str]:
+        rows = []
+        for name, spec in zip(chosen, specs):
+            before = cost.program_stats(bpf.funcs)
+            (cell,) = cells.run_on(endpoint, [spec], session)
+            after = cost.program_stats(bpf.funcs)
+            delta = {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in after}
+            n = max(cell.requests, 1)
+            per = ", ".join(f"{k} {t / r:,.0f} x {r / n:.2f}" for k, (t, r) in sorted(delta.items()) if r)
+            exact = "" if session is None else (" (exact)" if cell.matches else " (COUNTS DIFFER)")
+            rows.append(f"| {name} | {sum(t for t, _ in delta.values()) / n:,.0f} | "
+                        f"{sum(r for _, r in delta.values()) / n:.2f} | {per}{exact} |")
+        return rows
+
+    stats = bpfinfo.enable_stats()
+    print(f"{args.tier} tier, sink udp, compiled engine, {args.rounds} interleaved rounds of "
+          f"{args.seconds:g} s a cell, BPF statistics on")
+    print("| round | variant | cell | BPF ns/request | runs/request | program: ns a run x runs a request |")
+    print("|---|---|---|---:|---:|---|")
+    try:
+        with open_target("sink", "udp") as endpoint:
+            for rnd in range(args.rounds):
+                for variant in (("floor", "zctrace") if rnd % 2 == 0 else ("zctrace", "floor")):
+                    print(f"bench_probe_floor: round {rnd + 1} {variant}", file=sys.stderr)
+                    if variant == "zctrace":
+                        with Session.open(args.tier, btf) as session:
+                            rows = measure(session.bpf, session)
+                    else:
+                        floor = BPF(text=text)
+                        try:
+                            rows = measure(floor, None)
+                        finally:
+                            floor.cleanup()
+                    for row in rows:
+                        print(f"| {rnd + 1} | {variant} {row}", flush=True)
+    finally:
+        os.close(stats)
+    print(f"load average: {' '.join(open('/proc/loadavg').read().split()[:3])}")
+    return 0
 
 
 if __name__ == "__main__":

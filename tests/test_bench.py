@@ -5,6 +5,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -244,3 +245,22 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     r = run(["bench", *args])
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_probe_floor_bpf_ns_measures_both_variants_with_statistics():
+    """scripts/bench_probe_floor.py --bpf-ns: for each round a floor and a zctrace row per cell,
+    the BPF ns and program runs of every io_uring request (two CQEs, each a run of
+    io_uring_complete on the tracepoint tier), zctrace's counts exact and dearer than the floor."""
+    from conftest import REPO
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_probe_floor.py"), "--bpf-ns",
+                          "--rounds", "1", "--seconds", "0.3", "--cells", "zc/8-lazy 1000 B"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = {r.split("|")[2].strip(): r.split("|") for r in out.stdout.splitlines() if r.startswith("| 1 |")}
+    assert set(rows) == {"floor", "zctrace"}, out.stdout
+    ns = {v: float(r[4].replace(",", "")) for v, r in rows.items()}
+    for r in rows.values():  # (rx_evidence runs for whatever else this host receives meanwhile)
+        assert re.search(r"raw_tracepoint:io_uring_complete [\d,]+ x 2\.00\b", r[6]), out.stdout
+        assert 2.0 <= float(r[5]) < 2.2, out.stdout
+    assert "(exact)" in rows["zctrace"][6], out.stdout
+    assert 0 < ns["floor"] < ns["zctrace"], out.stdout
