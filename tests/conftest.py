@@ -147,24 +147,47 @@ class TierSessions:
     its maps in between. Compiling is what costs (26-33 s a tier in the 6.12 VM, paid once per
     module and tier before); attaching again takes a second or less."""
 
+    KEPT = {"zc_targets"}  # what the loader fills (and program arrays): not probe state
+
     def __init__(self) -> None:
         self.sessions: dict = {}
 
     @contextlib.contextmanager
     def attached(self, tier: str):
-        """`tier`'s session, attached and emptied (Session.clear) for the block, detached after."""
+        """`tier`'s session for the block, as good as new: attached, every map of probe state
+        emptied; compiled anew if the kernel skipped any of its runs (a program's
+        recursion_misses, which only a new program starts at 0). Detached after."""
         from zctrace.btf import Btf
         from zctrace.probes import Session
         session = self.sessions.get(tier)
+        if session is not None and self.skipped_runs(session):
+            session.close()
+            session = None
         if session is None:
             session = self.sessions[tier] = Session.open(tier, Btf.load(), pids=[os.getpid()])
         else:
             session.reattach()
         try:
-            session.clear()
+            self.empty(session)
             yield session
         finally:
             session.detach()
+
+    @staticmethod
+    def skipped_runs(session) -> int:
+        from zctrace import bpfinfo
+        return sum(bpfinfo.prog_stats(fn.fd).recursion_misses for fn in session.bpf.funcs.values())
+
+    def empty(self, session) -> None:
+        """Every map of the module emptied (an array zeroed) but the loader's: Session.clear
+        leaves what a benchmark cell needs kept (calls inside syscalls, notifications in flight,
+        waiting chains), which a module's tests must not inherit from another's."""
+        from bcc.table import ProgArray
+        from zctrace import bpfinfo
+        for name in bpfinfo.map_names(session.bpf):
+            table = session.bpf[name.encode()]
+            if name not in self.KEPT and not isinstance(table, ProgArray):
+                table.clear()
 
     def close(self) -> None:
         for session in self.sessions.values():

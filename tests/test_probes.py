@@ -1,5 +1,6 @@
 """Probe programs, BTF offsets and the shared header, checked against this kernel."""
 
+import os
 import shutil
 import subprocess
 
@@ -192,3 +193,18 @@ def test_the_manifest_order_does_not_matter(btf, monkeypatch):
     assert seen[0] == seen[1]
     walkers = {fn for _, target, fn, _ in seen[1] if "tail call" in target}
     assert walkers == {"zc_chain_walk_raw", "zc_chain_walk_tp"}
+
+
+def test_each_module_gets_its_tier_session_as_new(tier_sessions):
+    """The tests share a compiled session per tier (conftest's TierSessions): the next module
+    must not inherit the last one's probe state, including what Session.clear keeps (calls
+    inside syscalls here), while what the loader filled (the traced pids) stays."""
+    with tier_sessions.attached("tracepoint") as session:
+        calls = session.bpf[b"zc_send_calls"]
+        calls[calls.Key(12345)] = calls.Leaf()
+        session.clear()
+        assert len(calls) == 1  # (kept by clear: a benchmark cell's sends in flight)
+    with tier_sessions.attached("tracepoint") as session:
+        assert len(session.bpf[b"zc_send_calls"]) == 0
+        targets = session.bpf[b"zc_targets"]
+        assert targets[targets.Key(os.getpid())].value == 1

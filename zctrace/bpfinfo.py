@@ -161,6 +161,12 @@ class MapFill:
         return total
 
 
+def map_names(bpf) -> list[str]:
+    """Every map of a loaded bcc module, by name."""
+    lib = _lib()
+    return [lib.bpf_table_name(bpf.module, i).decode() for i in range(lib.bpf_num_tables(bpf.module))]
+
+
 def module_maps(bpf) -> list[MapFill]:
     """The maps of a loaded bcc module that refuse new entries when full (hash and stack trace
     maps; LRU maps evict by design, arrays are always full), by name."""
