@@ -950,7 +950,10 @@ def test_wireguard_copies_what_the_kernel_calls_zero_copy(path_tracer):
           f"{counts.zerocopied}/{counts.copied}; sw_gso_copy {hidden}; sites "
           f"{[(c.caller, c.count, c.stack) for c in sites]}")
     assert counts.zc_requests == counts.zerocopied + counts.copied == notes.zerocopied + notes.copied == calls
-    assert counts.zerocopied > 0 and notes.zerocopied > 0  # the kernel says zero-copy for some sends...
+    # The kernel's callback says zero-copy for some sends... (not the error queue's ranges: a range
+    # merged into the one before it takes that one's code, so all can read copied: 6.12 kprobe,
+    # 2026-12-07, 18 ranges for 68 sends, 0 zero-copy there against 33 by the callback)
+    assert counts.zerocopied > 0
     assert hidden[0] > 0 and hidden[1] >= hidden[0] * 1000, hidden  # ...whose payload was copied
     assert sites and {c.caller for c in sites} == {"wg_xmit"}, rep.copy_sites
     assert sum(c.count for c in sites) == hidden[0]
