@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from zctrace.bench import cells  # noqa: E402
 from zctrace.btf import Btf  # noqa: E402
-from zctrace.probes import TIERS, Session  # noqa: E402
+from zctrace.probes import TIERS, Session, entry_kind  # noqa: E402
 from zctrace.workload.senders import WorkloadSpec  # noqa: E402
 from zctrace.workload.targets import open_target  # noqa: E402
 
@@ -42,24 +42,21 @@ CELLS = {
     "msg_zc/32 65000 B": dict(mode="msg_zerocopy", size=65000, batch=32, notify_batch=32),
 }
 VARIANTS = ("untraced", "floor", "zctrace")
-EVENT_PREFIXES = ("tracepoint__", "raw_tracepoint__", "kfunc__", "kprobe__")  # probes.entry_point's
 
 
 def empty_programs(session: Session) -> str:
     """bcc text with an empty program at each attach point of `session`."""
-    raw = {t for prog in session.programs for t in prog.raw_tracepoints}
     out = []
     for st in session.statuses:
-        if not st.attached or not st.fn_name.startswith(EVENT_PREFIXES):
-            continue  # (a tail call's target runs from another program, not from an event)
+        kind = entry_kind(st.fn_name) if st.attached else None  # (None: a tail call's target)
         name = st.target
-        if ":" in name:
+        if kind == "tracepoint":
             out.append("TRACEPOINT_PROBE(%s, %s) { return 0; }" % tuple(name.split(":", 1)))
-        elif name in raw:
+        elif kind == "raw_tracepoint":
             out.append(f"RAW_TRACEPOINT_PROBE({name}) {{ return 0; }}")
-        elif session.tier == "fentry":
+        elif kind == "fentry":
             out.append(f"KFUNC_PROBE({name}) {{ return 0; }}")
-        else:
+        elif kind == "kprobe":
             out.append(f"int kprobe__{name}(struct pt_regs *ctx) {{ return 0; }}")
     return "\n".join(out)
 

@@ -179,12 +179,23 @@ def has_caps(*caps: int) -> bool:
     return all(effective >> cap & 1 for cap in caps)
 
 
+# The prefix of the name bcc gives a program of each kind (and attaches it by).
+ENTRY_PREFIXES = {"tracepoint": "tracepoint__", "raw_tracepoint": "raw_tracepoint__", "fentry": "kfunc__",
+                  "kprobe": "kprobe__"}
+
+
 def entry_point(kind: str, target: str) -> str:
     """The name bcc gives the program of `kind` (tracepoint, raw_tracepoint, fentry, kprobe) for
     `target` ("category:event" for a tracepoint, else an event or kernel function)."""
     if kind == "tracepoint":
-        return "tracepoint__" + "__".join(target.split(":"))
-    return {"raw_tracepoint": "raw_tracepoint__", "fentry": "kfunc__", "kprobe": "kprobe__"}[kind] + target
+        return ENTRY_PREFIXES[kind] + "__".join(target.split(":"))
+    return ENTRY_PREFIXES[kind] + target
+
+
+def entry_kind(fn_name: str) -> str | None:
+    """The kind of event program `fn_name` is attached to (entry_point's), or None for one no
+    event runs (a tail call's target)."""
+    return next((k for k, prefix in ENTRY_PREFIXES.items() if fn_name.startswith(prefix)), None)
 
 
 def require_root() -> None:
@@ -351,17 +362,16 @@ class Session:
         b = self.bpf
         with interrupts.deferred():
             for s in self.statuses:
-                if not s.attached:
-                    continue
-                if s.fn_name.startswith("tracepoint__"):
+                kind = entry_kind(s.fn_name) if s.attached else None
+                if kind == "tracepoint":
                     b.detach_tracepoint(tp=s.target)
-                elif s.fn_name.startswith("raw_tracepoint__"):
+                elif kind == "raw_tracepoint":
                     b.detach_raw_tracepoint(tp=s.target)
-                elif s.fn_name.startswith("kfunc__"):
+                elif kind == "fentry":
                     b.detach_kfunc(fn_name=s.fn_name)
-                elif s.fn_name.startswith("kprobe__"):
+                elif kind == "kprobe":
                     b.detach_kprobe(event=s.target, fn_name=s.fn_name)
-                # else a tail-call target, in its program array: it runs only when called
+                # else not attached, or a tail-call target in its program array (run when called)
             self.statuses = []
 
     def reattach(self) -> None:
