@@ -147,8 +147,6 @@ class TierSessions:
     its maps in between. Compiling is what costs (26-33 s a tier in the 6.12 VM, paid once per
     module and tier before); attaching again takes a second or less."""
 
-    KEPT = {"zc_targets"}  # what the loader fills (and program arrays): not probe state
-
     def __init__(self) -> None:
         self.sessions: dict = {}
 
@@ -179,15 +177,17 @@ class TierSessions:
         return sum(bpfinfo.prog_stats(fn.fd).recursion_misses for fn in session.bpf.funcs.values())
 
     def empty(self, session) -> None:
-        """Every map of the module emptied (an array zeroed) but the loader's: Session.clear
-        leaves what a benchmark cell needs kept (calls inside syscalls, notifications in flight,
-        waiting chains), which a module's tests must not inherit from another's."""
+        """Every map of the module emptied (an array zeroed) but the program arrays, and this
+        process the only one traced, as in a new session: Session.clear leaves what a benchmark
+        cell needs kept (calls inside syscalls, notifications in flight, waiting chains, the
+        traced pids), which a module's tests must not inherit from another's."""
         from bcc.table import ProgArray
         from zctrace import bpfinfo
         for name in bpfinfo.map_names(session.bpf):
             table = session.bpf[name.encode()]
-            if name not in self.KEPT and not isinstance(table, ProgArray):
+            if not isinstance(table, ProgArray):
                 table.clear()
+        session.add_pid(os.getpid())
 
     def close(self) -> None:
         for session in self.sessions.values():
