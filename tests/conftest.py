@@ -5,6 +5,8 @@ run only there (``python3 scripts/vmtest.py``, which sets ZCTRACE_IN_VM=1); insi
 every other test is skipped.
 """
 import contextlib
+import ctypes
+import itertools
 import os
 import signal
 import subprocess
@@ -209,6 +211,80 @@ def tracer(request, tier_sessions):
     tests of that tier run, emptied at their start (one compile per tier a run: TierSessions)."""
     with tier_sessions.attached(request.param) as session:
         yield session
+
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+_netns_seq = itertools.count()
+
+
+def setns_net(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET):
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+@contextlib.contextmanager
+def private_netns():
+    """This thread (and the threads and processes it starts) in a new network namespace,
+    removed with everything in it on exit."""
+    name = f"zcns{os.getpid()}x{next(_netns_seq)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+        try:
+            setns_net(fd)
+        finally:
+            os.close(fd)
+        try:
+            subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+            yield name
+        finally:
+            setns_net(home)
+    finally:
+        os.close(home)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+# A tracepoint program that spends up to 200 us in each getppid(): while it runs on a CPU the
+# kernel skips every kprobe (and tracepoint) program there, as in a softirq that interrupts it.
+SPIN = r"""
+TRACEPOINT_PROBE(syscalls, sys_enter_getppid)
+{
+	u64 t0 = bpf_ktime_get_ns();
+
+	for (int i = 0; i < 2000; i++)
+		if (bpf_ktime_get_ns() - t0 > 200000)
+			break;
+	return 0;
+}
+"""
+
+
+@contextlib.contextmanager
+def bpf_busy_cpu(cpu: int):
+    """A thread on `cpu` that spends its time inside SPIN (getppid in a loop) until the end."""
+    import threading
+    from bcc import BPF
+    spin = BPF(text=SPIN)
+    stop = threading.Event()
+
+    def busy() -> None:
+        os.sched_setaffinity(0, {cpu})
+        while not stop.is_set():
+            os.getppid()
+
+    spinner = threading.Thread(target=busy)
+    try:
+        spinner.start()
+        time.sleep(0.2)
+        yield
+    finally:
+        stop.set()
+        if spinner.is_alive():
+            spinner.join()
+        spin.cleanup()
 
 
 @pytest.fixture

@@ -34,7 +34,6 @@ its table into docs/paths.md (the block of this kernel series), with kernel rele
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime
 import mmap
 import os
@@ -48,6 +47,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import private_netns, setns_net
 from zctrace import model, snapshot
 from zctrace.bench import cells
 from zctrace.report import render
@@ -62,8 +62,6 @@ SIZE = 1000
 PORT = 9000
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "paths.md"
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 _seq = iter(range(1 << 30))
 
 UNDER, PEER = "10.9.0.1", "10.9.0.2"  # the dummy underlay: this host, the far end
@@ -88,35 +86,6 @@ def sh(*cmds: str) -> None:
                          r"Operation not supported|No such device", err) and "add" in cmd.split():
                 raise Skip(f"{cmd!r}: {err}")
             raise RuntimeError(f"{cmd!r} failed: {err}")
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET):
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-
-
-@contextlib.contextmanager
-def private_netns():
-    """This thread (and the threads and processes it starts) in a new network namespace,
-    removed with everything in it on exit."""
-    name = f"zcpath{os.getpid()}x{next(_seq)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-        try:
-            _setns(fd)
-        finally:
-            os.close(fd)
-        try:
-            sh("ip link set lo up")
-            yield name
-        finally:
-            _setns(home)
-    finally:
-        os.close(home)
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def dummy(name: str, addr: str | None = UNDER, *, up: bool = True) -> None:
@@ -386,10 +355,10 @@ def _in_netns(ns: str):
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
     try:
-        _setns(fd)
+        setns_net(fd)
         yield
     finally:
-        _setns(home)
+        setns_net(home)
         os.close(fd)
         os.close(home)
 
@@ -830,6 +799,19 @@ KNOWN: dict[tuple[str, str, str], str] = {}
 # callback runs the kernel skips there: netem's timer softirq inside a send's program.)
 
 
+@contextlib.contextmanager
+def opened_path(setup_fn):
+    """The path `setup_fn` sets up, in a private network namespace (the test skipped where the
+    kernel lacks it), removed with all it made on exit."""
+    with private_netns(), contextlib.ExitStack() as stack:
+        stack.callback(lambda: [f() for f in reversed(_cleanup)] and _cleanup.clear())
+        try:
+            setup = setup_fn()
+        except Skip as e:
+            pytest.skip(str(e))
+        yield setup
+
+
 @pytest.mark.parametrize("path", list(PATHS))
 def test_path(path_tracer, path):
     """Every API of one path, in one private namespace: all cells pass (see check)."""
@@ -924,12 +906,7 @@ def test_wireguard_copies_what_the_kernel_calls_zero_copy(path_tracer):
     if path_tracer.tier == "tracepoint":
         pytest.skip("the tracepoint tier has no program on skb_segment")
     size, sends = 1 << 16, 40
-    with private_netns(), contextlib.ExitStack() as stack:
-        stack.callback(lambda: [f() for f in reversed(_cleanup)] and _cleanup.clear())
-        try:
-            setup = p_wireguard()
-        except Skip as e:
-            pytest.skip(str(e))
+    with opened_path(p_wireguard) as setup:
         path_tracer.clear()
         with socket.create_connection((setup.dst, PORT), timeout=30) as s:
             s.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)

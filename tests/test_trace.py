@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import REPO, TIERS, optmem_room
+from conftest import REPO, TIERS, bpf_busy_cpu, optmem_room, private_netns
 from zctrace import model, snapshot
 from zctrace.bench import cells
 from zctrace.btf import Btf
@@ -103,24 +103,11 @@ def test_runs_the_kernel_skipped_are_read_from_every_loaded_program(tracer):
     assert (rep.lost["recursion_misses"].programs if missed else rep.lost.get("recursion_misses")) == (missed or None)
 
 
-# A tracepoint program that keeps its CPU busy (up to ~0.2 ms a call) while it holds bpf_prog_active.
-SPIN = r"""
-TRACEPOINT_PROBE(syscalls, sys_enter_getppid)
-{
-	u64 t0 = bpf_ktime_get_ns();
-
-	for (int i = 0; i < 2000; i++)
-		if (bpf_ktime_get_ns() - t0 > 200000)
-			break;
-	return 0;
-}
-"""
-
-
 def test_runs_the_kernel_skipped_are_reported_when_provoked(tracer):
     """A kprobe program does not run while a tracepoint program runs on its CPU: a thread on CPU 0
-    spends its time in SPIN (getppid in a loop), and UDP MSG_ZEROCOPY over loopback from CPU 1
-    is received on CPU 0 (RPS), in the softirq of the IPI that interrupts SPIN; the receive copies
+    spends its time in SPIN (getppid in a loop), and UDP MSG_ZEROCOPY over loopback from CPU 0,
+    in a network namespace whose lo delays packets by 10 ms (netem), is received in the softirq
+    of the netem timer that interrupts SPIN (one CPU is enough); the receive copies
     the pages (skb_copy_ubufs) and frees the notification (__msg_zerocopy_callback), whose kprobe
     programs the kernel then skips. The application reads every notification, so the verdicts of
     the skipped callback runs come from its error queue (kernel event errqueue_verdict, one id a
@@ -129,31 +116,14 @@ def test_runs_the_kernel_skipped_are_reported_when_provoked(tracer):
     error queue gives the verdicts back there too."""
     if tracer.tier != "kprobe":
         pytest.skip("only kprobe (and tracepoint) programs are skipped for another program's sake")
-    if os.cpu_count() < 2:
-        pytest.skip("needs 2 CPUs: the sender on one, the spinning tracepoint program on the other")
-    import threading
-    from bcc import BPF
-    rps = "/sys/class/net/lo/queues/rx-0/rps_cpus"
-    with open(rps) as f:
-        old_rps = f.read().strip()
-    spin = BPF(text=SPIN)
-    stop = threading.Event()
-
-    def busy() -> None:
-        os.sched_setaffinity(0, {0})
-        while not stop.is_set():
-            os.getppid()
-
-    spinner = threading.Thread(target=busy)
     tracer.clear()
     before = snapshot.take(tracer.bpf).recursion_misses  # kernel-wide counters: deltas below
+    cpus = os.sched_getaffinity(0)
     try:
-        with open(rps, "w") as f:
-            f.write("1")  # loopback's packets are received on CPU 0
-        spinner.start()
-        time.sleep(0.2)
-        os.sched_setaffinity(0, {1})
-        with open_target("loopback", "udp") as ep, socket.socket(ep.family, socket.SOCK_DGRAM) as s:
+        with private_netns(), bpf_busy_cpu(0), open_target("loopback", "udp") as ep, \
+                socket.socket(ep.family, socket.SOCK_DGRAM) as s:
+            subprocess.run(["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "10ms"], check=True)
+            os.sched_setaffinity(0, {0})  # the sender, and so netem's timer, where SPIN runs
             s.setsockopt(socket.SOL_SOCKET, 60, 1)
             s.connect(ep.addr)
             notes = ErrQueue(s)
@@ -162,13 +132,7 @@ def test_runs_the_kernel_skipped_are_reported_when_provoked(tracer):
                 time.sleep(0.001)
             notes.wait(N, 10)
     finally:
-        stop.set()
-        if spinner.is_alive():
-            spinner.join()
-        os.sched_setaffinity(0, set(range(os.cpu_count())))
-        with open(rps, "w") as f:
-            f.write(old_rps)
-        spin.cleanup()
+        os.sched_setaffinity(0, cpus)
     snap = snapshot.take(tracer.bpf)
     snap = dataclasses.replace(snap, recursion_misses={p: n - before.get(p, 0) for p, n in snap.recursion_misses.items()})
     missed = {p: n for p, n in snap.recursion_misses.items() if n}
