@@ -22,8 +22,9 @@
 
 #define ZC_ND_USED 1
 #define ZC_ND_COPIED 2
-#define ZC_MAX_CHAIN 64 /* linked notifications walked per completion: 6.18's verifier refused 1,024, and 96
-			 * or more once a walk step also took its spilled flag and counted copies at send */
+#define ZC_MAX_CHAIN 48 /* linked notifications walked per completion: 6.18's verifier refused 1,024, 96 or
+			 * more once a walk step also took its spilled flag and counted copies at send, and
+			 * 64 once it also read REPORT_USAGE's flags (56 loads: 48 leaves room) */
 #define ZC_ND_SLOTS 4096
 
 struct zc_nd_slot {
@@ -73,6 +74,31 @@ ZC_KFUNC3(io_tx_ubuf_complete, skb, uarg, success)
 	}
 	__sync_fetch_and_or(&slot->flags, flag);
 	return 0;
+}
+
+/* The kernel's own flags of a REPORT_USAGE notification (io_notif_data's zc_used and zc_copied,
+ * set by io_tx_ubuf_complete: what its CQE says) stand in for ours, `flags`, which miss the skb
+ * callback runs the kernel skipped (kprobe tier: an skb freed in a softirq that interrupted
+ * another BPF program on the CPU, as netem's timer does inside a send's program). Read only where
+ * ours do not say zero-copy: a skipped copy among an skb's seen success stays unseen (counted in
+ * recursion_misses on 6.7+). Without REPORT_USAGE the kernel keeps no flags: ours stand. */
+#define ZC_ND_USED_AT (ZC_OFF_io_notif_data_zc_used - ZC_OFF_io_notif_data_zc_report)
+#define ZC_ND_COPIED_AT (ZC_OFF_io_notif_data_zc_copied - ZC_OFF_io_notif_data_zc_report)
+#if ZC_ND_USED_AT <= 0 || ZC_ND_USED_AT > 3 || ZC_ND_COPIED_AT <= 0 || ZC_ND_COPIED_AT > 3
+#error "io_notif_data's zc_used or zc_copied not in the 4 bytes from zc_report (docs/kernel.md)"
+#endif
+static __always_inline u64 zc_nd_reported(u64 nd, u64 flags)
+{
+	u32 word = 0;
+
+	ZC_READ(word, (void *)nd, ZC_OFF_io_notif_data_zc_report);
+	if (!(word & 0xff))
+		return flags;
+	u64 kernel = ((word >> (8 * ZC_ND_USED_AT)) & 0xff ? ZC_ND_USED : 0) |
+		     ((word >> (8 * ZC_ND_COPIED_AT)) & 0xff ? ZC_ND_COPIED : 0);
+	if (kernel != flags)
+		zc_kevents_add(ZC_KEV_REPORT_USAGE_VERDICT, 1, 0);
+	return kernel;
 }
 
 /* The flags of notification `nd`, forgotten (every skb has let go of it by now). */
@@ -141,6 +167,8 @@ static __always_inline void zc_nd_verdict(struct zc_walk *w, u64 nd)
 	if (zc_uring_take_failed(ring, ctx, user_data))
 		return;
 	u8 proto = ring->proto;
+	if (flags != ZC_ND_USED)
+		flags = zc_nd_reported(nd, flags);
 	if (flags == ZC_ND_USED) {
 		w->carrier = ZC_R_LINKED_NOTIFICATION;
 		w->carrier_stack = -1;

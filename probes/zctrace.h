@@ -99,7 +99,11 @@ enum zc_kevent {
 	ZC_KEV_SW_GSO_COPY = 5,      /* skb_segment without scatter-gather: a zerocopy skb's payload copied into
 	                              * linear segments, while its notification says zero-copy (count: skbs,
 	                              * bytes: the payload in their frags) */
-	ZC_NR_KEVENTS = 6,
+	ZC_KEV_REPORT_USAGE_VERDICT = 6, /* io_uring REPORT_USAGE notifications whose flags the kernel set in skb
+	                              * callback runs it skipped (another BPF program ran on the CPU: kprobe
+	                              * tier), their verdict taken from the kernel's own zc_used/zc_copied
+	                              * (count: notifications, bytes: 0) */
+	ZC_NR_KEVENTS = 7,
 };
 
 /* Things the probes could not record: indexes into the zc_errors array. */

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import private_netns, setns_net
+from conftest import bpf_busy_cpu, private_netns, setns_net
 from zctrace import model, snapshot
 from zctrace.bench import cells
 from zctrace.report import render
@@ -732,6 +732,9 @@ def _cell(tracer, path: str, api: str, endpoint: Endpoint, settings: dict, proto
                        "copied": counts.copied, "unknown": counts.unknown},
             "lost": lost, "reasons": dict(counts.copied_reasons),
             "errqueue_verdicts": snap.kevents.get("errqueue_verdict", (0, 0))[0],
+            "report_usage_verdicts": snap.kevents.get("report_usage_verdict", (0, 0))[0],
+            "misses": {p: n for p, n in snap.recursion_misses.items() if n},
+            "unrecovered": model.unrecovered_misses(snap),
             # zerocopy skbs segmented without SG: copied where the kernel says zero-copy
             "sw_gso_copies": snap.kevents.get("sw_gso_copy", (0, 0))[0],
             # ...and those counted for this cell's flow (its only sender): every one of them
@@ -848,6 +851,33 @@ def test_path(path_tracer, path):
     if failures and set(failures) == set(known):
         pytest.xfail(f"{failures}: {known}")
     assert not failures, failures
+
+
+def test_skipped_skb_callbacks_of_report_usage_sends_take_the_kernels_flags(path_tracer):
+    """The kprobe tier's skb callback (io_tx_ubuf_complete) is skipped in a softirq that
+    interrupts another BPF program: netem frees its skbs from a timer 10 ms after the send, on
+    the sender's CPU (0 here), where a thread spends its time inside a tracepoint program (SPIN).
+    A REPORT_USAGE notification's verdict then comes from the kernel's own zc_used/zc_copied
+    (kernel event report_usage_verdict), exact where zctrace's flags saw no skb (6.1 does not
+    even count the skipped runs); those runs are not lost."""
+    if path_tracer.tier != "kprobe":
+        pytest.skip("only kprobe programs are skipped for another program's sake")
+    with opened_path(p_netem_10ms) as setup:
+        assert route_dev(setup.dst) == setup.dev
+        endpoint = Endpoint("dummy", (setup.dst, PORT), socket.AF_INET, setup.dev)
+        cpus = os.sched_getaffinity(0)
+        try:
+            with bpf_busy_cpu(0):
+                os.sched_setaffinity(0, {0})  # the sender (and netem's timer) where SPIN runs
+                row = _cell(path_tracer, "netem-10ms", "uring_zc", endpoint, setup.spec)
+        finally:
+            os.sched_setaffinity(0, cpus)
+    print({k: row[k] for k in ("kernel", "traced", "reasons", "lost", "report_usage_verdicts", "misses")})
+    assert row["kernel"]["zerocopied"] == N, row["kernel"]
+    assert (row["traced"]["zerocopied"], row["traced"]["copied"]) == (N, 0), row
+    assert row["report_usage_verdicts"] > 0, "no skb callback run was skipped: the provocation did not work"
+    assert not [p for p in row["unrecovered"] if p.endswith(model.URING_SKB_CALLBACKS)], row["unrecovered"]
+
 
 
 # --- the docs table ---------------------------------------------------------------------------

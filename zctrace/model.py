@@ -219,18 +219,27 @@ class SkippedRuns(Lost):
     programs: dict[str, int] = field(default_factory=dict)
 
 
+# io_uring's skb callback, by kernel (probes/manifest.toml's kfunc_variants of io_tx_ubuf_complete).
+URING_SKB_CALLBACKS = ("io_tx_ubuf_complete", "io_tx_ubuf_callback", "io_uring_tx_zerocopy_callback")
+
+
 def unrecovered_misses(snapshot: Snapshot) -> dict[str, int]:
     """Runs the kernel skipped, by program, less the MSG_ZEROCOPY completion callback's runs
     whose verdicts came from the error queue after all (kernel event errqueue_verdict: the ids
     the application read beyond the verdicts the callback gave). Each skipped callback run held
     one id or more, so these ids stand for at most as many runs: exact for UDP (one id a run);
     for TCP, where one run can cover several sends, a run still unread can hide behind another's
-    ids (docs/verdicts.md)."""
-    recovered = snapshot.kevents.get("errqueue_verdict", (0, 0))[0]
+    ids (docs/verdicts.md). Likewise io_uring's skb callback runs, less the REPORT_USAGE
+    notifications whose verdicts the kernel's own flags gave (kernel event report_usage_verdict:
+    one a notification, exact where each notification had one skb, as UDP's)."""
+    recovered = {"msgzc": snapshot.kevents.get("errqueue_verdict", (0, 0))[0],
+                 "uring": snapshot.kevents.get("report_usage_verdict", (0, 0))[0]}
     out = {}
     for program, n in sorted(snapshot.recursion_misses.items()):
-        if program.endswith("msg_zerocopy_callback"):
-            n, recovered = max(0, n - recovered), max(0, recovered - n)
+        kind = ("msgzc" if program.endswith("msg_zerocopy_callback") else
+                "uring" if program.endswith(URING_SKB_CALLBACKS) else None)
+        if kind:
+            n, recovered[kind] = max(0, n - recovered[kind]), max(0, recovered[kind] - n)
         if n:
             out[program] = n
     return out

@@ -155,6 +155,10 @@ def _skipped_runs(report: Report) -> list[str]:
     if recovered:
         out.append(f"verdicts from the error queue: {recovered.count} MSG_ZEROCOPY requests whose completion "
                    "callback the kernel skipped, as the application read them (not lost)")
+    recovered = report.kernel_events.get("report_usage_verdict")
+    if recovered:
+        out.append(f"verdicts from the kernel's REPORT_USAGE flags: {recovered.count} io_uring notifications "
+                   "whose skb callback runs the kernel skipped (not lost)")
     if not report.recursion_misses_counted:
         out.append("skipped runs: this kernel (before 6.7) does not count the runs of kprobe and tracepoint "
                    "programs it skips while another BPF program runs on the CPU (a verdict or reason may be "

@@ -184,6 +184,28 @@ def test_callback_runs_the_error_queue_gave_back_are_not_lost():
     assert {s.labels["cause"]: s.value for s in events.samples}["recursion_misses"] == 0
 
 
+def test_skb_callback_runs_report_usage_gave_back_are_not_lost():
+    """Skipped io_uring skb callback runs (6.1's io_tx_ubuf_callback, 6.12's io_tx_ubuf_complete)
+    whose notifications' verdicts the kernel's REPORT_USAGE flags gave (kernel event
+    report_usage_verdict, one a notification) are not lost; runs beyond them still are, and the
+    MSG_ZEROCOPY callback's are not offset by them (text, exporter)."""
+    maps = mixed(kernel=True)
+    maps.program(b"kprobe__io_tx_ubuf_callback", 5)
+    maps.program(b"kprobe____msg_zerocopy_callback", 2)
+    maps.kevent("report_usage_verdict", 4, 0)
+    rep = build(maps, "kprobe")
+    assert rep.lost["recursion_misses"].programs == {"kprobe:__msg_zerocopy_callback": 2,
+                                                     "kprobe:io_tx_ubuf_callback": 1}
+    assert ("verdicts from the kernel's REPORT_USAGE flags: 4 io_uring notifications whose skb callback runs "
+            "the kernel skipped (not lost)") in report.render(rep)
+    maps.program(b"kprobe__io_tx_ubuf_callback", 4)
+    maps.program(b"kprobe____msg_zerocopy_callback", 0)
+    assert "recursion_misses" not in build(maps, "kprobe").lost
+    from zctrace.exporter.families import lost_events
+    (events, _, _) = lost_events(snapshot.take(maps))
+    assert {s.labels["cause"]: s.value for s in events.samples}["recursion_misses"] == 0
+
+
 def test_copies_the_kernel_calls_zero_copy_have_their_line():
     """Kernel event sw_gso_copy (skb_segment without SG): the report says the payload was copied
     although the kernel's verdict is zero-copy; without it, no such line."""

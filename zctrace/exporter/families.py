@@ -233,7 +233,8 @@ def lost_events(snap: snapshot.Snapshot) -> list[Metric]:
               "rings_full: a new io_uring instance, notifs_full: an io_uring notification's flags), "
               "or runs of the probe programs the kernel skipped (recursion_misses: another BPF program "
               "was running on the CPU; counted for kprobe and tracepoint programs since Linux 6.7; not the "
-              "MSG_ZEROCOPY callback runs whose verdicts the error queue gave: kernel event errqueue_verdict)")
+              "MSG_ZEROCOPY callback runs whose verdicts the error queue gave: kernel event errqueue_verdict, "
+              "nor io_uring skb callback runs whose verdicts REPORT_USAGE gave: report_usage_verdict)")
     events = CounterMetricFamily("zctrace_lost_events", "Events the probes could not record because a BPF "
                                  "map was full " + causes + ".", labels=["cause"])
     requests = CounterMetricFamily("zctrace_lost_requests", "Zerocopy send requests left uncounted, or without "
@@ -253,6 +254,7 @@ def lost_events(snap: snapshot.Snapshot) -> list[Metric]:
 
 # The kernel events each probe program counts (zctrace_kernel_events exports those of the loaded ones).
 KERNEL_EVENTS = {"zc_kernel": ("copy_ubufs", "sw_gso_copy"), "msgzc_callback": ("errqueue_verdict",),
+                 "uring_notif": ("report_usage_verdict",),
                  "kernel_events": ("iter_stream", "fill_from_iter", "uarg_realloc")}
 
 
@@ -262,7 +264,9 @@ def kernel_events(snap: snapshot.Snapshot, shown: set[str]) -> list[Metric]:
                                 "without scatter-gather, their payload copied while the kernel reports "
                                 "zero-copy (sw_gso_copy), MSG_ZEROCOPY verdicts taken from "
                                 "the error queue for callback runs the kernel skipped (errqueue_verdict, "
-                                "counted in ids); with --kernel-events also "
+                                "counted in ids), io_uring verdicts taken from the kernel's REPORT_USAGE "
+                                "flags for skb callback runs it skipped (report_usage_verdict, in "
+                                "notifications); with --kernel-events also "
                                 "pages attached (iter_stream, fill_from_iter) and notification ranges "
                                 "(uarg_realloc).", labels=["event"])
     nbytes = CounterMetricFamily("zctrace_kernel_event_bytes", "Bytes of the kernel zerocopy events.",
