@@ -964,9 +964,10 @@ def test_a_probe_that_fails_to_attach_shows_probe_up_0_and_the_rest_keeps_counti
 
 @pytest.mark.vm
 @pytest.mark.parametrize("tier", ["fentry", "kprobe"])
-def test_kernel_side_families_on_the_fentry_and_kprobe_tiers(tmp: Path, tier: str):
-    """Late copies by caller, kernel events and copy reasons from the kernel's own callbacks."""
-    with Session.open(tier, Btf.load(), pids=[os.getpid()]) as session:
+def test_kernel_side_families_on_the_fentry_and_kprobe_tiers(tmp: Path, tier: str, tier_sessions):
+    """Late copies by caller, kernel events and copy reasons from the kernel's own callbacks (the
+    run's compiled session of the tier: conftest's TierSessions)."""
+    with tier_sessions.attached(tier) as session:
         collector = ZctraceCollector(session, ExportOptions())
         comm = f"zv{tier[0]}{TAG}"
         run = run_workload(comm_python(tmp, comm), "--mode", "msg_zerocopy", "--target", "loopback",
