@@ -91,3 +91,13 @@ def test_tail_calls_are_declared_where_they_are_defined():
         assert re.search(rf"^int {tc.fn}\(", prog.source(), re.M), tc
         assert tc.kind in ("raw_tracepoint", "tracepoint")
         assert any(f"BPF_PROG_ARRAY({tc.array}," in h.read_text() for h in HEADERS), tc
+
+
+def test_the_model_knows_every_name_of_io_urings_skb_callback():
+    """model.URING_SKB_CALLBACKS (whose skipped runs REPORT_USAGE's flags can give back) is the
+    manifest's io_tx_ubuf_complete with its kfunc_variants: a kernel's name missing there would
+    leave those runs counted lost."""
+    from zctrace import model
+    (notif,) = [p for p in load_manifest() if p.name == "uring_notif"]
+    names = ("io_tx_ubuf_complete", *notif.kfunc_variants.get("io_tx_ubuf_complete", ()))
+    assert set(model.URING_SKB_CALLBACKS) == set(names)
