@@ -7,11 +7,14 @@
  * frame: the copy happens later, where the redirect delivered the skb (local delivery after
  * bpf_redirect(..., BPF_F_INGRESS), tun_net_xmit, ...), and the program chose that path.
  *
- * skb_checksum_help (a checksum computed in software after the send: WireGuard before it
- * encrypts, a device without checksum offload further down the path) linearizes an skb whose
- * frags may change under it (SKBFL_SHARED_FRAG, which zerocopy sets): __pskb_pull_tail
- * completes the notification copied without skb_copy_ubufs (MSG_ZEROCOPY and io_uring skbs
- * carry SKBFL_DONT_ORPHAN). Its program records that copy the same way, with its stack.
+ * __pskb_pull_tail pulling every byte of a zerocopy skb's frags into its head ends with
+ * skb_zcopy_clear(skb, false): the notification completes copied without skb_copy_ubufs (MSG_ZEROCOPY
+ * and io_uring skbs carry SKBFL_DONT_ORPHAN). Who pulls names the reason: skb_checksum_help (a
+ * checksum computed in software after the send: WireGuard before it encrypts, xfrm_output before
+ * ESP, skb_csum_hwoffload_help for a device without checksum offload) linearizes frags that may
+ * change under it (SKBFL_SHARED_FRAG, which zerocopy sets); validate_xmit_skb linearizes for a
+ * device without scatter-gather (one a tc redirect reached); drivers call skb_linearize. Its
+ * program records that copy like skb_copy_ubufs's, with its stack.
  *
  * skb_segment without scatter-gather (features lacking NETIF_F_SG: WireGuard's wg_xmit segments
  * with no features at all) copies a GSO skb's payload into linear segments and frees the
@@ -25,8 +28,6 @@
 #include "kread.bpf.h"
 #include "maps.bpf.h"
 #include "uring_ring.bpf.h"
-
-#define ZC_CHECKSUM_PARTIAL 3
 
 struct zc_copy_site {
 	u64 count;
@@ -60,17 +61,26 @@ static __always_inline u32 zc_copy_record(void *ctx, void *skb, u64 uarg, u8 rea
 	return len;
 }
 
-ZC_KFUNC1(skb_copy_ubufs, skb)
+/* The reason of a late copy of zerocopy `skb` (notification `uarg`): ZC_R_BPF_REDIRECT where a BPF
+ * program sent this skb where it is copied (bpf_redirect.bpf.c), else its stack's (ZC_R_LATE_COPY). */
+static __always_inline u8 zc_late_reason(void *skb, u64 uarg)
 {
-	u64 uarg = zc_skb_uarg(skb), key = (u64)skb, *redirected = zc_redirected.lookup(&key);
+	u64 key = (u64)skb, *redirected = zc_redirected.lookup(&key);
 	u8 reason = ZC_R_LATE_COPY;
 
-	if (uarg && redirected) { /* a BPF program sent this skb where it is copied */
+	if (redirected) {
 		if (*redirected == uarg)
 			reason = ZC_R_BPF_REDIRECT;
 		zc_redirected.delete(&key);
 	}
-	zc_kevent(ZC_KEV_COPY_UBUFS, zc_copy_record(ctx, skb, uarg, reason));
+	return reason;
+}
+
+ZC_KFUNC1(skb_copy_ubufs, skb)
+{
+	u64 uarg = zc_skb_uarg(skb);
+
+	zc_kevent(ZC_KEV_COPY_UBUFS, zc_copy_record(ctx, skb, uarg, uarg ? zc_late_reason(skb, uarg) : ZC_R_LATE_COPY));
 	return 0;
 }
 
@@ -135,25 +145,18 @@ ZC_KFUNC2(skb_segment, skb, features)
 	return 0;
 }
 
-/* A zerocopy skb with shared frags whose checksum is to be computed in software: pulled into its
- * head first, a late copy (the stack names skb_checksum_help's caller: reasons.py). */
-ZC_KFUNC1(skb_checksum_help, skb)
+/* __pskb_pull_tail(skb, delta) pulling all data_len bytes of a zerocopy skb into its head: a late
+ * copy (the stack names the caller: reasons.py). Most calls, receive paths pulling headers, leave
+ * after one read: delta short of data_len. */
+ZC_KFUNC2(__pskb_pull_tail, skb, delta)
 {
-	void *shinfo;
-	u64 uarg;
-	u32 summed = 0;
-	u8 flags = 0, nr_frags = 0;
+	u32 data_len = 0;
 
-	ZC_READ(summed, skb, ZC_OFF_sk_buff_ip_summed);
-	if (((summed >> ZC_SHIFT_sk_buff_ip_summed) & 3) != ZC_CHECKSUM_PARTIAL)
-		return 0; /* nothing to compute: the kernel leaves at once */
-	shinfo = zc_skb_shinfo(skb);
-	uarg = zc_shinfo_uarg_flags(shinfo, &flags);
-	if (!uarg || !(flags & ZC_SKBFL_SHARED_FRAG))
-		return 0;
-	ZC_READ(nr_frags, shinfo, ZC_OFF_skb_shared_info_nr_frags);
-	if (!nr_frags)
-		return 0; /* no frags that could change: no linearizing, no copy */
-	zc_copy_record(ctx, skb, uarg, ZC_R_LATE_COPY);
+	ZC_READ(data_len, skb, ZC_OFF_sk_buff_data_len);
+	if (!data_len || (s32)(u64)delta < (s32)data_len)
+		return 0; /* a partial pull: the skb keeps frags and its notification */
+	u64 uarg = zc_skb_uarg(skb);
+	if (uarg)
+		zc_copy_record(ctx, skb, uarg, zc_late_reason(skb, uarg));
 	return 0;
 }

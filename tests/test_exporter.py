@@ -811,14 +811,27 @@ def test_late_copy_caller_skips_the_copy_and_bpf_frames():
 
 
 def test_a_pull_before_encryption_is_software_crypto():
-    """skb_checksum_help's own program (WireGuard checksums before it encrypts; the stack of a
-    6.12 VM run): software_crypto, and its caller is the site shown."""
+    """__pskb_pull_tail's program under skb_checksum_help (WireGuard checksums before it encrypts;
+    the stack of a 6.12 VM run, and the same under skb_checksum_help's former program):
+    software_crypto, and its caller is the site shown."""
     from zctrace.reasons import classify
-    stack = ("bpf_prog_99_kfunc", "bpf_trampoline_7", "skb_checksum_help", "encrypt_packet",
-             "wg_packet_encrypt_worker", "process_one_work", "worker_thread")
-    assert classify(stack) == "software_crypto"
-    assert late_copy_caller(stack) == "encrypt_packet"
+    tail = ("skb_checksum_help", "encrypt_packet", "wg_packet_encrypt_worker", "process_one_work", "worker_thread")
+    for stack in (("bpf_prog_99_kfunc", "bpf_trampoline_7", "__pskb_pull_tail") + tail,
+                  ("bpf_prog_99_kfunc", "bpf_trampoline_7") + tail):
+        assert classify(stack) == "software_crypto"
+        assert late_copy_caller(stack) == "encrypt_packet"
     assert classify(("esp_output_tail", "esp_output")) == "software_crypto"
+
+
+def test_a_linearize_for_a_device_without_sg_is_no_sg():
+    """A zerocopy skb a tc mirred redirect brought to a device without scatter-gather:
+    validate_xmit_skb linearizes it (__pskb_pull_tail; the 6.1 VM's stack of test_paths.py's
+    tc-mirred-nosg cells, 2026-12-08). Before __pskb_pull_tail had a program this was `unknown`."""
+    from zctrace.reasons import classify
+    stack = ("bpf_prog_5f_kfunc____pskb_pull_tail", "bpf_trampoline_6442", "__pskb_pull_tail", "validate_xmit_skb",
+             "__dev_queue_xmit", "tcf_mirred_act", "tcf_action_exec", "__tcf_classify", "tcf_classify")
+    assert classify(stack) == "no_sg"
+    assert late_copy_caller(stack) == "validate_xmit_skb"
 
 
 def test_a_checksum_before_ipsec_is_software_crypto():
@@ -826,7 +839,7 @@ def test_a_checksum_before_ipsec_is_software_crypto():
     encrypts, linearizing the zerocopy frags (the stack of the 6.12 and 6.1 VM runs of
     test_paths.py's esp-transport and esp-tunnel TCP cells)."""
     from zctrace.reasons import classify
-    stack = ("bpf_prog_d42d_kfunc__skb_checksum_help", "bpf_trampoline_6442547778", "skb_checksum_help",
+    stack = ("bpf_prog_d42d_kfunc____pskb_pull_tail", "bpf_trampoline_6442547778", "__pskb_pull_tail", "skb_checksum_help",
              "xfrm_output", "__ip_queue_xmit", "__tcp_transmit_skb", "tcp_write_xmit", "__tcp_push_pending_frames")
     assert classify(stack) == "software_crypto"
     assert late_copy_caller(stack) == "xfrm_output"

@@ -10,7 +10,7 @@ taps, encapsulation, encryption) runs. Paths: a dummy baseline; VLAN; macvlan; i
 gretap, ipip, sit; ip6gre and ip6tnl (mode any) over an IPv6 dummy underlay; ESP transport and
 tunnel mode (`ip xfrm`, fixed key) to a peer namespace over a veth pair; MACsec; a bridge to a container veth (delivery in another namespace); a tc mirred
 redirect to another dummy, and to one without scatter-gather (whose transmit linearizes the
-skb: a late copy no probe sees yet, KNOWN); a tc BPF program's bpf_redirect to another dummy, and one that turns
+skb: a late copy without skb_copy_ubufs, seen at __pskb_pull_tail); a tc BPF program's bpf_redirect to another dummy, and one that turns
 the packets around into this host (a copy the fentry/kprobe tiers name bpf_redirect); an
 AF_PACKET ETH_P_ALL socket on the transmitting dummy; scatter-gather off and TX checksum off
 (ethtool); a 10 ms netem delay (the notification latency must show it) and an fq qdisc;
@@ -809,14 +809,11 @@ def check(row: dict) -> list[str]:
 
 
 # Cells known to disagree, with why (xfail, not strict: they depend on timing).
-KNOWN: dict[tuple[str, str, str], str] = {
-    (tier, "tc-mirred-nosg", api): (
-        "a device without SG behind a redirect: validate_xmit_skb's __skb_linearize pulls the frags "
-        "into the head (__pskb_pull_tail: skb_zcopy_clear(skb, false)), a late copy without "
-        "skb_copy_ubufs that no probe sees: `unknown` (6.12 and 6.1, 2026-12-07, 300 of 300)")
-    for tier in ("fentry", "kprobe") for api in APIS}
+KNOWN: dict[tuple[str, str, str], str] = {}
 # (The kprobe tier under netem was here until the error queue gave back the verdicts of the
-# callback runs the kernel skips there: netem's timer softirq inside a send's program.)
+# callback runs the kernel skips there: netem's timer softirq inside a send's program. The
+# tc-mirred-nosg cells were `unknown` until __pskb_pull_tail got a program: validate_xmit_skb's
+# __skb_linearize copies without skb_copy_ubufs.)
 
 
 @contextlib.contextmanager

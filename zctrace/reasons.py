@@ -18,7 +18,11 @@ _LATE_COPY_CALLERS = {
     # copies the payload, and the kernel still reports zero-copy (a copy site, not a verdict)
     "skb_segment": "software_gso",
     "__skb_gso_segment": "software_gso",
-    # skb_checksum_help's own program (zc_kernel): its caller computes a checksum in software
+    # __pskb_pull_tail's program (zc_kernel) sees a zerocopy skb linearized whole; its caller, or
+    # skb_checksum_help's, names why: a checksum in software before encryption (below), or
+    # validate_xmit_skb linearizing for a device without scatter-gather (a tc redirect's target:
+    # test_paths.py tc-mirred-nosg, 6.12 and 6.1)
+    "validate_xmit_skb": "no_sg",
     "encrypt_packet": "software_crypto",  # WireGuard, before it encrypts
     "wg_packet_encrypt_worker": "software_crypto",
     # IPsec (xfrm) without ESP offload checksums a CHECKSUM_PARTIAL skb (TCP over ESP) before
@@ -63,7 +67,8 @@ ADVICE = {
     "bpf_redirect": "a tc BPF program redirected the packet to where it is copied (a local socket, tun/tap): "
                     "redirect zerocopy traffic only to devices that transmit it",
     "other": "copied late (skb_copy_ubufs) by a caller zctrace does not know: see its stack (trace --verbose)",
-    "no_sg": "the egress device has no scatter-gather: enable it (ethtool -K DEV sg on)",
+    "no_sg": ("the egress device, or one a redirect sends to, has no scatter-gather: enable it (ethtool -K DEV "
+              "sg on; the kernel drops SG from a device without TX checksum offload, so that too)"),
     "no_csum_offload": ("UDP zerocopy needs a CHECKSUM_PARTIAL datagram: TX checksum offload on the egress "
                         "device (ethtool -K DEV tx on) and no corking (MSG_MORE/UDP_CORK) without UDP_SEGMENT"),
     "over_mtu": "UDP payload plus headers exceed the MTU: raise the MTU or use UDP_SEGMENT (GSO)",
@@ -96,13 +101,19 @@ def _segmenting(name: str) -> bool:
     return name == "skb_segment" or name.endswith(("_gso_segment", "_ufo_fragment")) or name == "skb_udp_tunnel_segment"
 
 
+# The copying functions at the top of a late copy's stack (the probes' own and the linearizing
+# helpers between them and the caller that names the reason).
+_COPYING = ("skb_copy_ubufs", "__pskb_pull_tail", "skb_checksum_help")
+
+
 def late_copy_caller(stack: tuple[str, ...]) -> str:
-    """The kernel function that called skb_copy_ubufs (or skb_checksum_help; or, for skb_segment,
-    the layer that asked for segmentation: wg_xmit, validate_xmit_skb): the first frame past
-    it, the BPF trampoline frames and GSO's plumbing ('unknown' when the stack was not recorded)."""
+    """The kernel function that called skb_copy_ubufs or __pskb_pull_tail (past skb_checksum_help;
+    or, for skb_segment, the layer that asked for segmentation: wg_xmit, validate_xmit_skb): the
+    first frame past them, the BPF trampoline frames and GSO's plumbing ('unknown' when the stack
+    was not recorded)."""
     for frame in stack:
         name = frame.split(".")[0]
-        if (name not in ("skb_copy_ubufs", "skb_checksum_help") and not _segmenting(name)
+        if (name not in _COPYING and not _segmenting(name)
                 and not name.startswith("bpf_") and name != "[unknown]"):
             return name
     return "unknown"

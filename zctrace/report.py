@@ -97,7 +97,7 @@ def render(report: Report, verbose: bool = False) -> str:
                            human_bytes(r.copied), human_bytes(r.skipped), r.errors)
                           for r in report.receive]))
     if verbose and report.copy_sites:
-        out.append("\nlate copies by kernel call site (skb_copy_ubufs, skb_checksum_help, skb_segment; "
+        out.append("\nlate copies by kernel call site (skb_copy_ubufs, __pskb_pull_tail, skb_segment; "
                    "innermost frame first):")
         for site in report.copy_sites:
             out.append(f"  {site.reason:<18} {site.count:>10} copies {human_bytes(site.bytes):>9}  "
