@@ -155,14 +155,12 @@ class TierSessions:
     @contextlib.contextmanager
     def attached(self, tier: str):
         """`tier`'s session for the block, as good as new: attached, every map of probe state
-        emptied; compiled anew if the kernel skipped any of its runs (a program's
-        recursion_misses, which only a new program starts at 0). Detached after."""
+        emptied, the runs the kernel skipped counted from here (its programs' recursion_misses
+        are since they were loaded: snapshot.take subtracts the session's baseline). Detached
+        after."""
         from zctrace.btf import Btf
         from zctrace.probes import Session
         session = self.sessions.get(tier)
-        if session is not None and self.skipped_runs(session):
-            session.close()
-            session = None
         if session is None:
             session = self.sessions[tier] = Session.open(tier, Btf.load(), pids=[os.getpid()])
         else:
@@ -172,11 +170,6 @@ class TierSessions:
             yield session
         finally:
             session.detach()
-
-    @staticmethod
-    def skipped_runs(session) -> int:
-        from zctrace import bpfinfo
-        return sum(bpfinfo.prog_stats(fn.fd).recursion_misses for fn in session.bpf.funcs.values())
 
     def empty(self, session) -> None:
         """Every map of the module emptied (an array zeroed) but the program arrays, and this
@@ -189,6 +182,7 @@ class TierSessions:
             table = session.bpf[name.encode()]
             if not isinstance(table, ProgArray):
                 table.clear()
+        session.forget_skipped_runs()
         session.add_pid(os.getpid())
 
     def close(self) -> None:

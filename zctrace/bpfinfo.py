@@ -182,3 +182,15 @@ def module_maps(bpf) -> list[MapFill]:
             maps.append(MapFill(lib.bpf_table_name(bpf.module, i).decode(), fd, info.type, info.key_size,
                                 info.value_size, info.max_entries))
     return sorted(maps, key=lambda m: m.name)
+
+
+def recursion_misses(funcs: dict) -> dict:
+    """Each loaded program's recursion_misses by its function name (bcc's `funcs`), those that
+    cannot be asked left out."""
+    out = {}
+    for name, fn in funcs.items():
+        try:
+            out[name] = prog_stats(fn.fd).recursion_misses
+        except OSError:
+            continue
+    return out

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from . import interrupts, maps
+from . import bpfinfo, interrupts, maps
 from .btf import Btf
 from .errors import ZctraceError
 from .offsets import kernel_defines, kernel_macros
@@ -396,6 +396,12 @@ class Session:
                 self.bpf[spec.key].clear()  # an array's entries are zeroed (bcc's ArrayBase)
             except KeyError:  # not loaded on this tier
                 continue
+        self.forget_skipped_runs()
+
+    def forget_skipped_runs(self) -> None:
+        """Count the runs the kernel skips (each program's recursion_misses, a counter since the
+        program was loaded that nothing resets) from now: snapshot.take subtracts this baseline."""
+        self.bpf.recursion_misses_base = bpfinfo.recursion_misses(self.bpf.funcs)
 
     def close(self) -> None:
         if self.bpf is not None:

@@ -318,12 +318,15 @@ def counts_skipped_runs(release: str | None = None) -> bool:
 
 def recursion_misses(bpf: MapSource) -> dict[str, int]:
     """Runs the kernel skipped of each of the module's loaded programs, by event (a program that
-    cannot be asked is left out). The fake of the unit tests answers through its own prog_stats."""
+    cannot be asked is left out), since the session last forgot them (Session.clear: its
+    `recursion_misses_base`), else since it was loaded. The fake of the unit tests answers
+    through its own prog_stats."""
     read = getattr(bpf, "prog_stats", None) or bpfinfo.prog_stats
+    base = getattr(bpf, "recursion_misses_base", None) or {}
     out = {}
     for name, fn in getattr(bpf, "funcs", {}).items():
         try:
-            out[bpfinfo.program_event(name)] = int(read(fn.fd).recursion_misses)
+            out[bpfinfo.program_event(name)] = int(read(fn.fd).recursion_misses) - base.get(name, 0)
         except OSError:
             continue
     return out

@@ -161,6 +161,19 @@ def test_runs_the_kernel_skipped_are_lost_with_the_programs_that_missed():
     assert doc["recursion_misses_counted"] is True
 
 
+def test_runs_skipped_before_the_session_forgot_them_are_not_lost():
+    """The kernel's recursion_misses count since a program was loaded and nothing resets them:
+    a session that forgets them (Session.clear, forget_skipped_runs: tests' tier sessions, bench
+    cells) leaves a baseline that snapshot.take subtracts, so only later skips are lost."""
+    maps = mixed(kernel=True)
+    maps.program(b"kprobe__io_tx_ubuf_complete", 7)
+    maps.program(b"kprobe__skb_copy_ubufs", 2)
+    maps.recursion_misses_base = {b"kprobe__io_tx_ubuf_complete": 7, b"kprobe__skb_copy_ubufs": 1}
+    assert build(maps, "kprobe").lost["recursion_misses"].programs == {"kprobe:skb_copy_ubufs": 1}
+    maps.recursion_misses_base = {b"kprobe__io_tx_ubuf_complete": 7, b"kprobe__skb_copy_ubufs": 2}
+    assert "recursion_misses" not in build(maps, "kprobe").lost
+
+
 def test_callback_runs_the_error_queue_gave_back_are_not_lost():
     """A skipped __msg_zerocopy_callback run whose ids the application then read: the verdicts
     came from the error queue (kernel event errqueue_verdict, in ids), so those runs are not
