@@ -152,7 +152,13 @@ ZC_KFUNC2(__pskb_pull_tail, skb, delta)
 {
 	u32 data_len = 0;
 
+#ifdef ZC_TIER_FENTRY
+	/* a typed argument here: a plain load the verifier checks against BTF, no helper call (this
+	 * runs for every tail pull on the machine) */
+	data_len = *(u32 *)((char *)skb + ZC_OFF_sk_buff_data_len);
+#else
 	ZC_READ(data_len, skb, ZC_OFF_sk_buff_data_len);
+#endif
 	if (!data_len || (s32)(u64)delta < (s32)data_len)
 		return 0; /* a partial pull: the skb keeps frags and its notification */
 	u64 uarg = zc_skb_uarg(skb);
