@@ -184,13 +184,13 @@ def module_maps(bpf) -> list[MapFill]:
     return sorted(maps, key=lambda m: m.name)
 
 
-def recursion_misses(funcs: dict) -> dict:
-    """Each loaded program's recursion_misses by its function name (bcc's `funcs`), those that
-    cannot be asked left out."""
+def recursion_misses(funcs: dict, read=prog_stats) -> dict:
+    """Each loaded program's recursion_misses by its function name (bcc's `funcs`; `read`: how to
+    ask, prog_stats or a fake's), those that cannot be asked left out."""
     out = {}
     for name, fn in funcs.items():
         try:
-            out[name] = prog_stats(fn.fd).recursion_misses
+            out[name] = int(read(fn.fd).recursion_misses)
         except OSError:
             continue
     return out

@@ -48,7 +48,6 @@ FIELDS: dict[str, tuple[str, str]] = {
     "skb_shared_info_flags": ("skb_shared_info", "flags"),
     "skb_shared_info_destructor_arg": ("skb_shared_info", "destructor_arg"),
     "skb_shared_info_nr_frags": ("skb_shared_info", "nr_frags"),
-    "sk_buff_ip_summed": ("sk_buff", "ip_summed"),
     "sock_sk_tsflags": ("sock", "sk_tsflags"),
     "sock_sk_dst_cache": ("sock", "sk_dst_cache"),
     "sock_sk_route_caps": ("sock", "sk_route_caps"),
@@ -86,7 +85,6 @@ OPTIONAL: dict[str, str] = {
 ENUM_VALUES = {
     "ZC_SOCK_ZEROCOPY": "SOCK_ZEROCOPY",
     "ZC_SKBFL_ZEROCOPY_ENABLE": "SKBFL_ZEROCOPY_ENABLE",
-    "ZC_SKBFL_SHARED_FRAG": "SKBFL_SHARED_FRAG",
     "ZC_NETIF_F_SG_BIT": "NETIF_F_SG_BIT",
     "ZC_NETIF_F_IP_CSUM_BIT": "NETIF_F_IP_CSUM_BIT",
     "ZC_NETIF_F_HW_CSUM_BIT": "NETIF_F_HW_CSUM_BIT",

@@ -323,13 +323,8 @@ def recursion_misses(bpf: MapSource) -> dict[str, int]:
     through its own prog_stats."""
     read = getattr(bpf, "prog_stats", None) or bpfinfo.prog_stats
     base = getattr(bpf, "recursion_misses_base", None) or {}
-    out = {}
-    for name, fn in getattr(bpf, "funcs", {}).items():
-        try:
-            out[bpfinfo.program_event(name)] = int(read(fn.fd).recursion_misses) - base.get(name, 0)
-        except OSError:
-            continue
-    return out
+    return {bpfinfo.program_event(name): n - base.get(name, 0)
+            for name, n in bpfinfo.recursion_misses(getattr(bpf, "funcs", {}), read).items()}
 
 
 def take(bpf: MapSource, rings: bool = False) -> Snapshot:
